@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainer.gcpg import (
+    GcpgWeights,
+    gcpg_reward,
+    make_pairs,
+    rank_within_groups,
+    score_columns,
+    self_reward,
+    write_parquet,
+)
+
+
+def test_self_reward_is_length_normalised_geometric_mean_token_probability():
+    # every token has probability 0.5, so R_self = 0.5 whatever the length
+    logp_per_step = 7 * math.log(0.5)
+    lengths = np.array([3, 30])
+    r = self_reward(lengths * logp_per_step, lengths)
+    assert r == pytest.approx([0.5, 0.5])
+
+
+def test_self_reward_does_not_prefer_short_trajectories():
+    # the long trajectory has a worse raw sum but better per-step likelihood
+    r = self_reward(np.array([-10.0, -40.0]), np.array([5, 40]))
+    assert r[1] > r[0]
+
+
+def test_gcpg_reward_is_eq9():
+    r = gcpg_reward(np.array([0.5]), np.array([0.25]), np.array([True]), GcpgWeights(self_=2.0, ext=4.0, success=8.0))
+    assert r == pytest.approx([2 * 0.5 + 4 * 0.25 + 8])
+
+
+def test_make_pairs_gives_m_squared_pairs_from_the_same_initial_state():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.array(["pick_place/1", "pick_place/2", "stack/1"]), 6)
+    scores = rng.normal(size=len(groups))
+    pairs = make_pairs(scores, groups, m=2)
+    assert len(pairs) == 3 * 2 * 2
+    assert all(groups[c] == groups[r] for c, r in pairs)
+    assert all(scores[c] > scores[r] for c, r in pairs)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        order = members[np.argsort(-scores[members])]
+        in_group = {tuple(p) for p in pairs if groups[p[0]] == g}
+        assert in_group == {(c, r) for c in order[:2] for r in order[-2:]}
+
+
+def test_make_pairs_small_group_uses_half_and_singletons_give_none():
+    scores = np.array([3.0, 2.0, 1.0, 9.0])
+    groups = np.array([0, 0, 0, 1])
+    pairs = make_pairs(scores, groups, m=4)
+    # group 0 has 3 members -> m' = 1: best against worst; group 1 alone -> nothing
+    assert pairs.tolist() == [[0, 2]]
+
+
+def test_make_pairs_skips_ties_and_degenerate_groups():
+    scores = np.array([1.0, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 0.0])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    pairs = make_pairs(scores, groups, m=2)
+    # group 0: all tie -> none; group 1: top {4, 5}, bottom {6, 7}; 5 vs 6 ties -> skipped
+    assert sorted(map(tuple, pairs.tolist())) == [(4, 6), (4, 7), (5, 7)]
+
+
+def test_ranking_honours_the_lambdas():
+    # trajectory 0 succeeds with a poor constraint cost; trajectory 1 fails with a good one
+    r_self = np.array([0.2, 0.2])
+    r_ext = np.array([0.1, 0.9])
+    success = np.array([True, False])
+    groups = np.array([0, 0])
+    by_success = gcpg_reward(r_self, r_ext, success, GcpgWeights(self_=0.0, ext=1.0, success=1.0))
+    by_cost = gcpg_reward(r_self, r_ext, success, GcpgWeights(self_=0.0, ext=1.0, success=0.0))
+    assert make_pairs(by_success, groups, 1).tolist() == [[0, 1]]
+    assert make_pairs(by_cost, groups, 1).tolist() == [[1, 0]]
+    assert rank_within_groups(by_cost, groups).tolist() == [1, 0]
+    # R_self alone decides when it is the only weight
+    only_self = gcpg_reward(np.array([0.3, 0.6]), r_ext, success, GcpgWeights(self_=1.0, ext=0.0, success=0.0))
+    assert make_pairs(only_self, groups, 1).tolist() == [[1, 0]]
+
+
+def test_make_pairs_rejects_bad_input():
+    with pytest.raises(ValueError, match="m must be"):
+        make_pairs(np.zeros(2), np.zeros(2), 0)
+    with pytest.raises(ValueError, match="NaN"):
+        make_pairs(np.array([np.nan, 1.0]), np.zeros(2), 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=5),
+    m=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_make_pairs_invariants(sizes, m, seed):
+    rng = np.random.default_rng(seed)
+    groups = np.concatenate([np.full(n, g) for g, n in enumerate(sizes)])
+    scores = rng.integers(0, 4, size=len(groups)).astype(float)  # many ties on purpose
+    pairs = make_pairs(scores, groups, m)
+    expected_max = sum(min(m, n // 2) ** 2 for n in sizes)
+    assert len(pairs) <= expected_max
+    assert len({tuple(p) for p in pairs.tolist()}) == len(pairs)
+    for c, r in pairs:
+        assert groups[c] == groups[r]
+        assert scores[c] > scores[r]
+    ranks = rank_within_groups(scores, groups)
+    for g, n in enumerate(sizes):
+        assert sorted(ranks[groups == g].tolist()) == list(range(n))
+
+
+def test_score_columns_and_parquet_round_trip(tmp_path):
+    cols = score_columns(
+        logp_sums=np.array([-7.0, -14.0, -70.0]),
+        lengths=np.array([1, 2, 2]),
+        r_ext=np.array([0.5, 0.5, 0.9]),
+        success=np.array([False, True, True]),
+        group_ids=np.array(["a", "a", "a"]),
+        weights=GcpgWeights(),
+    )
+    assert cols["r_self"] == pytest.approx([math.exp(-1), math.exp(-1), math.exp(-5)])
+    assert cols["rank"].tolist() == [2, 1, 0]
+    path = write_parquet({"group": np.array(["a", "a", "a"], dtype=object), **cols}, tmp_path / "scores.parquet")
+    table = pq.read_table(path).to_pydict()
+    assert table["r_gcpg"] == pytest.approx(cols["r_gcpg"].tolist())
+    assert table["group"] == ["a", "a", "a"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,143 @@
+"""Guided-Cost Preference Generation (GRAPE Eq. 9-10): scores, ranking and preference pairs.
+
+    R_GCPG = l_self * R_self + l_ext * R_ext + l_success * I_success            (Eq. 9)
+
+R_ext comes from the compiled .grc (the loop passes it in); I_success from the simulator.
+R_self is the trajectory's likelihood under the policy that sampled it (Eq. 10), normalised
+here by length (see `self_reward` and docs/training.md for why).
+
+Trajectories are ranked within a group, one group per (task, initial state): only trajectories
+that started from the same state are compared, so a pair never rewards an easy start. The top m
+of each group are paired with its bottom m, m^2 (chosen, rejected) pairs per group.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainer.atomic import atomic_write
+
+TIE_TOLERANCE = 1e-9
+"""Two scores closer than this are a tie: no preference, so the pair is skipped."""
+
+
+@dataclass(frozen=True)
+class GcpgWeights:
+    """The lambdas of Eq. 9."""
+
+    self_: float = 0.1
+    ext: float = 1.0
+    success: float = 1.0
+
+
+def self_reward(logp_sums: np.ndarray, lengths: np.ndarray, tokens_per_step: int = 7) -> np.ndarray:
+    """R_self in (0, 1]: the geometric mean probability of the trajectory's action tokens.
+
+    `logp_sums[n]` is log pi(zeta_n) summed over all steps (each step's log-prob is the sum over
+    its `tokens_per_step` action tokens). A raw sum grows more negative with every step, so it
+    would rank a short failing episode above a long successful one; dividing by the token count
+    removes the length, and the exponential maps it to (0, 1], the same range as R_ext and
+    I_success, so the lambdas weigh comparable quantities. It is exp(-cross-entropy), i.e. one
+    over the per-token perplexity, and monotone in the mean per-step log-prob.
+    """
+    lengths = np.asarray(lengths)
+    if np.any(lengths < 1):
+        raise ValueError("self_reward: every trajectory needs at least one step")
+    return np.exp(np.asarray(logp_sums, dtype=np.float64) / (lengths * tokens_per_step))
+
+
+def gcpg_reward(r_self: np.ndarray, r_ext: np.ndarray, success: np.ndarray, weights: GcpgWeights) -> np.ndarray:
+    """Eq. 9, elementwise over trajectories."""
+    return (
+        weights.self_ * np.asarray(r_self, dtype=np.float64)
+        + weights.ext * np.asarray(r_ext, dtype=np.float64)
+        + weights.success * np.asarray(success, dtype=np.float64)
+    )
+
+
+def _group_members(group_ids: np.ndarray) -> dict[object, np.ndarray]:
+    group_ids = np.asarray(group_ids)
+    keys, inverse = np.unique(group_ids, return_inverse=True)
+    return {keys[g].item(): np.flatnonzero(inverse == g) for g in range(len(keys))}
+
+
+def rank_within_groups(scores: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
+    """Rank of each trajectory in its group, 0 = best; ties keep the earlier index first."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ranks = np.empty(len(scores), dtype=np.int64)
+    for members in _group_members(group_ids).values():
+        order = members[np.argsort(-scores[members], kind="stable")]
+        ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def make_pairs(scores: np.ndarray, group_ids: np.ndarray, m: int) -> np.ndarray:
+    """(chosen, rejected) index pairs: the top m of each group against its bottom m.
+
+    Rule for small and degenerate groups (documented in docs/training.md):
+    - a group of n trajectories uses m' = min(m, n // 2), so top and bottom never overlap;
+      a group with fewer than two trajectories gives no pair;
+    - a pair whose scores tie (within TIE_TOLERANCE) is skipped: it states no preference. A group
+      where all scores tie therefore gives none.
+    A full group with distinct scores gives exactly m^2 pairs. Returns int64 [P, 2], ordered by
+    group, then chosen rank, then rejected rank.
+    """
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) != len(group_ids):
+        raise ValueError(f"make_pairs: scores [{scores.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("make_pairs: scores contain NaN or infinity")
+    pairs: list[tuple[int, int]] = []
+    for members in _group_members(group_ids).values():
+        m_group = min(m, len(members) // 2)
+        if m_group == 0:
+            continue
+        order = members[np.argsort(-scores[members], kind="stable")]
+        top, bottom = order[:m_group], order[len(order) - m_group :]
+        for chosen in top:
+            for rejected in bottom:
+                if scores[chosen] - scores[rejected] > TIE_TOLERANCE:
+                    pairs.append((int(chosen), int(rejected)))
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def score_columns(
+    *,
+    logp_sums: np.ndarray,
+    lengths: np.ndarray,
+    r_ext: np.ndarray,
+    success: np.ndarray,
+    group_ids: np.ndarray,
+    weights: GcpgWeights,
+    tokens_per_step: int = 7,
+) -> dict[str, np.ndarray]:
+    """Every component of R_GCPG per trajectory, plus its rank in its group."""
+    r_self = self_reward(logp_sums, lengths, tokens_per_step)
+    r_gcpg = gcpg_reward(r_self, r_ext, success, weights)
+    return {
+        "length": np.asarray(lengths, dtype=np.int64),
+        "logp_sum": np.asarray(logp_sums, dtype=np.float64),
+        "logp_mean_step": np.asarray(logp_sums, dtype=np.float64) / np.asarray(lengths),
+        "r_self": r_self,
+        "r_ext": np.asarray(r_ext, dtype=np.float64),
+        "success": np.asarray(success, dtype=bool),
+        "r_gcpg": r_gcpg,
+        "rank": rank_within_groups(r_gcpg, group_ids),
+    }
+
+
+def write_parquet(columns: dict[str, np.ndarray | list], path: str | os.PathLike) -> Path:
+    """Write equal-length columns as one parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: (values.tolist() if isinstance(values, np.ndarray) and values.dtype == object else values) for name, values in columns.items()})
+    with atomic_write(path, "wb") as f:
+        pq.write_table(table, f)
+    return Path(path)
