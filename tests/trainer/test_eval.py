@@ -1,0 +1,83 @@
+import json
+import math
+
+import pytest
+
+from trainer.eval import (
+    EpisodeOutcome,
+    mean_interval,
+    plot_iterations,
+    render_table,
+    summarize,
+    wilson_interval,
+    write_eval_info,
+)
+
+
+def test_wilson_interval_matches_hand_computed_value():
+    # 8 of 10, z = 1.96: centre (0.8 + 0.19208) / 1.38416, half 1.96 sqrt(0.016 + 0.0009604) / 1.38416
+    low, high = wilson_interval(8, 10)
+    z = 1.959963984540054
+    denom = 1 + z * z / 10
+    centre = (0.8 + z * z / 20) / denom
+    half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / denom
+    assert (low, high) == pytest.approx((centre - half, centre + half))
+    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+
+
+def test_wilson_interval_is_nondegenerate_at_the_edges():
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and 0.1 < high < 0.2
+    low, high = wilson_interval(20, 20)
+    assert high == 1.0 and 0.8 < low < 0.9
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+def test_mean_interval():
+    mean, low, high = mean_interval([10, 12, 14])
+    assert mean == 12
+    assert high - mean == pytest.approx(1.959963984540054 * 2 / math.sqrt(3))
+    assert mean_interval([5]) == (5.0, 5.0, 5.0)
+
+
+def _outcomes():
+    rows = []
+    for i in range(10):
+        rows.append(EpisodeOutcome("stack", "in_domain", 1_000_000 + i, success=i < 8, grasp=i < 9, collision=i == 0, length=50 + i))
+        rows.append(EpisodeOutcome("pick_place", "in_domain", 1_000_000 + i, success=i < 2, grasp=True, collision=False, length=100))
+        rows.append(EpisodeOutcome("stack", "visual", 1_000_000 + i, success=False, grasp=False, collision=True, length=120))
+    return rows
+
+
+def test_summarize_per_split_and_task(tmp_path):
+    metrics = summarize(_outcomes())
+    assert list(metrics) == ["in_domain", "visual"]
+    stack = metrics["in_domain"]["stack"]
+    assert stack["episodes"] == 10
+    assert stack["success"]["rate"] == 0.8
+    assert stack["success"]["ci95"] == pytest.approx(list(wilson_interval(8, 10)))
+    assert stack["collision"]["rate"] == 0.1
+    assert stack["step_length"]["mean"] == pytest.approx(54.5)
+    everything = metrics["in_domain"]["all"]
+    assert everything["episodes"] == 20 and everything["success"]["count"] == 10
+    assert metrics["visual"]["all"]["collision"]["rate"] == 1.0
+    path = write_eval_info({"metrics": metrics}, tmp_path / "eval_info.json")
+    assert json.loads(path.read_text())["metrics"]["visual"]["stack"]["grasp"]["rate"] == 0.0
+
+
+def test_table_and_plot(tmp_path):
+    from rich.console import Console
+
+    metrics = summarize(_outcomes())
+    console = Console(record=True, width=160)
+    console.print(render_table(metrics))
+    text = console.export_text()
+    assert "80.0%" in text and "visual" in text
+    png = plot_iterations({0: metrics, 1: metrics}, tmp_path / "success.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,248 @@
+"""`TrainConfig`: every knob of a GRAPE run, which is also the `grape-train` command line.
+
+Small dataclasses, one per component, composed into `TrainConfig`. Each field's docstring is its
+`--help` text: `build_parser` reads the docstrings from this file's source, so the help and the
+code cannot drift apart. Field names are unique across the components and become flags with
+dashes (`samples_per_state` -> `--samples-per-state`).
+
+The full config is saved as JSON with every checkpoint; `config_differences` tells a resume
+into a run directory made with another configuration apart from a genuine resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import datetime as dt
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
+LOSSES = ("tpo", "dpo-step", "sft")
+
+
+@dataclass
+class PolicyConfig:
+    policy: str | None = None
+    """Base policy folder (written by grape-sft or a previous run's checkpoint). Default: the embedded SFT policy, trained on scripted demonstrations and cached in --sft-cache first."""
+    sft_cache: str = "cache/sft"
+    """Folder where the default embedded SFT policy is trained once and cached."""
+    lora_rank: int = 8
+    """Rank of the LoRA adapter trained on top of the frozen base policy."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
+
+
+@dataclass
+class RolloutConfig:
+    tasks: list[str] = field(default_factory=lambda: list(STOCK_TASKS))
+    """Tasks to train on (default: the four stock tasks). With a task .grc as --constraints, only that task."""
+    states_per_task: int = 4
+    """Initial states (environment seeds) per task and iteration."""
+    samples_per_state: int = 6
+    """Stochastic rollouts sampled from each initial state (the group ranked and paired)."""
+    temperature: float = 1.0
+    """Sampling temperature of the policy during rollouts (1 = the policy's own distribution)."""
+    max_steps: int | None = None
+    """Cap on steps per episode (default: each task's own limit)."""
+
+
+@dataclass
+class GcpgConfig:
+    lambda_self: float = 0.1
+    """Weight of R_self, the length-normalised trajectory likelihood (Eq. 9-10)."""
+    lambda_ext: float = 1.0
+    """Weight of R_ext, exp(-total stage cost) from the compiled constraints (Eq. 8)."""
+    lambda_success: float = 1.0
+    """Weight of I_success, the task-success indicator."""
+    m: int = 2
+    """Pair the top m with the bottom m trajectories of each initial state (m^2 pairs per state)."""
+
+
+@dataclass
+class OptimConfig:
+    loss: Literal["tpo", "dpo-step", "sft"] = "tpo"
+    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline) or sft (imitation of the successful rollouts)."""
+    beta: float = 0.1
+    """Inverse temperature of the preference loss (TPO, step-DPO)."""
+    lr: float = 5e-4
+    """AdamW learning rate of the LoRA parameters."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    epochs: int = 2
+    """Passes over the iteration's pairs (or successful rollouts, for sft) per iteration."""
+    pairs_per_step: int = 8
+    """Preference pairs (or trajectories, for sft) per optimizer step."""
+    chunk_steps: int = 512
+    """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
+    grad_clip: float = 1.0
+    """Clip the gradient's global norm to this value (0 = no clipping)."""
+
+
+@dataclass
+class TrainConfig:
+    constraints: str = ""
+    """Objective .grc (applied to every task's stock file in constraints/tasks/) or a task .grc (then only that task)."""
+    overrides: list[str] = field(default_factory=list, metadata={"flag": "--set", "repeatable": True})
+    """Override constraint params of every task file, NAME=VALUE (as grapec --set); repeatable."""
+    iterations: int = 3
+    """Number of GRAPE iterations K (sample -> score -> rank -> pair -> train)."""
+    seed: int = 0
+    """Seed of everything random: initial states, sampling, LoRA init, shuffling."""
+    output_dir: str | None = None
+    """Run folder (default runs/<objective>__<loss>__seed<seed>__<time>). An existing run folder is resumed if its saved config matches."""
+    eval_episodes: int = 0
+    """Evaluation episodes per task after each iteration on the validation seeds (0 = none; use grape-eval for the full evaluation)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    gcpg: GcpgConfig = field(default_factory=GcpgConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        kwargs = dict(data)
+        for name, sub in _SUBCONFIGS.items():
+            kwargs[name] = sub(**kwargs.get(name, {}))
+        return cls(**kwargs)
+
+    def default_output_dir(self, now: dt.datetime | None = None) -> Path:
+        stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / f"{Path(self.constraints).stem}__{self.optim.loss}__seed{self.seed}__{stamp}"
+
+
+_SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
+
+RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes"}
+"""Fields a resumed run may change: running more iterations extends a run; where it lives and
+how much it evaluates change no result already computed."""
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable `name: saved -> current` lines for every field that may not change on resume."""
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in d.items():
+            if key in _SUBCONFIGS and isinstance(value, dict):
+                out.update(value)
+            else:
+                out[key] = value
+        return out
+
+    a, b = flat(saved), flat(current)
+    return [
+        f"{name}: {a.get(name)!r} -> {b.get(name)!r}"
+        for name in sorted(set(a) | set(b))
+        if name not in RESUMABLE_FIELDS and a.get(name) != b.get(name)
+    ]
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The string literal right after each annotated field in the class body."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, following in zip(body, body[1:]):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[stmt.target.id] = following.value.value
+    return docs
+
+
+def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any, doc: str) -> None:
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    kwargs: dict[str, Any] = {"dest": f.name, "help": f"{doc} (default: {default})"}
+    if origin is Literal:
+        kwargs.update(choices=list(args), type=str)
+    elif origin is list and f.metadata.get("repeatable"):
+        kwargs.update(action="append", type=args[0], metavar=f.name.upper())
+    elif origin is list:
+        kwargs.update(nargs="+", type=args[0], metavar=f.name.upper())
+    elif hint is bool:
+        kwargs.update(action=argparse.BooleanOptionalAction)
+    else:
+        kwargs.update(type=hint, metavar=f.name.upper())
+    group.add_argument(flag, default=argparse.SUPPRESS, **kwargs)
+
+
+def build_parser(prog: str = "grape-train", epilog: str | None = None) -> argparse.ArgumentParser:
+    """argparse from the dataclass fields; unset flags keep the dataclass default."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Align a policy with an objective by GRAPE (Algorithm 1): sample, score with the compiled .grc, rank, pair, train with TPO, repeat.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for title, cls in (("run", TrainConfig), *_SUBCONFIGS.items()):
+        group = parser.add_argument_group(title)
+        hints = typing.get_type_hints(cls)
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in _SUBCONFIGS:
+                continue
+            _add_field(group, f, hints[f.name], docs.get(f.name, ""))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Place parsed flags into the nested dataclasses; flags not given keep their defaults."""
+    given = vars(args)
+    top = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    for name, cls in _SUBCONFIGS.items():
+        top[name] = cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
+    return TrainConfig(**top)
+
+
+def validate(config: TrainConfig) -> list[str]:
+    """Problems with values that argparse cannot see; each names its flag."""
+    problems = []
+    checks = [
+        (not config.constraints, "--constraints is required (an objective or task .grc)"),
+        (config.iterations < 1, f"--iterations must be >= 1, got {config.iterations}"),
+        (config.rollout.states_per_task < 1, f"--states-per-task must be >= 1, got {config.rollout.states_per_task}"),
+        (config.rollout.samples_per_state < 2, f"--samples-per-state must be >= 2 to form pairs, got {config.rollout.samples_per_state}"),
+        (config.rollout.temperature <= 0, f"--temperature must be > 0, got {config.rollout.temperature}"),
+        (config.rollout.max_steps is not None and config.rollout.max_steps < 1, f"--max-steps must be >= 1, got {config.rollout.max_steps}"),
+        (config.gcpg.m < 1, f"--m must be >= 1, got {config.gcpg.m}"),
+        (config.optim.beta <= 0, f"--beta must be > 0, got {config.optim.beta}"),
+        (config.optim.lr <= 0, f"--lr must be > 0, got {config.optim.lr}"),
+        (config.optim.epochs < 1, f"--epochs must be >= 1, got {config.optim.epochs}"),
+        (config.optim.pairs_per_step < 1, f"--pairs-per-step must be >= 1, got {config.optim.pairs_per_step}"),
+        (config.optim.chunk_steps < 1, f"--chunk-steps must be >= 1, got {config.optim.chunk_steps}"),
+        (config.policy.lora_rank < 1, f"--lora-rank must be >= 1, got {config.policy.lora_rank}"),
+        (config.eval_episodes < 0, f"--eval-episodes must be >= 0, got {config.eval_episodes}"),
+    ]
+    problems += [message for failed, message in checks if failed]
+    if config.gcpg.m * 2 > config.rollout.samples_per_state:
+        problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
+    for item in config.overrides:
+        name, sep, value = item.partition("=")
+        try:
+            float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            problems.append(f"--set {item!r}: expected NAME=NUMBER")
+    return problems
+
+
+def parse_overrides(items: list[str]) -> dict[str, float]:
+    return {name: float(value) for name, _, value in (item.partition("=") for item in items)}

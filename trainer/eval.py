@@ -1,0 +1,149 @@
+"""Fixed-seed evaluation: success, grasp, collision rate and step length per split and task.
+
+Evaluation seeds are the sim's `eval_seeds` (EVAL_SEED_BASE + i, optionally shifted by
+`seed_offset`), disjoint from every training seed, and the same for every policy evaluated, so
+two policies are compared on identical initial states. Actions are decoded greedily (arg-max
+token per dimension), as OpenVLA is evaluated.
+
+Rates carry 95% Wilson score intervals (sound at 0% and 100%, where the normal approximation
+collapses to a zero-width interval); step length carries mean +- 1.96 standard errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.atomic import atomic_write, atomic_write_text
+
+Z_95 = 1.959963984540054
+EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")
+RATE_METRICS = ("success", "grasp", "collision")
+EVAL_INFO_FILE = "eval_info.json"
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion successes / n."""
+    if n <= 0:
+        raise ValueError("wilson_interval needs n >= 1 trials")
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: successes {successes} outside [0, {n}]")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Sequence[float], z: float = Z_95) -> tuple[float, float, float]:
+    """(mean, low, high): mean +- z standard errors (sample standard deviation, ddof=1)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(x.mean())
+    half = z * float(x.std(ddof=1)) / math.sqrt(x.size) if x.size > 1 else 0.0
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What evaluation keeps of one episode."""
+
+    task: str
+    split: str
+    seed: int
+    success: bool
+    grasp: bool
+    collision: bool
+    length: int
+
+
+def summarize(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
+    """Metrics per split and task, per split over all tasks ("all"), and overall.
+
+    Layout: {split: {task|"all": {"episodes": n, "success": {"rate", "ci95"}, "grasp": ...,
+    "collision": ..., "step_length": {"mean", "ci95"}}}}.
+    """
+
+    def block(rows: list[EpisodeOutcome]) -> dict[str, Any]:
+        n = len(rows)
+        out: dict[str, Any] = {"episodes": n}
+        for metric in RATE_METRICS:
+            k = sum(bool(getattr(r, metric)) for r in rows)
+            out[metric] = {"rate": k / n, "count": k, "ci95": list(wilson_interval(k, n))}
+        mean, low, high = mean_interval([r.length for r in rows])
+        out["step_length"] = {"mean": mean, "ci95": [low, high]}
+        return out
+
+    result: dict[str, Any] = {}
+    for split in sorted({o.split for o in outcomes}, key=_split_order):
+        in_split = [o for o in outcomes if o.split == split]
+        per_task = {task: block([o for o in in_split if o.task == task]) for task in sorted({o.task for o in in_split})}
+        result[split] = {**per_task, "all": block(in_split)}
+    return result
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    return (EVAL_SPLITS.index(split) if split in EVAL_SPLITS else len(EVAL_SPLITS), split)
+
+
+def write_eval_info(info: dict[str, Any], path: str | Path) -> Path:
+    atomic_write_text(path, json.dumps(info, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def render_table(metrics: dict[str, Any], title: str = "evaluation") -> "rich.table.Table":  # noqa: F821
+    """A rich table, one row per (split, task), rates as percentages with their CIs."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("split", "task", "n", "success", "grasp", "collision", "steps"):
+        table.add_column(column, justify="left" if column in ("split", "task") else "right")
+    for split, tasks in metrics.items():
+        for task, m in tasks.items():
+            cells = [f"{100 * m[k]['rate']:5.1f}% [{100 * m[k]['ci95'][0]:.0f}, {100 * m[k]['ci95'][1]:.0f}]" for k in RATE_METRICS]
+            steps = m["step_length"]
+            half = (steps["ci95"][1] - steps["ci95"][0]) / 2
+            style = "bold" if task == "all" else None
+            table.add_row(split, task, str(m["episodes"]), *cells, f"{steps['mean']:.1f} ± {half:.1f}", style=style)
+    return table
+
+
+def plot_iterations(per_iteration: dict[int, dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Success rate per split across iterations (iteration 0 = the base policy), with 95% CI
+    bands, in the style of the paper's Fig. 6; one PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = sorted(per_iteration)
+    splits = [s for s in EVAL_SPLITS if any(s in per_iteration[i] for i in iterations)]
+    splits += sorted({s for i in iterations for s in per_iteration[i]} - set(splits))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for split in splits:
+        xs = [i for i in iterations if split in per_iteration[i]]
+        rates = [100 * per_iteration[i][split]["all"]["success"]["rate"] for i in xs]
+        low = [100 * per_iteration[i][split]["all"]["success"]["ci95"][0] for i in xs]
+        high = [100 * per_iteration[i][split]["all"]["success"]["ci95"][1] for i in xs]
+        (line,) = ax.plot(xs, rates, marker="o", label=split)
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("GRAPE iteration (0 = base policy)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_xticks(iterations)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return Path(path)
