@@ -218,10 +218,15 @@ TaskDecl = Union[ParamDecl, KeypointsBlock, SignalsBlock, LetDecl, UnreachedDecl
 
 @dataclass(frozen=True)
 class Comment:
-    """`# text` to the end of a line (text excludes the `#`)."""
+    """`# text` to the end of a line (text excludes the `#`).
+
+    `trailing` is true when code precedes the comment on its line; the formatter keeps such
+    comments at the end of the line they annotate.
+    """
 
     text: str
     span: Span = _span()
+    trailing: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

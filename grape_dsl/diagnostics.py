@@ -6,6 +6,8 @@ line and a caret only when shown to a person, and as a dict for `--json` and the
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,3 +51,52 @@ class GrcError(Exception):
         self.diagnostics = list(diagnostics)
         self.sources = dict(sources or {})
         super().__init__("\n".join(f"{d.path}: {d.code}: {d.message}" for d in self.diagnostics))
+
+
+def near_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name` (a likely typo), or None when nothing is close."""
+    pool = sorted(set(candidates) - {name})
+    found = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if found:
+        return found[0]
+    # difflib undervalues short names ('ee' for 'e'); a case slip is always worth a suggestion.
+    for cand in pool:
+        if cand.lower() == name.lower():
+            return cand
+    return None
+
+
+def _display_width(text: str) -> int:
+    return len(text.expandtabs(4))
+
+
+def render(diag: Diagnostic, source: str | None = None) -> str:
+    """A diagnostic as a person reads it: location, message, source line, caret, expected, hint.
+
+    `file:line:col: error[GRC101]: message`, then the offending line and a caret line under
+    the span (`^` repeated over the span's width on that line), then `expected:` and `hint:`.
+    """
+    span = diag.span
+    where = diag.path
+    if span is not None and span.line > 0:
+        where = f"{diag.path}:{span.line}:{span.column}"
+    lines = [f"{where}: {diag.severity}[{diag.code}]: {diag.message}"]
+    if span is not None and span.line > 0 and source is not None:
+        source_lines = source.splitlines()
+        if span.line <= len(source_lines):
+            text = source_lines[span.line - 1]
+        else:
+            text = ""  # the end of a file that ends with a newline
+        gutter = f"{span.line} | "
+        lines.append(gutter + text.expandtabs(4))
+        start = _display_width(text[: max(span.column - 1, 0)])
+        if span.end_line == span.line and span.end_column > span.column:
+            end = _display_width(text[: span.end_column - 1])
+        else:  # a span running past this line: underline to the line's end
+            end = max(_display_width(text), start + 1)
+        lines.append(" " * len(gutter) + " " * start + "^" * max(end - start, 1))
+    if diag.expected:
+        lines.append(f"  expected: {diag.expected}")
+    if diag.hint:
+        lines.append(f"  hint: {diag.hint}")
+    return "\n".join(lines)
