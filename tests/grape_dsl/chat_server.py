@@ -1,0 +1,133 @@
+"""A scripted OpenAI-compatible chat completions server on 127.0.0.1, for tests.
+
+It is a real HTTP server (http.server in a thread, an ephemeral port): the `openai` client
+talks to it exactly as to a hosted API. Each test scripts the answers in order and reads back
+every request body it received.
+
+    server.answer("```grc\\ntask ...\\n```")   # a normal completion
+    server.status(500, "boom")                 # an HTTP error
+    server.raw("not json", "text/plain")       # a 200 with any body
+    server.stall(5.0)                          # hold the request past the client's timeout
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+COMPLETIONS_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class _Step:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    stall_s: float = 0.0
+
+
+def completion_body(content: str | None, model: str = "scripted") -> bytes:
+    return json.dumps({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }).encode()
+
+
+class ChatServer:
+    def __init__(self) -> None:
+        self._steps: deque[_Step] = deque()
+        self.requests: list[dict] = []  # JSON bodies of POSTs to the completions path, in order
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    # scripting
+    def answer(self, content: str | None) -> None:
+        self._steps.append(_Step(body=completion_body(content)))
+
+    def status(self, code: int, text: str = "") -> None:
+        body = json.dumps({"error": {"message": text or f"status {code}", "type": "server_error"}})
+        self._steps.append(_Step(status=code, body=body.encode()))
+
+    def raw(self, body: str | bytes, content_type: str = "application/json") -> None:
+        self._steps.append(_Step(body=body.encode() if isinstance(body, str) else body,
+                                 content_type=content_type))
+
+    def stall(self, seconds: float) -> None:
+        self._steps.append(_Step(stall_s=seconds, body=completion_body("late")))
+
+    @property
+    def unused(self) -> int:
+        return len(self._steps)
+
+    def user_messages(self, request_index: int) -> list[str]:
+        return [m["content"] for m in self.requests[request_index]["messages"] if m["role"] == "user"]
+
+    # lifecycle
+    def start(self) -> "ChatServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                with server._lock:
+                    server.paths.append(self.path)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    if self.path != COMPLETIONS_PATH:
+                        step = _Step(status=404, body=b'{"error": {"message": "no such path"}}')
+                    else:
+                        server.requests.append(json.loads(raw))
+                        step = (server._steps.popleft() if server._steps else
+                                _Step(status=500, body=b'{"error": {"message": "script exhausted"}}'))
+                if step.stall_s and server._stop.wait(step.stall_s):
+                    return
+                try:
+                    self.send_response(step.status)
+                    self.send_header("Content-Type", step.content_type)
+                    self.send_header("Content-Length", str(len(step.body)))
+                    self.end_headers()
+                    self.wfile.write(step.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test); nothing to tell it
+
+        return Handler
+
+
+@pytest.fixture
+def chat_server():
+    server = ChatServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
