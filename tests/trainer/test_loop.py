@@ -1,0 +1,163 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.config import TrainConfig
+from trainer.loop import (
+    CONFIG_FILE,
+    StepBank,
+    TrainError,
+    backward_through_steps,
+    completed_checkpoints,
+    prepare_run_dir,
+    preference_loss_fn,
+    save_checkpoint,
+    sft_loss_fn,
+    step_logps,
+)
+from trainer.policy import add_lora, load_policy, lora_parameters, make_policy
+
+torch.set_num_threads(1)
+STATE_DIM = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    torch.manual_seed(0)
+    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    add_lora(policy, rank=4)
+    # LoRA B starts at zero; give it values so gradients reach A as well and outputs differ from the base.
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return policy
+
+
+def _bank(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    total = int(sum(lengths))
+    return StepBank(
+        states=rng.normal(size=(total, STATE_DIM)).astype(np.float32),
+        tokens=torch.as_tensor(rng.integers(0, 256, size=(total, 7))),
+        instructions=[f"put the cube {i} in the box" for i in range(len(lengths))],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    )
+
+
+def _grads(policy, bank, steps, loss_fn, chunk):
+    policy.zero_grad(set_to_none=True)
+    metrics = backward_through_steps(policy, bank, steps, loss_fn, chunk)
+    return [p.grad.clone() for p in lora_parameters(policy)], metrics
+
+
+@pytest.mark.parametrize("loss", ["tpo", "dpo-step", "sft"])
+def test_chunked_backward_equals_whole_batch_backward(tiny_policy, loss):
+    lengths = np.array([5, 9, 3, 7])
+    bank = _bank(lengths)
+    pairs = np.array([[0, 1], [2, 3]])
+    steps = bank.steps_of(pairs.reshape(-1))
+    if loss == "sft":
+        loss_fn = sft_loss_fn([int(x) for x in lengths[pairs.reshape(-1)]])
+    else:
+        with tiny_policy.adapter_disabled():
+            ref = step_logps(tiny_policy, bank, steps, 64)
+        loss_fn = preference_loss_fn(loss, pairs, lengths, ref, beta=0.5)
+    whole, whole_metrics = _grads(tiny_policy, bank, steps, loss_fn, chunk=1000)
+    chunked, chunked_metrics = _grads(tiny_policy, bank, steps, loss_fn, chunk=4)
+    assert whole_metrics == pytest.approx(chunked_metrics, rel=1e-5)
+    assert any(g.abs().sum() > 0 for g in whole)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_tpo_loss_fn_uses_whole_trajectory_sums(tiny_policy):
+    lengths = np.array([4, 6])
+    bank = _bank(lengths, seed=1)
+    steps = bank.steps_of([0, 1])
+    logps = step_logps(tiny_policy, bank, steps, 64)
+    ref = torch.zeros_like(logps)
+    _, metrics = preference_loss_fn("tpo", np.array([[0, 1]]), lengths, ref, beta=1.0)(logps)
+    assert metrics["logps/chosen"] == pytest.approx(float(logps[:4].sum()), rel=1e-5)
+    assert metrics["logps/rejected"] == pytest.approx(float(logps[4:].sum()), rel=1e-5)
+
+
+def test_reference_is_the_adapter_free_base(tiny_policy):
+    bank = _bank([3])
+    steps = bank.steps_of([0])
+    adapted = step_logps(tiny_policy, bank, steps, 64)
+    with tiny_policy.adapter_disabled():
+        reference = step_logps(tiny_policy, bank, steps, 64)
+    assert not torch.allclose(adapted, reference)
+
+
+def test_tpo_steps_raise_the_margin():
+    torch.manual_seed(1)
+    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    add_lora(policy, rank=4)
+    lengths = np.array([6, 6, 5, 8])
+    bank = _bank(lengths, seed=2)
+    pairs = np.array([[0, 1], [2, 3]])
+    steps = bank.steps_of(pairs.reshape(-1))
+    with policy.adapter_disabled():
+        ref = step_logps(policy, bank, steps, 64)
+    loss_fn = preference_loss_fn("tpo", pairs, lengths, ref, beta=0.1)
+    optimizer = torch.optim.AdamW(lora_parameters(policy), lr=1e-2)
+    margins = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        margins.append(backward_through_steps(policy, bank, steps, loss_fn, 64)["rewards/margins"])
+        optimizer.step()
+    assert margins[0] == pytest.approx(0.0, abs=1e-6)  # LoRA starts as the identity
+    assert margins[-1] > 0.5
+
+
+def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
+    config = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))
+    run_dir, last = prepare_run_dir(config)
+    assert last == -1 and (run_dir / CONFIG_FILE).is_file()
+    again, _ = prepare_run_dir(TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5))
+    assert again == run_dir  # more iterations extend a run
+    other = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))
+    other.optim.beta = 0.5
+    other.rollout.tasks = ["stack"]
+    with pytest.raises(TrainError) as info:
+        prepare_run_dir(other)
+    message = str(info.value)
+    assert "beta: 0.1 -> 0.5" in message and "tasks:" in message and "different configuration" in message
+    assert json.loads((run_dir / CONFIG_FILE).read_text())["optim"]["beta"] == 0.1
+
+
+def test_foreign_output_dir_is_refused(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(TrainError, match="not a grape-train run folder"):
+        prepare_run_dir(TrainConfig(constraints="x.grc", output_dir=str(tmp_path)))
+
+
+def test_checkpoint_round_trip_and_failed_write_leaves_nothing(tmp_path, tiny_policy, monkeypatch):
+    config = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path))
+    optimizer = torch.optim.AdamW(lora_parameters(tiny_policy), lr=1e-3)
+    save_checkpoint(tmp_path, 1, tiny_policy, optimizer, config, 7, {"a": 1.0})
+    assert list(completed_checkpoints(tmp_path)) == [1]
+    loaded = load_policy(tmp_path / "checkpoints" / "iter_0001" / "policy", is_trainable=True)
+    bank = _bank([4])
+    torch.testing.assert_close(step_logps(loaded, bank, bank.steps_of([0]), 64), step_logps(tiny_policy, bank, bank.steps_of([0]), 64))
+
+    # A full disk at the final rename of iteration 2's checkpoint: the error propagates,
+    # iteration 1 stays the newest complete checkpoint, and no partial folder is left.
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("iter_0002"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tmp_path, 2, tiny_policy, optimizer, config, 9, {})
+    monkeypatch.undo()
+    assert list(completed_checkpoints(tmp_path)) == [1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_0001"]

@@ -1,0 +1,626 @@
+"""The GRAPE loop (Algorithm 1), the only stateful orchestrator of the trainer.
+
+    for k in 1..K:
+        rollouts   sample `samples_per_state` trajectories from each (task, initial state)
+        score      R_ext from each task's compiled .grc, R_self, I_success -> R_GCPG
+        rank, pair top-m x bottom-m within each initial state
+        reference  log pi_ref of every paired step, once, with the LoRA adapter disabled
+        train      TPO over the pairs (or step-DPO, or SFT on the successful rollouts)
+        checkpoint LoRA adapter + optimizer + config + iteration + RNG state, atomically
+
+Run folder layout:
+
+    config.json                 the TrainConfig (compared on resume)
+    metrics.jsonl               one JSON line per optimizer step and per iteration
+    tb/                         tensorboard event files
+    iterations/iter_000k/       rollouts/ (trajectory store), scores.parquet, pairs.parquet
+    checkpoints/iter_000k/      policy/ (base weights + adapter, loadable by load_policy),
+                                trainer_state.pt (optimizer, iteration, RNG states)
+
+Every folder is written under a temporary name and renamed into place when complete, so a
+killed run leaves only complete checkpoints behind; resuming starts after the newest one.
+Everything random in iteration k is seeded from (seed, k), so a resumed run samples exactly
+what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.atomic import atomic_directory, atomic_write_text
+from trainer.config import TrainConfig, config_differences, parse_overrides
+from trainer.gcpg import GcpgWeights, make_pairs, score_columns, write_parquet
+from trainer.losses import Metrics, sft_loss, step_dpo_loss, tpo_loss
+from trainer.policy.base import Policy
+from trainer.rollout import EpisodeSpec, Rollout, collect_rollouts, policy_image_size
+
+log = logging.getLogger("grape.train")
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+TRAINER_STATE_FILE = "trainer_state.pt"
+POLICY_DIR = "policy"
+TRAIN_SPLIT = "in_domain"
+
+
+class TrainError(Exception):
+    """A problem with the user's input or run folder, reported as one clear message (exit 1)."""
+
+
+# ---------------------------------------------------------------------- constraints
+@dataclass
+class TaskProgram:
+    """A task's compiled constraints under the run's objective."""
+
+    task: str
+    path: Path
+    program: Any  # grape_dsl CompiledProgram
+
+
+def _format_grc_error(error: Exception) -> str:
+    diagnostics = getattr(error, "diagnostics", [])
+    lines = []
+    for d in diagnostics:
+        where = d.path
+        if d.span is not None:
+            where += f":{d.span.line}:{d.span.column}"
+        hint = f" ({d.hint})" if d.hint else ""
+        lines.append(f"{where}: {d.severity} {d.code}: {d.message}{hint}")
+    return "\n".join(lines) or str(error)
+
+
+def stock_task_dir(constraints_file: Path) -> Path:
+    """Where an objective's task files live: constraints/tasks next to it, else the repo's."""
+    beside = constraints_file.resolve().parent / "tasks"
+    if beside.is_dir():
+        return beside
+    return Path(__file__).resolve().parents[1] / "constraints" / "tasks"
+
+
+def resolve_constraints(constraints: str, tasks: Sequence[str], overrides: dict[str, float]) -> list[TaskProgram]:
+    """Compile each task's constraints; every problem is found before any rollout runs.
+
+    An objective file applies to each task's stock file; a task file trains that task only.
+    Each task file is checked against the task's environment schema, so a constraint reading a
+    keypoint or signal the task does not report is an error naming it (file:line:col).
+    """
+    import grape_dsl
+    from grape_dsl.diagnostics import GrcError
+    from trainer.sim.tasks import TASKS, UnknownNameError, get_task
+
+    path = Path(constraints)
+    if not path.is_file():
+        raise TrainError(f"--constraints: file not found: {path}")
+    try:
+        module = grape_dsl.parse(path.read_text(encoding="utf-8"), str(path))
+    except GrcError as error:
+        raise TrainError(f"--constraints: {path} does not parse:\n{_format_grc_error(error)}") from None
+    except UnicodeDecodeError:
+        raise TrainError(f"--constraints: {path} is not UTF-8 text") from None
+    from grape_dsl import ast
+
+    if isinstance(module, ast.TaskFile):
+        if module.name not in TASKS:
+            raise TrainError(f"--constraints: {path} is a task file for '{module.name}', which the simulator does not have (known tasks: {', '.join(TASKS)})")
+        jobs = [(module.name, path, ())]
+    else:
+        task_dir = stock_task_dir(path)
+        jobs = []
+        for task in tasks:
+            try:
+                get_task(task)
+            except UnknownNameError as error:
+                raise TrainError(f"--tasks: {error}") from None
+            task_file = task_dir / f"{task}.grc"
+            if not task_file.is_file():
+                raise TrainError(f"--tasks: no constraint file for task '{task}' at {task_file}")
+            jobs.append((task, task_file, (str(path),)))
+
+    programs, problems = [], []
+    for task, task_file, objectives in jobs:
+        spec = TASKS[task]
+        schema = (list(spec.keypoint_names), list(spec.signal_names))
+        try:
+            checked = grape_dsl.load_task(str(task_file), objectives, overrides, schema=schema)
+            del checked  # loading checks names against the schema; compiling repeats the load
+            program = grape_dsl.compile_task(str(task_file), objective=list(objectives) or None, overrides=overrides or None)
+        except GrcError as error:
+            problems.append(f"task '{task}' ({task_file}):\n{_format_grc_error(error)}")
+            continue
+        programs.append(TaskProgram(task, task_file, program))
+    if problems:
+        raise TrainError("constraints do not fit the tasks:\n" + "\n".join(problems))
+    return programs
+
+
+# ---------------------------------------------------------------------- step data
+@dataclass
+class StepBank:
+    """The steps of a set of trajectories, flattened for batched log-prob evaluation.
+
+    Trajectory n owns steps offsets[n] .. offsets[n+1]-1 of states, tokens and images.
+    """
+
+    states: np.ndarray  # float32 [S, D]
+    tokens: torch.Tensor  # int64 [S, 7]
+    instructions: list[str]  # [N]
+    offsets: np.ndarray  # int64 [N + 1]
+    images: np.ndarray | None = None  # uint8 [S, H, W, 3]
+    step_owner: np.ndarray = field(init=False)  # int64 [S]
+
+    def __post_init__(self) -> None:
+        self.step_owner = np.repeat(np.arange(len(self.instructions)), np.diff(self.offsets))
+
+    @classmethod
+    def from_rollouts(cls, rollouts: Sequence[Rollout]) -> "StepBank":
+        lengths = [r.episode.length for r in rollouts]
+        images = [r.images for r in rollouts]
+        return cls(
+            states=np.concatenate([r.episode.states for r in rollouts]).astype(np.float32),
+            tokens=torch.as_tensor(np.concatenate([r.episode.action_tokens for r in rollouts]), dtype=torch.long),
+            instructions=[r.episode.instruction for r in rollouts],
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            images=np.concatenate(images) if images and images[0] is not None else None,
+        )
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def steps_of(self, trajectories: Sequence[int]) -> np.ndarray:
+        return np.concatenate([np.arange(self.offsets[n], self.offsets[n + 1]) for n in trajectories])
+
+    def log_prob(self, policy: Policy, steps: np.ndarray) -> torch.Tensor:
+        obs = {"state": self.states[steps]}
+        if self.images is not None:
+            obs["image"] = self.images[steps]
+        instructions = [self.instructions[n] for n in self.step_owner[steps]]
+        return policy.log_prob(obs, instructions, self.tokens[steps])
+
+
+def step_logps(policy: Policy, bank: StepBank, steps: np.ndarray, chunk_steps: int) -> torch.Tensor:
+    """Per-step log-probs [len(steps)] without gradient, in chunks of at most chunk_steps."""
+    with torch.no_grad():
+        parts = [bank.log_prob(policy, steps[i : i + chunk_steps]) for i in range(0, len(steps), chunk_steps)]
+    return torch.cat(parts)
+
+
+def backward_through_steps(
+    policy: Policy,
+    bank: StepBank,
+    steps: np.ndarray,
+    loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]],
+    chunk_steps: int,
+) -> Metrics:
+    """Accumulate d loss / d params, where loss_fn maps the per-step log-probs of `steps` to a loss.
+
+    When all steps fit one forward pass this is plain autograd. Otherwise the loss still sees
+    every step (so TPO gets whole-trajectory sums): a no-grad pass computes all log-probs, the
+    loss is differentiated with respect to them (g = dL/dlogp), then each chunk is re-run with
+    gradient and back-propagated with weights g. Since the loss depends on the parameters only
+    through the log-probs, sum_chunks g . dlogp/dtheta is exactly dL/dtheta, at the memory of
+    one chunk.
+    """
+    if len(steps) <= chunk_steps:
+        loss, metrics = loss_fn(bank.log_prob(policy, steps))
+        loss.backward()
+        return metrics
+    logps = step_logps(policy, bank, steps, chunk_steps).requires_grad_(True)
+    loss, metrics = loss_fn(logps)
+    (weights,) = torch.autograd.grad(loss, logps)
+    for i in range(0, len(steps), chunk_steps):
+        chunk = steps[i : i + chunk_steps]
+        (bank.log_prob(policy, chunk) * weights[i : i + chunk_steps]).sum().backward()
+    return metrics
+
+
+def _segment_sums(values: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(list(lengths)))
+    return torch.zeros(len(lengths), dtype=values.dtype).index_add(0, owner, values)
+
+
+def _padded(values: torch.Tensor, lengths: Sequence[int], width: int) -> torch.Tensor:
+    """[sum(lengths)] -> [N, width], each trajectory's first `width` steps (zero padded)."""
+    lengths_t = torch.as_tensor(list(lengths))
+    starts = torch.cumsum(lengths_t, 0) - lengths_t
+    t = torch.arange(width)[None, :]
+    valid = t < lengths_t[:, None]
+    index = torch.where(valid, starts[:, None] + t, torch.zeros_like(t))
+    return values[index].masked_fill(~valid, 0.0)
+
+
+def preference_loss_fn(
+    loss: str, pairs: np.ndarray, lengths: np.ndarray, ref_step_logps: torch.Tensor, beta: float
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
+    """The loss over the concatenated steps of trajectories [c_0, r_0, c_1, r_1, ...].
+
+    `pairs` [P, 2] index into `lengths` (per-trajectory step counts); `ref_step_logps` are the
+    reference log-probs of the same concatenated steps.
+    """
+    order = pairs.reshape(-1)
+    seg_lengths = [int(lengths[n]) for n in order]
+    chosen, rejected = slice(0, None, 2), slice(1, None, 2)
+    if loss == "tpo":
+        ref_sums = _segment_sums(ref_step_logps, seg_lengths)
+
+        def tpo(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+            sums = _segment_sums(policy_step_logps, seg_lengths)
+            return tpo_loss(sums[chosen], sums[rejected], ref_sums[chosen], ref_sums[rejected], beta)
+
+        return tpo
+    if loss == "dpo-step":
+        width = max(seg_lengths)
+        overlap = torch.as_tensor([min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))])
+        mask = torch.arange(width)[None, :] < overlap[:, None]
+        ref = _padded(ref_step_logps, seg_lengths, width)
+
+        def step_dpo(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+            padded = _padded(policy_step_logps, seg_lengths, width)
+            return step_dpo_loss(padded[chosen], padded[rejected], ref[chosen], ref[rejected], mask, beta)
+
+        return step_dpo
+    raise ValueError(f"unknown preference loss {loss!r}")
+
+
+def sft_loss_fn(lengths: Sequence[int]) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
+    width = max(lengths)
+    mask = torch.arange(width)[None, :] < torch.as_tensor(list(lengths))[:, None]
+
+    def sft(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        return sft_loss(_padded(policy_step_logps, list(lengths), width), mask)
+
+    return sft
+
+
+# ---------------------------------------------------------------------- run folder
+def _set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
+    return run_dir / "checkpoints" / f"iter_{iteration:04d}"
+
+
+def completed_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """Iteration -> checkpoint folder, for every complete checkpoint (temp folders skipped)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return {}
+    found = {}
+    for folder in root.iterdir():
+        if folder.name.startswith("iter_") and (folder / TRAINER_STATE_FILE).is_file():
+            try:
+                found[int(folder.name[len("iter_") :])] = folder
+            except ValueError:
+                continue
+    return dict(sorted(found.items()))
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, int]:
+    """Create or reopen the run folder; return it and the last completed iteration (-1: none).
+
+    An existing folder is resumed only if its saved config matches (fields that may change on
+    resume aside); otherwise a TrainError lists every difference, before anything is touched.
+    """
+    run_dir = Path(config.output_dir) if config.output_dir else config.default_output_dir()
+    saved_path = run_dir / CONFIG_FILE
+    if saved_path.is_file():
+        try:
+            saved = json.loads(saved_path.read_text())
+        except json.JSONDecodeError as error:
+            raise TrainError(f"{saved_path}: unreadable saved config ({error}); not a run folder of grape-train?") from None
+        differences = config_differences(saved, config.to_dict())
+        if differences:
+            raise TrainError(
+                f"{run_dir} holds a run made with a different configuration; resume it with the same "
+                "options or choose another --output-dir. Differences (saved -> now):\n  " + "\n  ".join(differences)
+            )
+    elif run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+        raise TrainError(f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); choose an empty or new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved_path, json.dumps(config.to_dict(), indent=2) + "\n")
+    done = completed_checkpoints(run_dir)
+    return run_dir, max(done) if done else -1
+
+
+def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: torch.optim.Optimizer,
+                    config: TrainConfig, global_step: int, summary: dict[str, Any]) -> Path:
+    target = checkpoint_dir(run_dir, iteration)
+    with atomic_directory(target) as staging:
+        policy.save_pretrained(staging / POLICY_DIR)
+        torch.save(
+            {"iteration": iteration, "global_step": global_step, "optimizer": optimizer.state_dict(),
+             "config": config.to_dict(), "rng": _rng_state(), "summary": summary},
+            staging / TRAINER_STATE_FILE,
+        )
+    return target
+
+
+# ---------------------------------------------------------------------- policy setup
+def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
+    """The policy to align and where it came from (trains the default SFT policy if needed)."""
+    from trainer.policy import CheckpointError, load_policy
+
+    if config.policy.policy:
+        try:
+            return load_policy(config.policy.policy), config.policy.policy
+        except (CheckpointError, OSError, ValueError) as error:
+            raise TrainError(f"--policy {config.policy.policy}: cannot load the policy: {error}") from None
+    from trainer.sft import ensure_default_sft_policy
+
+    folder = ensure_default_sft_policy(config.policy.sft_cache)
+    return load_policy(folder), str(folder)
+
+
+def initial_states(config: TrainConfig, task: str, iteration: int) -> list[int]:
+    """Training seeds of iteration k for a task: drawn from (seed, k, task), never eval seeds."""
+    from trainer.sim.splits import TRAIN_SEED_LIMIT
+    from trainer.sim.tasks import TASKS
+
+    rng = np.random.default_rng([config.seed, iteration, list(TASKS).index(task)])
+    return sorted(int(s) for s in rng.choice(TRAIN_SEED_LIMIT, size=config.rollout.states_per_task, replace=False))
+
+
+# ---------------------------------------------------------------------- the loop
+class MetricLogger:
+    """metrics.jsonl + tensorboard + one console line per optimizer step."""
+
+    def __init__(self, run_dir: Path, echo: Callable[[str], None]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / METRICS_FILE
+        self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.echo = echo
+
+    def log(self, step: int, metrics: dict[str, float], line: str | None = None) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if line is not None:
+            self.echo(line)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def score_rollouts(rollouts: list[Rollout], programs: dict[str, TaskProgram], weights: GcpgWeights) -> dict[str, np.ndarray | list]:
+    """Every component of R_GCPG plus the compiler's per-stage and per-constraint costs."""
+    from trainer.store import episodes_to_batch
+
+    n = len(rollouts)
+    r_ext = np.zeros(n)
+    extra: dict[str, np.ndarray] = {}
+    for task, tp in programs.items():
+        members = [i for i, r in enumerate(rollouts) if r.spec.task == task]
+        if not members:
+            continue
+        table = tp.program.score(episodes_to_batch([rollouts[i].episode for i in members]))
+        r_ext[members] = table.r_ext
+        for j, stage in enumerate(table.stage_names):
+            column = extra.setdefault(f"stage_cost/{stage}", np.full(n, np.nan))
+            column[members] = table.stage_costs[:, j]
+        for j, name in enumerate(table.constraint_names):
+            column = extra.setdefault(f"constraint_cost/{name}", np.full(n, np.nan))
+            column[members] = table.constraint_costs[:, j]
+    groups = np.array([r.spec.group for r in rollouts])
+    columns = score_columns(
+        logp_sums=np.array([float(r.episode.logprobs.sum()) for r in rollouts]),
+        lengths=np.array([r.episode.length for r in rollouts]),
+        r_ext=r_ext,
+        success=np.array([r.episode.success for r in rollouts]),
+        group_ids=groups,
+        weights=weights,
+        tokens_per_step=int(rollouts[0].episode.action_tokens.shape[1]),
+    )
+    return {
+        "task": [r.spec.task for r in rollouts], "split": [r.spec.split for r in rollouts],
+        "seed": np.array([r.spec.seed for r in rollouts]), "sample": np.array([r.spec.sample for r in rollouts]),
+        "group": groups.tolist(), "instruction": [r.episode.instruction for r in rollouts],
+        **columns,
+        "grasp": np.array([r.episode.grasp for r in rollouts]),
+        "collision": np.array([r.episode.collision for r in rollouts]),
+        **extra,
+    }
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    metrics: dict[str, float]
+    global_step: int
+
+
+def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print,
+          stop_after: int | None = None) -> Path:
+    """Run (or resume) GRAPE per `config`; return the run folder.
+
+    `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
+    simulate a run killed between iterations).
+    """
+    from tqdm.auto import tqdm
+
+    from trainer.policy import add_lora, load_policy, lora_parameters
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    overrides = parse_overrides(config.overrides)
+    programs = {tp.task: tp for tp in resolve_constraints(config.constraints, config.rollout.tasks, overrides)}
+    run_dir, last_done = prepare_run_dir(config)
+    if last_done >= config.iterations:
+        echo(f"{run_dir}: all {config.iterations} iterations already done")
+        return run_dir
+
+    if last_done < 0:
+        _set_seeds(config.seed)
+        policy, source = load_base_policy(config, progress)
+        add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha)
+        optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        global_step = 0
+        atomic_write_text(run_dir / "base_policy.txt", source + "\n")
+        save_checkpoint(run_dir, 0, policy, optimizer, config, global_step, {"base_policy": source})
+        last_done = 0
+    else:
+        folder = checkpoint_dir(run_dir, last_done)
+        policy = load_policy(folder / POLICY_DIR, is_trainable=True)
+        optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        state = torch.load(folder / TRAINER_STATE_FILE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        _restore_rng(state["rng"])
+        global_step = int(state["global_step"])
+        echo(f"resuming {run_dir} after iteration {last_done} (step {global_step})")
+
+    logger = MetricLogger(run_dir, echo)
+    weights = GcpgWeights(config.gcpg.lambda_self, config.gcpg.lambda_ext, config.gcpg.lambda_success)
+    try:
+        for k in range(last_done + 1, config.iterations + 1):
+            result = run_iteration(config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress)
+            global_step = result.global_step
+            save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics)
+            logger.log(global_step, result.metrics)
+            echo(f"iteration {k}/{config.iterations} done: " + ", ".join(
+                f"{name}={value:.3g}" for name, value in result.metrics.items() if name.startswith("rollout/")))
+            if stop_after is not None and k >= stop_after:
+                break
+    finally:
+        logger.close()
+    return run_dir
+
+
+def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer,
+                  programs: dict[str, TaskProgram], weights: GcpgWeights, run_dir: Path,
+                  logger: MetricLogger, global_step: int, progress: bool) -> IterationResult:
+    from tqdm.auto import tqdm
+
+    from trainer.store import write_episode
+
+    started = time.perf_counter()
+    specs = [
+        EpisodeSpec(task, TRAIN_SPLIT, seed, sample)
+        for task in programs
+        for seed in initial_states(config, task, k)
+        for sample in range(config.rollout.samples_per_state)
+    ]
+    generator = torch.Generator().manual_seed(int(np.random.default_rng([config.seed, k, 7]).integers(2**62)))
+    with tqdm(total=len(specs), desc=f"iter {k} rollouts", unit="ep", disable=not progress, leave=False) as bar:
+        policy.eval()
+        rollouts, _ = collect_rollouts(
+            policy, specs, temperature=config.rollout.temperature, generator=generator,
+            max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1),
+        )
+    rollout_seconds = time.perf_counter() - started
+
+    columns = score_rollouts(rollouts, programs, weights)
+    groups = np.asarray(columns["group"])
+    pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m)
+    iteration_dir = run_dir / "iterations" / f"iter_{k:04d}"
+    with atomic_directory(iteration_dir) as staging:
+        for i, r in enumerate(rollouts):
+            write_episode(staging / "rollouts", r.episode, extra={"sample": r.spec.sample, "group": r.spec.group, "index": i})
+        write_parquet(columns, staging / "scores.parquet")
+        write_parquet({
+            "chosen": pairs[:, 0], "rejected": pairs[:, 1], "group": groups[pairs[:, 0]].tolist(),
+            "chosen_r_gcpg": columns["r_gcpg"][pairs[:, 0]], "rejected_r_gcpg": columns["r_gcpg"][pairs[:, 1]],
+        }, staging / "pairs.parquet")
+
+    success = np.asarray(columns["success"])
+    lengths = np.asarray(columns["length"])
+    metrics: dict[str, float] = {
+        "rollout/success_rate": float(success.mean()),
+        "rollout/grasp_rate": float(np.mean(columns["grasp"])),
+        "rollout/collision_rate": float(np.mean(columns["collision"])),
+        "rollout/r_ext_mean": float(np.mean(columns["r_ext"])),
+        "rollout/r_self_mean": float(np.mean(columns["r_self"])),
+        "rollout/r_gcpg_mean": float(np.mean(columns["r_gcpg"])),
+        "rollout/episode_length": float(lengths.mean()),
+        "rollout/pairs": float(len(pairs)),
+        "perf/rollout_seconds": rollout_seconds,
+        "perf/env_steps_per_second": float(lengths.sum() / max(rollout_seconds, 1e-9)),
+    }
+
+    bank = StepBank.from_rollouts(rollouts)
+    train_started = time.perf_counter()
+    if config.optim.loss == "sft":
+        units = np.flatnonzero(success)[:, None]  # each successful trajectory is one training unit
+    else:
+        units = pairs
+    if len(units) == 0:
+        logger.echo(f"iteration {k}: nothing to train on ({'no successful rollout' if config.optim.loss == 'sft' else 'no pair with a preference'}); policy unchanged")
+    else:
+        global_step = train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress)
+    metrics["perf/train_seconds"] = time.perf_counter() - train_started
+    metrics["perf/iteration_seconds"] = time.perf_counter() - started
+    return IterationResult(k, metrics, global_step)
+
+
+def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer, bank: StepBank,
+                   units: np.ndarray, logger: MetricLogger, global_step: int, progress: bool) -> int:
+    """Optimise over `units` (pairs [P, 2] or single trajectories [N, 1]) for config.optim.epochs."""
+    from tqdm.auto import tqdm
+
+    from trainer.policy import lora_parameters
+
+    opt = config.optim
+    lengths = bank.lengths
+    ref_step = None
+    if opt.loss != "sft":
+        # pi_ref: the same model with the adapter off, evaluated once for every paired step.
+        paired = np.unique(units)
+        policy.eval()
+        with policy.adapter_disabled():
+            values = step_logps(policy, bank, bank.steps_of(paired), opt.chunk_steps)
+        ref_step = torch.zeros(len(bank.step_owner))
+        ref_step[torch.as_tensor(bank.steps_of(paired))] = values
+    rng = np.random.default_rng([config.seed, k, 11])
+    batches_per_epoch = -(-len(units) // opt.pairs_per_step)
+    params = lora_parameters(policy)
+    policy.train()
+    with tqdm(total=opt.epochs * batches_per_epoch, desc=f"iter {k} {opt.loss}", unit="step", disable=not progress, leave=False) as bar:
+        for epoch in range(opt.epochs):
+            order = rng.permutation(len(units))
+            for b in range(batches_per_epoch):
+                batch = units[order[b * opt.pairs_per_step : (b + 1) * opt.pairs_per_step]]
+                trajectories = batch.reshape(-1)
+                steps = bank.steps_of(trajectories)
+                if opt.loss == "sft":
+                    loss_fn = sft_loss_fn([int(lengths[n]) for n in trajectories])
+                else:
+                    loss_fn = preference_loss_fn(opt.loss, batch, lengths, ref_step[torch.as_tensor(steps)], opt.beta)
+                step_started = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                metrics = backward_through_steps(policy, bank, steps, loss_fn, opt.chunk_steps)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip if opt.grad_clip > 0 else float("inf"))
+                optimizer.step()
+                global_step += 1
+                seconds = time.perf_counter() - step_started
+                metrics = {**metrics, "grad_norm": float(grad_norm), "epoch": epoch + (b + 1) / batches_per_epoch,
+                           "iteration": float(k), "perf/step_seconds": seconds,
+                           "perf/pairs_per_second" if opt.loss != "sft" else "perf/trajectories_per_second": len(batch) / seconds}
+                line = f"iter {k} step {global_step} loss {metrics['loss']:.4f}"
+                if "rewards/margins" in metrics:
+                    line += f" margin {metrics['rewards/margins']:.4f} acc {metrics['rewards/accuracies']:.2f}"
+                bar.update(1)
+                logger.log(global_step, metrics, line)
+    policy.eval()
+    return global_step
