@@ -10,14 +10,13 @@ not reported again at every enclosing node, so one mistake gives one diagnostic.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from grape_dsl import ast
 from grape_dsl.builtins import BOOL, BUILTINS, SCALAR, STEP_INDEX_NAME, VEC3, Type, describe, resolve_call
-from grape_dsl.diagnostics import Diagnostic
+from grape_dsl.diagnostics import Diagnostic, near_name
 
 KEYWORDS = frozenset(
     "task objective param keypoints signals let stage until subgoal path tol weight over tag "
@@ -124,13 +123,7 @@ def check(module: ast.Module, *, schema: Schema | None = None, fail_fast: bool =
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to `name` (a likely typo), or None."""
-    pool = sorted(set(candidates) - {name})
-    found = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    if found:
-        return found[0]
-    # Case slips ('Obj' for 'obj') score low with difflib on short names.
-    lowered = [c for c in pool if c.lower() == name.lower()]
-    return lowered[0] if lowered else None
+    return near_name(name, candidates)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

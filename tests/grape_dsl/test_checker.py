@@ -1,0 +1,233 @@
+"""The semantic checker: one known-bad snippet per diagnostic code (code, line, column), all
+errors of a file in one run, fail-fast, the symbol table, and well-typed programs that pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from grape_dsl import ast
+from grape_dsl.api import check_source
+from grape_dsl.builtins import BUILTINS
+from grape_dsl.checker import OVER_ON_SUBGOAL, check
+from grape_dsl.parser import parse
+
+# Nine lines; every snippet below starts on line 10.
+PRELUDE = """task demo
+param lift = 0.1
+keypoints {
+    ee = gripper.tip
+    obj = object.center
+}
+signals {
+    grasped = grasped
+}
+"""
+
+LAST_STAGE = """stage last {
+    subgoal near: dist(ee, obj) <= lift and grasped >= 0.5
+}
+"""
+
+PICK_PLACE_SCHEMA = (
+    ["gripper.tip", "object.center", "object.top", "object.bottom", "container.center", "container.top"],
+    ["gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table", "action.norm"],
+)
+
+
+def _stage(*lines: str) -> str:
+    return "stage s {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+# (code, snippet after PRELUDE, line, column, text the message must contain)
+BAD_SNIPPETS = [
+    ("GRC201", _stage("subgoal reach: dist(ee, ojb) <= 0.02"), 11, 29, "unknown name 'ojb'; did you mean 'obj'?"),
+    ("GRC202", "keypoints {\n    obj = object.top\n}\n" + LAST_STAGE, 11, 5, "'obj' is already declared as a keypoint"),
+    ("GRC203", "stage last until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 13, 1,
+     "stage 'last' is already declared at line 10"),
+    ("GRC204", _stage("subgoal a: dist(ee, obj) <= lift", "path a: grasped >= 0.5"), 12, 5,
+     "already has a constraint 'a'"),
+    ("GRC205", "let t = 1\n" + LAST_STAGE, 10, 1, "cannot declare 't'"),
+    ("GRC205", "let norm = lift\n" + LAST_STAGE, 10, 1, "it is a builtin function: norm(vec3) -> scalar"),
+    ("GRC206", _stage("subgoal a: distt(ee, obj) <= lift"), 11, 16, "unknown function 'distt'; did you mean 'dist'?"),
+    ("GRC206", _stage("subgoal a: obj(ee) <= lift"), 11, 16, "'obj' is a keypoint, not a function"),
+    ("GRC207", _stage("subgoal a: dist(ee) <= lift"), 11, 16, "'dist' takes 2 argument(s), got 1"),
+    ("GRC207", _stage("subgoal a: min(lift) <= lift"), 11, 16, "'min' takes 2 or more argument(s), got 1"),
+    ("GRC208", _stage("subgoal a: dist(ee, lift) <= lift"), 11, 25, "dist(vec3, scalar)"),
+    ("GRC208", _stage("subgoal a: norm(mean(ee, lift)) <= lift"), 11, 30, "mean(vec3, scalar)"),
+    ("GRC209", _stage("subgoal a: norm(ee + 1) <= lift"), 11, 21, "cannot apply '+' to a vec3 and a scalar"),
+    ("GRC209", _stage("subgoal a: norm(ee * obj) <= lift"), 11, 21, "cannot apply '*' to a vec3 and a vec3"),
+    ("GRC209", _stage("subgoal a: -(grasped > 0) or grasped > 0"), 11, 16, "unary '-'"),
+    ("GRC210", _stage("subgoal a: ee <= lift"), 11, 16, "'<=' compares two scalars, not a vec3 and a scalar"),
+    ("GRC211", _stage("subgoal a: grasped and dist(ee, obj) <= lift"), 11, 16, "'and' takes bools"),
+    ("GRC211", _stage("subgoal a: not grasped"), 11, 20, "'not' takes a bool, but this is a scalar"),
+    ("GRC212", _stage("subgoal a: lift.z <= 1"), 11, 16, "'.z' takes a vec3, but this is a scalar"),
+    ("GRC213", "stage s until grasped {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 10, 15,
+     "'until' of stage 's' must be a bool, but this is a scalar"),
+    ("GRC214", _stage("subgoal a: dist(ee, obj)"), 11, 16, "must be a comparison or a bool, but this is a scalar"),
+    ("GRC216", _stage("path a: grasped >= 0.5 tol dist(ee, obj)"), 11, 32, "the tol of 'a' must be a constant"),
+    ("GRC216", _stage("path a: grasped >= 0.5 weight t"), 11, 35, "the weight of 'a' must be a constant"),
+    ("GRC216", _stage("path a: grasped >= 0.5 weight 1 / 0"), 11, 35, "the weight of 'a' is not finite"),
+    ("GRC217", _stage("path a: grasped >= 0.5 weight -2"), 11, 35, "the weight of 'a' is negative (-2)"),
+    ("GRC217", _stage("path a: grasped >= 0.5 tol lift - 1"), 11, 32, "the tol of 'a' is negative (-0.9)"),
+    ("GRC218", "keypoints {\n    up = object.center + vec(0, 0, grasped)\n}\n" + _stage("subgoal a: up.z <= 1"), 11, 26,
+     "the offset of keypoint 'up' must be a constant vec3"),
+    ("GRC218", "keypoints {\n    up = object.center + lift\n}\n" + _stage("subgoal a: up.z <= 1"), 11, 26,
+     "must be a constant vec3"),
+    ("GRC219", "let a = b\nlet b = a + 1\n" + _stage("subgoal a: a <= 1"), 10, 1, "let cycle: a -> b -> a"),
+    ("GRC219", "let a = a + 1\n" + _stage("subgoal a: a <= 1"), 10, 1, "let cycle: a -> a"),
+    ("GRC220", _stage("subgoal a: grasped >= 0.5") + LAST_STAGE, 10, 1, "stage 's' needs 'until'"),
+    ("GRC221", "stage s until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n", 10, 15,
+     "the last stage 's' must not have 'until'"),
+    ("GRC222", "", 1, 1, "task 'demo' has no stage"),
+    ("GRC223", "unreached 1\nunreached 2\n" + LAST_STAGE, 11, 1, "'unreached' is already set at line 10"),
+    ("GRC224", "unreached -0.5\n" + LAST_STAGE, 10, 1, "the unreached-stage penalty is negative (-0.5)"),
+    ("GRC225", "keypoints {\n    goal = container.topp\n}\n" + _stage("subgoal a: dist(ee, goal) <= lift"), 11, 12,
+     "the environment reports no keypoint 'container.topp'; did you mean 'container.top'?"),
+    ("GRC226", "signals {\n    hit = contact.obstacel\n}\n" + _stage("path a: hit <= 0"), 11, 11,
+     "the environment reports no signal 'contact.obstacel'; did you mean 'contact.obstacle'?"),
+    ("GRC227", _stage("subgoal a: norm(dist) <= lift"), 11, 21, "'dist' is a builtin function, not a value"),
+    # warnings
+    ("GRC901", "keypoints {\n    spare = object.top\n}\n" + LAST_STAGE, 11, 5, "keypoint 'spare' is never used"),
+    ("GRC902", "signals {\n    opening = gripper.opening\n}\n" + LAST_STAGE, 11, 5, "signal 'opening' is never used"),
+    ("GRC903", "param spare = 1\n" + LAST_STAGE, 10, 1, "param 'spare' is never used"),
+    ("GRC904", "let spare = dist(ee, obj)\n" + LAST_STAGE, 10, 1, "let 'spare' is never used"),
+    ("GRC905", "let small = lift < 1\n" + _stage("subgoal a: small and lift <= 2"), 12, 16,
+     "does not depend on any keypoint, signal or t"),
+    ("GRC906", "stage s until grasped >= 0.5 {\n}\n" + LAST_STAGE, 10, 1, "stage 's' has no constraints"),
+    ("GRC907", "stage s until lift > 0 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 10, 15,
+     "does not depend on the trajectory"),
+]
+
+OBJECTIVE_SNIPPETS = [
+    ("GRC217", "objective o\ntag path { tol -1 }\n", 2, 1, "the tol of tag 'path' is negative (-1)"),
+    ("GRC223", "objective o\nunreached 1\nunreached 2\n", 3, 1, "'unreached' is already set at line 2"),
+    ("GRC224", "objective o\nunreached -1\n", 2, 1, "the unreached-stage penalty is negative"),
+    ("GRC908", "objective o\ntag path { tol 1 }\ntag path { weight 2 }\n", 3, 1, "the later setting wins"),
+    ("GRC908", "objective o\nparam lift = 1\nparam lift = 2\n", 3, 1, "the later setting wins"),
+    ("GRC909", "objective o\ntag path { }\n", 2, 1, "sets neither tol nor weight"),
+]
+
+
+@pytest.mark.parametrize(("code", "snippet", "line", "column", "text"), BAD_SNIPPETS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_SNIPPETS)])
+def test_each_task_code_is_reported_where_the_mistake_is(code, snippet, line, column, text):
+    source = PRELUDE + snippet
+    result = check(parse(source, "bad.grc"), schema=PICK_PLACE_SCHEMA)
+    found = [d for d in result.diagnostics if d.code == code]
+    assert found, f"no {code} in {[(d.code, d.message) for d in result.diagnostics]}"
+    assert [(d.span.line, d.span.column) for d in found] == [(line, column)]
+    assert text in found[0].message
+    assert found[0].path == "bad.grc"
+    assert found[0].severity == ("warning" if code.startswith("GRC9") else "error")
+
+
+@pytest.mark.parametrize(("code", "source", "line", "column", "text"), OBJECTIVE_SNIPPETS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(OBJECTIVE_SNIPPETS)])
+def test_each_objective_code_is_reported_where_the_mistake_is(code, source, line, column, text):
+    found = [d for d in check_source(source, "o.grc") if d.code == code]
+    assert [(d.span.line, d.span.column) for d in found] == [(line, column)]
+    assert text in found[0].message
+
+
+def test_over_on_a_subgoal_built_without_the_parser():
+    # The parser already rejects this text (GRC114); ASTs built in code are checked too.
+    span = ast.Span(4, 5, 4, 40, 60, 95)
+    expr = ast.Compare(">=", ast.Name("grasped"), ast.Number(0.5))
+    task = ast.TaskFile("demo", None, (
+        ast.SignalsBlock((ast.SignalDecl("grasped", ast.Source(("grasped",))),)),
+        ast.Stage("s", None, (ast.Constraint("subgoal", "a", expr, over="sum", span=span),)),
+    ))
+    found = [d for d in check(task).diagnostics if d.code == OVER_ON_SUBGOAL]
+    assert [(d.span.line, d.span.column) for d in found] == [(4, 5)]
+
+
+EVERYTHING_WRONG = PRELUDE + """let loop = loop
+stage grasp {
+    subgoal reach: dist(ee, ojb) <= 0.02
+    subgoal reach: normm(ee) <= 1
+    path hold: grasped tol obj.z weight -1
+}
+stage grasp until ee {
+    subgoal lifted: obj.w >= lift
+}
+"""
+
+
+def test_all_errors_of_a_file_come_out_in_one_run_in_source_order():
+    result = check(parse(EVERYTHING_WRONG.replace("obj.w", "obj.z"), "bad.grc"))
+    errors = [(d.code, d.span.line) for d in result.errors]
+    assert errors == [
+        ("GRC219", 10), ("GRC220", 11), ("GRC201", 12), ("GRC204", 13), ("GRC206", 13),
+        ("GRC214", 14), ("GRC216", 14), ("GRC217", 14), ("GRC203", 16), ("GRC221", 16), ("GRC213", 16),
+    ]
+
+
+def test_fail_fast_stops_at_the_first_error():
+    result = check(parse(EVERYTHING_WRONG.replace("obj.w", "obj.z")), fail_fast=True)
+    assert len(result.errors) == 1
+
+
+def test_one_mistake_gives_one_diagnostic():
+    # `ojb` is unknown: the call, the comparison and the constraint around it stay silent.
+    result = check(parse(PRELUDE + _stage("subgoal a: dist(ee, ojb) + 1 <= lift and grasped > 0")))
+    assert [d.code for d in result.errors] == ["GRC201"]
+
+
+def test_symbol_table_types_and_kinds():
+    source = PRELUDE + """let above = obj + vec(0, 0, lift)
+let holding = grasped >= 0.5
+let gap = dist(ee, above)
+""" + _stage("subgoal a: gap <= lift and holding")
+    result = check(parse(source))
+    assert result.ok
+    assert result.types == {"lift": "scalar", "ee": "vec3", "obj": "vec3", "grasped": "scalar",
+                            "above": "vec3", "holding": "bool", "gap": "scalar"}
+    assert result.kinds == {"lift": "param", "ee": "keypoint", "obj": "keypoint", "grasped": "signal",
+                            "above": "let", "holding": "let", "gap": "let"}
+
+
+def test_lets_may_refer_forward():
+    result = check(parse(PRELUDE + "let a = b * 2\nlet b = dist(ee, obj)\n" + _stage("subgoal a: a <= lift")))
+    assert result.ok and result.types["a"] == "scalar"
+
+
+def _well_typed_call(name: str) -> list[str]:
+    samples = {"scalar": "lift", "vec3": "ee", "bool": "grasped > 0"}
+    calls = []
+    for sig in BUILTINS[name]:
+        args = [samples[sig.params[0]]] * 3 if sig.variadic else [samples[p] for p in sig.params]
+        call = f"{name}({', '.join(args)})"
+        calls.append(f"norm({call}) <= 1" if sig.returns == "vec3" else f"{call} <= 1")
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_every_builtin_overload_checks_clean(name):
+    lines = [f"path c{i}: {expr}" for i, expr in enumerate(_well_typed_call(name))]
+    result = check(parse(PRELUDE + _stage(*lines)))
+    assert result.errors == ()
+
+
+def test_vector_arithmetic_components_t_and_logic_check_clean():
+    lines = [
+        "path a: norm(2 * (ee - obj) / 2 + obj * 0.5 - -ee) <= lift",
+        "path b: (ee + vec(0, 0, lift)).z >= obj.z or not (grasped > 0.5 and t < 10)",
+        "subgoal c: dist_xy(mean(ee, obj, obj), obj) == 0 tol 0.01 weight 2 * lift",
+        "path d: norm(delta(ee)) + abs(delta(lift)) <= clamp(lift, 0, 1) over max",
+        "path e: true",
+    ]
+    result = check(parse(PRELUDE + _stage(*lines)))
+    assert result.errors == ()
+    assert [d.code for d in result.warnings] == ["GRC905"]  # `true` is the same for every trajectory
+
+
+def test_schema_reports_a_source_bound_in_the_wrong_block():
+    source = PRELUDE + "keypoints {\n    g = grasped\n}\n" + _stage("subgoal a: norm(g) <= lift")
+    found = [d for d in check(parse(source), schema=PICK_PLACE_SCHEMA).errors]
+    assert [d.code for d in found] == ["GRC225"]
+    assert found[0].hint == "it is a signal: bind it in signals { }"
+
+
+def test_check_source_turns_syntax_errors_into_diagnostics():
+    diagnostics = check_source("task demo\nstage s {\n    subgoal a: dist(ee, <= 1\n}\n", "x.grc")
+    assert diagnostics and all(d.code.startswith("GRC1") for d in diagnostics)
