@@ -1,3 +1,7 @@
 """GRAPE-DSL: the .grc keypoint-constraint language (see docs/language.md)."""
 
 from grape_dsl.parser import parse as parse
+from grape_dsl.api import CheckedTask as CheckedTask
+from grape_dsl.api import check_file as check_file
+from grape_dsl.api import check_source as check_source
+from grape_dsl.api import load_task as load_task
