@@ -407,22 +407,26 @@ def load_scene(path: str | Path) -> Schema:
 
 # ---------------------------------------------------------------------------- objective and examples
 
+# What each stock objective asks the model to emphasise. The stock objective files retarget
+# by tag (collision, path, grasp, task), so the guidance also says which tag each cost wears.
 OBJECTIVE_GUIDANCE = {
     "task_completion": (
         "Emphasise finishing the task: a clear stage split whose `until` conditions mark real "
-        "progress (reached, grasped, lifted, over the goal, released), subgoals that pull the "
-        "keypoints onto their goals, and moderate path costs. Tag goal constraints `task` and "
-        "grasping ones `grasp`."),
+        "progress (reached, grasped, carried over the goal, released), subgoals that pull the "
+        "keypoints onto their goals (tag `task`, or `grasp` for reaching and holding the "
+        "object), and light path costs. Contacts (tag `collision`) and long paths (tag `path`) "
+        "are tolerated under this objective but should still cost something."),
     "safety": (
-        "Emphasise safety: avoid every contact the environment reports (obstacles, other "
-        "objects, the table) in every stage with `path ...: <contact signal> <= 0 over sum` "
-        "constraints tagged `collision`, keep clearance above obstacles while carrying (tag "
-        "`path`), and keep the motion gentle near objects. Still describe how the task is "
-        "completed, or no trajectory can score well."),
+        "Emphasise safety: in every stage, penalise each contact signal the environment "
+        "reports (obstacle, other objects, the table) with `path NAME: <contact> <= 0 over sum` "
+        "tagged `collision`; keep clearance above obstacles while carrying; keep motion slow "
+        "near objects. Still describe how the task is completed (tags `task`, `grasp`), or no "
+        "trajectory can score well."),
     "efficiency": (
-        "Emphasise efficiency: reward short, direct motion — few steps per stage, small total "
-        "commanded motion (`action.norm`, `delta(...)`) and no detours — with path constraints "
-        "tagged `smooth` or `path` aggregated `over sum`. Still describe how the task is completed."),
+        "Emphasise efficiency: short, direct motion and few steps. In each stage, penalise "
+        "travel (for example `path travel: norm(delta(ee)) <= 0 over sum tol 1`) and overall "
+        "time (for example `subgoal on_time: t / horizon <= 1` with a `param horizon`), tagged "
+        "`path`. Still describe how the task is completed (tags `task`, `grasp`)."),
 }
 
 

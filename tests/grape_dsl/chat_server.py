@@ -22,6 +22,41 @@ import pytest
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 
+# A task file the real checker accepts for the built-in pick_place schema: what a good model answers.
+VALID_PICK_PLACE = """\
+task pick_place "pick up the {object} and place it into the {container}"
+
+param lift = 0.10  # m
+
+keypoints {
+    ee = gripper.tip
+    obj = object.center
+    goal = container.top + vec(0, 0, 0.02)
+}
+
+signals {
+    held = grasped
+    hit = contact.obstacle
+}
+
+stage grasp until held >= 0.5 {
+    subgoal reach: dist(ee, obj) <= 0.02 tag grasp
+    path bump: hit <= 0 over sum tag collision
+}
+
+stage transport until dist_xy(obj, goal) <= 0.03 {
+    path carry: obj.z >= lift over mean tol 0.01 tag path
+}
+
+stage place {
+    subgoal inside: dist(obj, goal) <= 0.03 weight 2 tag task
+}
+"""
+
+
+def fenced(text: str, lang: str = "grc") -> str:
+    return f"Here is the file.\n\n```{lang}\n{text}```\n"
+
 
 @dataclass(frozen=True)
 class _Step:

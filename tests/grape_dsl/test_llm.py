@@ -9,43 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_server import chat_server  # noqa: F401  (pytest fixture)
+from chat_server import VALID_PICK_PLACE, chat_server, fenced  # noqa: F401  (chat_server: a fixture)
 from grape_dsl import api, llm
-
-VALID_PICK_PLACE = """\
-task pick_place "pick up the {object} and place it into the {container}"
-
-param lift = 0.10  # m
-
-keypoints {
-    ee = gripper.tip
-    obj = object.center
-    goal = container.top + vec(0, 0, 0.02)
-}
-
-signals {
-    held = grasped
-    hit = contact.obstacle
-}
-
-stage grasp until held >= 0.5 {
-    subgoal reach: dist(ee, obj) <= 0.02 tag grasp
-    path bump: hit <= 0 over sum tag collision
-}
-
-stage transport until dist_xy(obj, goal) <= 0.03 {
-    path carry: obj.z >= lift over mean tol 0.01 tag path
-}
-
-stage place {
-    subgoal inside: dist(obj, goal) <= 0.03 weight 2 tag task
-}
-"""
-
-
-def fenced(text: str, lang: str = "grc") -> str:
-    return f"Here is the file.\n\n```{lang}\n{text}```\n"
-
 
 def endpoint(server, **overrides) -> llm.Endpoint:
     settings = dict(timeout=2.0, retries=2, backoff=0.0)
@@ -395,3 +360,15 @@ def test_no_code_path_evaluates_text():
                 owner = func.value.id if isinstance(func.value, python_ast.Name) else None
                 # json.loads parses the HTTP body and scene files into plain data; nothing else
                 assert (owner, func.attr) == ("json", "loads"), f"{source.name}:{node.lineno} calls {func.attr}"
+
+
+def test_reference_example_passes_the_checker():
+    """The compact reference teaches by example; that example must be valid .grc."""
+    reference = llm.grc_reference()
+    example = reference.split("```grc\n", 1)[1].split("```", 1)[0]
+    schema = llm.builtin_schema("pick_place").names
+    assert not [d for d in api.check_source(example, "grc_reference.md", schema=schema) if d.severity == "error"]
+    from grape_dsl.builtins import BUILTINS
+
+    missing = [name for name in BUILTINS if f"{name}(" not in reference and f"`{name} " not in reference]
+    assert not missing, f"the reference does not mention the builtins {missing}"
