@@ -372,3 +372,29 @@ def test_reference_example_passes_the_checker():
 
     missing = [name for name in BUILTINS if f"{name}(" not in reference and f"`{name} " not in reference]
     assert not missing, f"the reference does not mention the builtins {missing}"
+
+
+def test_without_a_task_every_builtin_is_offered_and_the_named_one_is_checked(chat_server, tmp_path):
+    schemas = [llm.builtin_schema(name) for name in llm.builtin_task_names()]
+    user = llm.build_messages("stack the red block on the blue one",
+                              llm.resolve_objective("task_completion", None), schemas)[1]["content"]
+    assert "pick the one that matches" in user
+    assert all(f"### task {name}:" in user for name in llm.builtin_task_names())
+    as_stack = VALID_PICK_PLACE.replace("task pick_place", "task stack")  # binds container.top: not in stack
+    chat_server.answer(fenced(as_stack))
+    chat_server.answer(fenced(as_stack.replace("container.top", "base.top")))
+    result, _, _ = run_loop(chat_server, tmp_path, schemas)
+    assert result.ok and result.rounds == 2
+    repair = chat_server.user_messages(1)[-1]
+    assert "GRC225" in repair and "'container.top'" in repair
+
+
+def test_generate_never_imports_the_simulator_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, grape_dsl.llm, grape_dsl.commands.generate; "
+            "heavy = sorted(m for m in ('torch', 'pybullet', 'trainer') if m in sys.modules); "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
