@@ -28,7 +28,7 @@ LOSSES = ("tpo", "dpo-step", "sft")
 
 @dataclass
 class PolicyConfig:
-    policy: str | None = None
+    base_policy: str | None = field(default=None, metadata={"flag": "--policy"})
     """Base policy folder (written by grape-sft or a previous run's checkpoint). Default: the embedded SFT policy, trained on scripted demonstrations and cached in --sft-cache first."""
     sft_cache: str = "cache/sft"
     """Folder where the default embedded SFT policy is trained once and cached."""
@@ -196,7 +196,7 @@ def build_parser(prog: str = "grape-train", epilog: str | None = None) -> argpar
         hints = typing.get_type_hints(cls)
         docs = _field_docs(cls)
         for f in dataclasses.fields(cls):
-            if f.name in _SUBCONFIGS:
+            if cls is TrainConfig and f.name in _SUBCONFIGS:
                 continue
             _add_field(group, f, hints[f.name], docs.get(f.name, ""))
     return parser
@@ -205,7 +205,7 @@ def build_parser(prog: str = "grape-train", epilog: str | None = None) -> argpar
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Place parsed flags into the nested dataclasses; flags not given keep their defaults."""
     given = vars(args)
-    top = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    top = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given and f.name not in _SUBCONFIGS}
     for name, cls in _SUBCONFIGS.items():
         top[name] = cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
     return TrainConfig(**top)

@@ -147,3 +147,63 @@ def plot_iterations(per_iteration: dict[int, dict[str, Any]], path: str | Path, 
         fig.savefig(f, format="png")
     plt.close(fig)
     return Path(path)
+
+
+# ---------------------------------------------------------------------- running episodes
+def evaluation_specs(tasks: Sequence[str], splits: Sequence[str], episodes: int, seed_offset: int = 0) -> list:
+    """The fixed evaluation episodes: the sim's eval seeds (disjoint from training seeds)."""
+    from trainer.rollout import EpisodeSpec
+    from trainer.sim.splits import get_split
+
+    specs = []
+    for split in splits:
+        seeds = get_split(split).eval_seeds(episodes + seed_offset)[seed_offset:]
+        specs += [EpisodeSpec(task, split, seed) for task in tasks for seed in seeds]
+    return specs
+
+
+def evaluate_policy(
+    policy: Any,
+    tasks: Sequence[str],
+    splits: Sequence[str],
+    episodes: int,
+    *,
+    seed_offset: int = 0,
+    max_steps: int | None = None,
+    gif_dir: Path | None = None,
+    gifs_per_task: int = 0,
+    progress: bool = True,
+    desc: str = "eval",
+) -> tuple[list[EpisodeOutcome], list[Path]]:
+    """Greedy episodes on the fixed evaluation seeds; optionally a few GIFs (first split only)."""
+    from tqdm.auto import tqdm
+
+    from trainer.rollout import collect_rollouts
+
+    specs = evaluation_specs(tasks, splits, episodes, seed_offset)
+    first_seeds = {(s.task, s.seed) for s in specs if s.split == splits[0]}
+    chosen = {t: sorted(seed for task, seed in first_seeds if task == t)[:gifs_per_task] for t in tasks}
+
+    def wants_frames(spec: Any) -> bool:
+        return gif_dir is not None and spec.split == splits[0] and spec.seed in chosen[spec.task]
+
+    with tqdm(total=len(specs), desc=desc, unit="ep", disable=not progress, leave=False) as bar:
+        rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=max_steps,
+                                            on_episode=lambda _: bar.update(1), record_frames=wants_frames)
+    outcomes = [
+        EpisodeOutcome(r.spec.task, r.spec.split, r.spec.seed, bool(r.episode.success), bool(r.episode.grasp),
+                       bool(r.episode.collision), r.episode.length)
+        for r in rollouts
+    ]
+    gifs = []
+    if gif_dir is not None:
+        import imageio.v2 as imageio
+
+        by_spec = {r.spec: r for r in rollouts}
+        for spec, images in frames.items():
+            outcome = "success" if by_spec[spec].episode.success else "fail"
+            path = Path(gif_dir) / f"{spec.task}-{spec.split}-{spec.seed}-{outcome}.gif"
+            with atomic_write(path, "wb") as f:
+                imageio.mimsave(f, images, format="GIF", duration=1000 / 20, loop=0)
+            gifs.append(path)
+    return outcomes, gifs

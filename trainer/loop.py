@@ -68,15 +68,11 @@ class TaskProgram:
 
 
 def _format_grc_error(error: Exception) -> str:
-    diagnostics = getattr(error, "diagnostics", [])
-    lines = []
-    for d in diagnostics:
-        where = d.path
-        if d.span is not None:
-            where += f":{d.span.line}:{d.span.column}"
-        hint = f" ({d.hint})" if d.hint else ""
-        lines.append(f"{where}: {d.severity} {d.code}: {d.message}{hint}")
-    return "\n".join(lines) or str(error)
+    from grape_dsl.diagnostics import render
+
+    sources = getattr(error, "sources", {})
+    rendered = [render(d, sources.get(d.path)) for d in getattr(error, "diagnostics", [])]
+    return "\n".join(rendered) or str(error)
 
 
 def stock_task_dir(constraints_file: Path) -> Path:
@@ -363,11 +359,11 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     """The policy to align and where it came from (trains the default SFT policy if needed)."""
     from trainer.policy import CheckpointError, load_policy
 
-    if config.policy.policy:
+    if config.policy.base_policy:
         try:
-            return load_policy(config.policy.policy), config.policy.policy
+            return load_policy(config.policy.base_policy), config.policy.base_policy
         except (CheckpointError, OSError, ValueError) as error:
-            raise TrainError(f"--policy {config.policy.policy}: cannot load the policy: {error}") from None
+            raise TrainError(f"--policy {config.policy.base_policy}: cannot load the policy: {error}") from None
     from trainer.sft import ensure_default_sft_policy
 
     folder = ensure_default_sft_policy(config.policy.sft_cache)
@@ -570,8 +566,24 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
     else:
         global_step = train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress)
     metrics["perf/train_seconds"] = time.perf_counter() - train_started
+    if config.eval_episodes:
+        metrics.update(quick_eval(config, policy, list(programs), progress))
     metrics["perf/iteration_seconds"] = time.perf_counter() - started
     return IterationResult(k, metrics, global_step)
+
+
+def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: bool) -> dict[str, float]:
+    """In-domain success, grasp and collision rates on the fixed evaluation seeds (eval/ metrics)."""
+    from trainer.eval import evaluate_policy, summarize
+
+    outcomes, _ = evaluate_policy(policy, tasks, [TRAIN_SPLIT], config.eval_episodes, max_steps=config.rollout.max_steps,
+                                  progress=progress, desc="eval")
+    summary = summarize(outcomes)[TRAIN_SPLIT]
+    metrics = {f"eval/{name}_rate": summary["all"][name]["rate"] for name in ("success", "grasp", "collision")}
+    metrics["eval/step_length"] = summary["all"]["step_length"]["mean"]
+    for task in tasks:
+        metrics[f"eval/{task}/success_rate"] = summary[task]["success"]["rate"]
+    return metrics
 
 
 def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer, bank: StepBank,
