@@ -243,16 +243,23 @@ _FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)^[ 
                     re.DOTALL | re.MULTILINE)
 
 
+_UNCLOSED_GRC_FENCE = re.compile(r"^[ \t]*(?:```+|~~~+)[ \t]*grc[^\n]*\n(.*)\Z", re.DOTALL | re.MULTILINE | re.IGNORECASE)
+
+
 def extract_grc(answer: str) -> str:
     """The .grc text of an answer: the last ```grc block; else the last fenced block without
-    a language; else the whole answer. Reasoning in <think> tags is dropped first. The text
-    is returned verbatim for the parser: whatever it is, it is only ever parsed."""
-    answer = _THINK_BLOCK.sub("", answer)
+    a language; else a ```grc block the answer opens but never closes (cut off by a token
+    limit); else the whole answer. Reasoning in <think> tags is dropped first. The text is
+    returned verbatim for the parser: whatever it is, it is only ever parsed."""
+    answer = _THINK_BLOCK.sub("", answer.replace("\r\n", "\n"))
     blocks = [(m.group(2).lower(), m.group(3)) for m in _FENCE.finditer(answer)]
     for wanted in (("grc",), ("",)):
         chosen = [text for lang, text in blocks if lang in wanted]
         if chosen:
             return chosen[-1].strip("\n") + "\n"
+    unclosed = _UNCLOSED_GRC_FENCE.search(answer)
+    if unclosed:
+        answer = unclosed.group(1)
     stripped = answer.strip()
     return stripped + "\n" if stripped else ""
 

@@ -144,6 +144,10 @@ def test_extract_drops_reasoning_and_never_takes_a_python_block_for_grc():
     assert llm.extract_grc(python_only) == python_only + "\n"  # handed to the parser as is: it rejects it
 
 
+def test_extract_takes_an_unclosed_grc_block_and_normalises_line_ends():
+    assert llm.extract_grc("Here:\r\n```grc\r\ntask f\r\nstage s {") == "task f\nstage s {\n"
+
+
 def test_extract_keeps_a_four_backtick_fence_with_inner_backticks():
     answer = "````grc\ntask e  # ``` inside a comment\n````"
     assert llm.extract_grc(answer) == "task e  # ``` inside a comment\n"
