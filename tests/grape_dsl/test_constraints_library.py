@@ -107,3 +107,78 @@ def test_stock_files_are_in_canonical_format(path):
     fmt = pytest.importorskip("grape_dsl.fmt")
     text = path.read_text()
     assert fmt.format_source(text, str(path)) == text
+
+
+# ---------------------------------------------------------------------------- reward scale
+
+POLICY_KINDS = ("expert", "noisy", "stall", "brush", "random")
+OBJECTIVES = {"task": [], "completion": ["task_completion.grc"], "safety": ["safety.grc"],
+              "efficiency": ["efficiency.grc"]}
+
+
+def _rollouts(task: str, kind: str, seeds: range) -> list:
+    """Episodes of the scripted expert and its degraded variants, or of uniform random actions:
+    noisy (noise 0.5 of the step limit), stall (freezes in place after 30 steps), brush (carries
+    the object 3 cm below the obstacle's top), random."""
+    import numpy as np
+    from trainer.sim.env import make_env
+    from trainer.sim.expert import Expert
+
+    env = make_env(task, seed=seeds[0])
+    episodes = []
+    try:
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            expert = Expert(task, noise=0.5 if kind == "noisy" else 0.0,
+                            brush=0.03 if kind == "brush" else 0.0, seed=seed)
+            obs, _ = env.reset(seed=seed)
+            for step in range(env.max_steps):
+                if kind == "random":
+                    action = np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3),
+                                             [rng.choice([-1.0, 1.0])]]).astype(np.float32)
+                else:
+                    action = expert.act(obs["state"])
+                    if kind == "stall" and step >= 30:
+                        action[:6] = 0.0
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+            episodes.append(env.episode())
+    finally:
+        env.close()
+    return episodes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", STOCK_TASKS)
+def test_r_ext_separates_expert_from_random_rollouts(task):
+    """R_ext = exp(-sum C) of the stock files on real simulator rollouts: the expert scores
+    high under every objective, random actions near zero; safety punishes brushing the obstacle
+    harder than completion does, efficiency punishes slow noisy runs harder."""
+    oracle = pytest.importorskip("grape_dsl.oracle")
+    from trainer.store import episodes_to_batch
+
+    path = str(CONSTRAINTS / "tasks" / f"{task}.grc")
+    loaded = {name: load_task(path, [str(CONSTRAINTS / f) for f in files]) for name, files in OBJECTIVES.items()}
+    scores = {}
+    for kind in POLICY_KINDS:
+        if kind == "brush" and task != "pick_place_obstacle":
+            continue
+        batch = episodes_to_batch(_rollouts(task, kind, range(100, 104)))
+        scores[kind] = {name: oracle.score(checked.task, batch).r_ext for name, checked in loaded.items()}
+        print(f"{task:20s} {kind:7s} success {batch.success.mean():.2f}  " + "  ".join(
+            f"{name} {r.mean():.3f} [{r.min():.3f}, {r.max():.3f}]" for name, r in scores[kind].items()))
+
+    for name in OBJECTIVES:
+        assert scores["expert"][name].mean() >= 0.5, name
+        assert scores["random"][name].max() <= 0.2, name
+        assert scores["random"][name].mean() <= 0.1, name
+        assert (scores["random"][name] < scores["expert"][name].min()).all(), name
+    # an objective only tightens: never more lenient than task completion
+    for kind, by_objective in scores.items():
+        assert (by_objective["safety"] <= by_objective["completion"] + 1e-12).all(), kind
+        assert (by_objective["efficiency"] <= by_objective["completion"] + 1e-12).all(), kind
+    if "brush" in scores:
+        assert scores["brush"]["safety"].max() < 0.05
+        assert (scores["brush"]["safety"] < scores["brush"]["completion"]).all()
+    assert scores["noisy"]["efficiency"].mean() < scores["noisy"]["completion"].mean()
