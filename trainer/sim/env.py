@@ -32,6 +32,7 @@ KNOCKED_OVER_TILT = 0.5  # rad, ~29 degrees: a body tilted further counts as kno
 LIFT_HEIGHT = 0.02  # the object counts as lifted when its bottom is this far above its start
 SETTLED_SPEED = 0.05  # m/s, the object must be this slow for success to count
 DEFAULT_MAX_STEPS = 120
+REBUILD_EVERY = 50  # resets between full world rebuilds
 
 STATE_NAMES: tuple[str, ...] = (
     "ee.x", "ee.y", "ee.z",
@@ -98,6 +99,7 @@ class GrapeSimEnv(gym.Env):
         self.scene: SceneSpec | None = None
         self.bodies: Bodies | None = None
         self.robot: panda.Panda | None = None
+        self._resets_since_rebuild = 0
 
     # ------------------------------------------------------------------ episode lifecycle
     @property
@@ -110,10 +112,22 @@ class GrapeSimEnv(gym.Env):
             self._seed = check_seed(seed)
         p, c = self.p, self.client
         self.scene = sample_scene(self.spec_task, self.split, self._seed)
-        p.resetSimulation(physicsClientId=c)
-        p.setGravity(0, 0, -9.81, physicsClientId=c)
-        p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=c)
-        self.robot = panda.Panda(p, c, self.data_path)
+        if self.robot is None or self._resets_since_rebuild >= REBUILD_EVERY:
+            # Loading the Panda costs ~36 ms, most of a reset: keep it and swap only the scene,
+            # rebuilding the world now and then so created shapes do not pile up.
+            p.resetSimulation(physicsClientId=c)
+            p.setGravity(0, 0, -9.81, physicsClientId=c)
+            p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=c)
+            # Sorted contact pairs: the same seed replays identically in a fresh or a reused world.
+            p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
+            self.robot = panda.Panda(p, c, self.data_path)
+            self._resets_since_rebuild = 0
+        else:
+            for i in reversed(range(p.getNumBodies(physicsClientId=c))):
+                body = p.getBodyUniqueId(i, physicsClientId=c)
+                if body != self.robot.body:
+                    p.removeBody(body, physicsClientId=c)
+        self._resets_since_rebuild += 1
         self.bodies = build_scene(p, c, self.data_path, self.scene)
         start = np.array(self.scene.ee_start)
         self.robot.reset(start, 0.0)
