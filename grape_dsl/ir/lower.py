@@ -1,0 +1,468 @@
+"""Lowering: a checked task (concrete AST) -> a small typed IR.
+
+The IR is what every later pass reads (sympy, codegen, oracle comparisons): names are resolved
+(keypoints and signals to input slots, params to constants), every node carries its type, and
+constraint attributes are plain floats. Lets are inlined but stay visible as `LetRef` nodes,
+because a bool let is scored 0/1 rather than graded (docs/language.md, "Violation").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from grape_dsl import ast
+from grape_dsl.builtins import BOOL, SCALAR, STEP_INDEX_NAME, VEC3, Type, resolve_call
+from grape_dsl.diagnostics import Diagnostic, GrcError
+
+# ---------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float
+    type: Type = SCALAR
+
+
+@dataclass(frozen=True)
+class BoolConst:
+    value: bool
+    type: Type = BOOL
+
+
+@dataclass(frozen=True)
+class StepIndex:
+    """`t`, the 0-based step index."""
+
+    type: Type = SCALAR
+
+
+@dataclass(frozen=True)
+class KeypointInput:
+    """The raw keypoint the environment reports as `source`; `slot` indexes Program.keypoint_sources."""
+
+    slot: int
+    source: str
+    type: Type = VEC3
+
+
+@dataclass(frozen=True)
+class SignalInput:
+    """The raw signal `source`; `slot` indexes Program.signal_sources."""
+
+    slot: int
+    source: str
+    type: Type = SCALAR
+
+
+@dataclass(frozen=True)
+class LetRef:
+    """A use of `let name`; `value` is the let's lowered expression."""
+
+    name: str
+    value: Expr
+    type: Type
+
+
+@dataclass(frozen=True)
+class Component:
+    base: Expr
+    axis: int  # 0, 1, 2 for .x .y .z
+    type: Type = SCALAR
+
+
+@dataclass(frozen=True)
+class Arith:
+    """`+ - * /` on scalars and vectors (the checker has validated the operand types)."""
+
+    op: Literal["+", "-", "*", "/"]
+    left: Expr
+    right: Expr
+    type: Type
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    type: Type
+
+
+@dataclass(frozen=True)
+class Call:
+    """A builtin other than `delta` (see grape_dsl/builtins.py)."""
+
+    func: str
+    args: tuple[Expr, ...]
+    type: Type
+
+
+@dataclass(frozen=True)
+class Delta:
+    """x(t) - x(t-1), zero at t = 0."""
+
+    operand: Expr
+    type: Type
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: Literal["<=", "<", ">=", ">", "==", "!="]
+    left: Expr
+    right: Expr
+    type: Type = BOOL
+
+
+@dataclass(frozen=True)
+class Logic:
+    op: Literal["and", "or"]
+    left: Expr
+    right: Expr
+    type: Type = BOOL
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Expr
+    type: Type = BOOL
+
+
+Expr = Union[
+    Const, BoolConst, StepIndex, KeypointInput, SignalInput, LetRef, Component, Arith, Neg, Call,
+    Delta, Compare, Logic, Not,
+]
+
+# ---------------------------------------------------------------------------- program
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    kind: Literal["subgoal", "path"]
+    expr: Expr
+    tol: float
+    weight: float
+    over: Literal["sum", "mean", "max"] | None  # None for subgoals
+    tag: str
+    text: str  # the constraint as written (canonical form), for comments and reports
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    until: Expr | None
+    until_text: str | None
+    constraints: tuple[Constraint, ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    task_name: str
+    path: str
+    source_hash: str
+    keypoint_sources: tuple[str, ...]  # raw environment names, in order of first declaration
+    signal_sources: tuple[str, ...]
+    params: tuple[tuple[str, float], ...]
+    stages: tuple[Stage, ...]
+    unreached: float
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def constraint_names(self) -> tuple[str, ...]:
+        return tuple(f"{s.name}.{c.name}" for s in self.stages for c in s.constraints)
+
+    @property
+    def constraint_tags(self) -> tuple[str, ...]:
+        return tuple(c.tag for s in self.stages for c in s.constraints)
+
+
+DEFAULT_UNREACHED = 1.0
+DEFAULT_OVER = "mean"
+DEFAULT_TAG = "task"
+
+# ---------------------------------------------------------------------------- source text
+
+
+_PRECEDENCE = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "neg": 7}
+
+
+def expr_text(e: ast.Expr, parent: int = 0) -> str:
+    """A canonical one-line rendering of an AST expression (for comments in generated code)."""
+    if isinstance(e, ast.Number):
+        return _number_text(e.value)
+    if isinstance(e, ast.Bool):
+        return "true" if e.value else "false"
+    if isinstance(e, ast.Name):
+        return e.ident
+    if isinstance(e, ast.Component):
+        return f"{expr_text(e.base, 8)}.{e.axis}"
+    if isinstance(e, ast.Call):
+        return f"{e.func}({', '.join(expr_text(a) for a in e.args)})"
+    if isinstance(e, ast.Neg):
+        return _wrap(f"-{expr_text(e.operand, _PRECEDENCE['neg'])}", _PRECEDENCE["neg"], parent)
+    if isinstance(e, ast.Not):
+        return _wrap(f"not {expr_text(e.operand, _PRECEDENCE['not'])}", _PRECEDENCE["not"], parent)
+    if isinstance(e, ast.Binary):
+        p = _PRECEDENCE[e.op]
+        text = f"{expr_text(e.left, p)} {e.op} {expr_text(e.right, p + 1)}"
+        return _wrap(text, p, parent)
+    if isinstance(e, ast.Compare):
+        p = _PRECEDENCE["cmp"]
+        return _wrap(f"{expr_text(e.left, p + 1)} {e.op} {expr_text(e.right, p + 1)}", p, parent)
+    if isinstance(e, ast.BoolOp):
+        p = _PRECEDENCE[e.op]
+        return _wrap(f"{expr_text(e.left, p)} {e.op} {expr_text(e.right, p + 1)}", p, parent)
+    raise TypeError(f"expr_text: unknown AST node {type(e).__name__}")
+
+
+def _wrap(text: str, own: int, parent: int) -> str:
+    return f"({text})" if own < parent else text
+
+
+def _number_text(value: float) -> str:
+    as_float = float(value)
+    return str(int(as_float)) if as_float.is_integer() and abs(as_float) < 1e15 else repr(as_float)
+
+
+def constraint_text(c: ast.Constraint) -> str:
+    parts = [f"{c.kind} {c.name}: {expr_text(c.expr)}"]
+    if c.over is not None:
+        parts.append(f"over {c.over}")
+    if c.tol is not None:
+        parts.append(f"tol {expr_text(c.tol)}")
+    if c.weight is not None:
+        parts.append(f"weight {expr_text(c.weight)}")
+    if c.tag is not None:
+        parts.append(f"tag {c.tag}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------- lowering
+
+
+class _Lowerer:
+    def __init__(self, task: ast.TaskFile):
+        self.task = task
+        self.params = {p.name: float(p.value) for p in task.params}
+        self.keypoint_decls = {k.name: k for k in task.keypoints}
+        self.signal_decls = {s.name: s for s in task.signals}
+        self.let_decls = {let.name: let for let in task.lets}
+        self.keypoint_sources: list[str] = []
+        self.signal_sources: list[str] = []
+        self.let_cache: dict[str, LetRef] = {}
+        self.keypoint_cache: dict[str, Expr] = {}
+        self.lowering_lets: list[str] = []
+        # Inputs get slots in declaration order, used or not, so a program's slots do not
+        # depend on which stage happens to mention a name first.
+        for k in task.keypoints:
+            if k.source.dotted not in self.keypoint_sources:
+                self.keypoint_sources.append(k.source.dotted)
+        for s in task.signals:
+            if s.source.dotted not in self.signal_sources:
+                self.signal_sources.append(s.source.dotted)
+
+    def fail(self, message: str, span: ast.Span | None) -> GrcError:
+        return GrcError([Diagnostic("GRC401", "error", message, self.task.path, span)])
+
+    def name(self, node: ast.Name) -> Expr:
+        ident = node.ident
+        if ident == STEP_INDEX_NAME:
+            return StepIndex()
+        if ident in self.params:
+            return Const(self.params[ident])
+        if ident in self.signal_decls:
+            src = self.signal_decls[ident].source.dotted
+            return SignalInput(self.signal_sources.index(src), src)
+        if ident in self.keypoint_decls:
+            return self.keypoint(ident)
+        if ident in self.let_decls:
+            return self.let(ident, node.span)
+        raise self.fail(f"unknown name '{ident}' (the checker should have reported it)", node.span)
+
+    def keypoint(self, ident: str) -> Expr:
+        if ident not in self.keypoint_cache:
+            decl = self.keypoint_decls[ident]
+            src = decl.source.dotted
+            base: Expr = KeypointInput(self.keypoint_sources.index(src), src)
+            if decl.offset is not None:
+                offset = self.expr(decl.offset)
+                if offset.type != VEC3:
+                    raise self.fail(f"keypoint '{ident}': offset must be a vec3", decl.span)
+                base = Arith(decl.offset_op or "+", base, offset, VEC3)
+            self.keypoint_cache[ident] = base
+        return self.keypoint_cache[ident]
+
+    def let(self, ident: str, span: ast.Span) -> LetRef:
+        if ident not in self.let_cache:
+            if ident in self.lowering_lets:
+                chain = " -> ".join([*self.lowering_lets, ident])
+                raise self.fail(f"let cycle: {chain}", span)
+            self.lowering_lets.append(ident)
+            value = self.expr(self.let_decls[ident].value)
+            self.lowering_lets.pop()
+            self.let_cache[ident] = LetRef(ident, value, value.type)
+        return self.let_cache[ident]
+
+    def expr(self, e: ast.Expr) -> Expr:
+        if isinstance(e, ast.Number):
+            return Const(float(e.value))
+        if isinstance(e, ast.Bool):
+            return BoolConst(bool(e.value))
+        if isinstance(e, ast.Name):
+            return self.name(e)
+        if isinstance(e, ast.Component):
+            base = self.expr(e.base)
+            self.expect(base, VEC3, e)
+            return Component(base, "xyz".index(e.axis))
+        if isinstance(e, ast.Neg):
+            operand = self.expr(e.operand)
+            if operand.type == BOOL:
+                raise self.fail("unary '-' needs a scalar or vec3", e.span)
+            return Neg(operand, operand.type)
+        if isinstance(e, ast.Not):
+            operand = self.expr(e.operand)
+            self.expect(operand, BOOL, e)
+            return Not(operand)
+        if isinstance(e, ast.Binary):
+            return self.binary(e)
+        if isinstance(e, ast.Compare):
+            left, right = self.expr(e.left), self.expr(e.right)
+            self.expect(left, SCALAR, e)
+            self.expect(right, SCALAR, e)
+            return Compare(e.op, left, right)
+        if isinstance(e, ast.BoolOp):
+            left, right = self.expr(e.left), self.expr(e.right)
+            self.expect(left, BOOL, e)
+            self.expect(right, BOOL, e)
+            return Logic(e.op, left, right)
+        if isinstance(e, ast.Call):
+            args = tuple(self.expr(a) for a in e.args)
+            sig = resolve_call(e.func, tuple(a.type for a in args))
+            if sig is None:
+                raise self.fail(f"no overload of {e.func} takes these arguments", e.span)
+            if e.func == "delta":
+                return Delta(args[0], sig.returns)
+            return Call(e.func, args, sig.returns)
+        raise self.fail(f"cannot lower {type(e).__name__}", getattr(e, "span", None))
+
+    def binary(self, e: ast.Binary) -> Expr:
+        left, right = self.expr(e.left), self.expr(e.right)
+        types = (left.type, right.type)
+        if e.op in "+-" and types in ((SCALAR, SCALAR), (VEC3, VEC3)):
+            return Arith(e.op, left, right, left.type)
+        if e.op == "*" and types in ((SCALAR, SCALAR), (SCALAR, VEC3), (VEC3, SCALAR)):
+            return Arith("*", left, right, VEC3 if VEC3 in types else SCALAR)
+        if e.op == "/" and types in ((SCALAR, SCALAR), (VEC3, SCALAR)):
+            return Arith("/", left, right, left.type)
+        raise self.fail(f"'{e.op}' does not take {types[0]} and {types[1]}", e.span)
+
+    def expect(self, node: Expr, wanted: Type, where: Any) -> None:
+        if node.type != wanted:
+            raise self.fail(f"expected a {wanted}, found a {node.type}", getattr(where, "span", None))
+
+    def constant(self, e: ast.Expr | None, default: float, what: str) -> float:
+        if e is None:
+            return default
+        value = self.expr(e)
+        if not isinstance(value, Const):
+            raise self.fail(f"{what} must be a constant number", getattr(e, "span", None))
+        return value.value
+
+    def constraint(self, c: ast.Constraint) -> Constraint:
+        expr = self.expr(c.expr)
+        self.expect(expr, BOOL, c.expr)
+        over = (c.over or DEFAULT_OVER) if c.kind == "path" else None
+        return Constraint(
+            name=c.name,
+            kind=c.kind,
+            expr=expr,
+            tol=self.constant(c.tol, 0.0, "tol"),
+            weight=self.constant(c.weight, 1.0, "weight"),
+            over=over,
+            tag=c.tag or DEFAULT_TAG,
+            text=constraint_text(c),
+        )
+
+    def stage(self, s: ast.Stage) -> Stage:
+        until = None
+        if s.until is not None:
+            until = self.expr(s.until)
+            self.expect(until, BOOL, s.until)
+        return Stage(
+            name=s.name,
+            until=until,
+            until_text=expr_text(s.until) if s.until is not None else None,
+            constraints=tuple(self.constraint(c) for c in s.constraints),
+        )
+
+
+def lower_task(task: ast.TaskFile, source_hash: str = "") -> Program:
+    """Lower a concrete, checked task file to a Program."""
+    lowerer = _Lowerer(task)
+    stages = tuple(lowerer.stage(s) for s in task.stages)
+    if not stages:
+        raise lowerer.fail(f"task '{task.name}' declares no stage", task.span)
+    unreached = task.unreached.value if task.unreached is not None else DEFAULT_UNREACHED
+    return Program(
+        task_name=task.name,
+        path=task.path,
+        source_hash=source_hash,
+        keypoint_sources=tuple(lowerer.keypoint_sources),
+        signal_sources=tuple(lowerer.signal_sources),
+        params=tuple(sorted(lowerer.params.items())),
+        stages=stages,
+        unreached=float(unreached),
+    )
+
+
+def lower(checked: Any) -> Program:
+    """Lower a `CheckedTask` (grape_dsl.api.load_task) to a Program."""
+    return lower_task(checked.task, getattr(checked, "source_hash", ""))
+
+
+def dump(node: Any, indent: int = 0) -> str:
+    """A readable tree listing of an IR node or Program (for `grapec compile --emit ir`)."""
+    pad = "  " * indent
+    if isinstance(node, Program):
+        lines = [
+            f"program {node.task_name}  (unreached {node.unreached:g})",
+            f"  keypoints: {', '.join(f'[{i}] {s}' for i, s in enumerate(node.keypoint_sources))}",
+            f"  signals: {', '.join(f'[{i}] {s}' for i, s in enumerate(node.signal_sources))}",
+        ]
+        for stage in node.stages:
+            lines.append(f"  stage {stage.name}")
+            if stage.until is not None:
+                lines.append(f"    until\n{dump(stage.until, 3)}")
+            for c in stage.constraints:
+                over = f" over {c.over}" if c.over else ""
+                lines.append(
+                    f"    {c.kind} {c.name}{over} tol {c.tol:g} weight {c.weight:g} tag {c.tag}"
+                )
+                lines.append(dump(c.expr, 3))
+        return "\n".join(lines)
+    if isinstance(node, (Const, BoolConst)):
+        return f"{pad}{type(node).__name__} {node.value!r}"
+    if isinstance(node, StepIndex):
+        return f"{pad}StepIndex t"
+    if isinstance(node, KeypointInput):
+        return f"{pad}KeypointInput [{node.slot}] {node.source}"
+    if isinstance(node, SignalInput):
+        return f"{pad}SignalInput [{node.slot}] {node.source}"
+    if isinstance(node, LetRef):
+        return f"{pad}LetRef {node.name}: {node.type}\n{dump(node.value, indent + 1)}"
+    head = {
+        Component: lambda n: f"Component .{'xyz'[n.axis]}",
+        Arith: lambda n: f"Arith {n.op}: {n.type}",
+        Neg: lambda n: f"Neg: {n.type}",
+        Call: lambda n: f"Call {n.func}: {n.type}",
+        Delta: lambda n: f"Delta: {n.type}",
+        Compare: lambda n: f"Compare {n.op}",
+        Logic: lambda n: f"Logic {n.op}",
+        Not: lambda n: "Not",
+    }[type(node)](node)
+    children = [getattr(node, f) for f in ("base", "operand", "left", "right") if hasattr(node, f)]
+    if isinstance(node, Call):
+        children = list(node.args)
+    return "\n".join([pad + head, *(dump(c, indent + 1) for c in children)])
