@@ -654,8 +654,8 @@ def _compile_diagnostics(text: str, path: str, objective: Objective | None) -> l
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        objective_path = str(objective.file_path) if objective and objective.file_path else None
-        compile_task(candidate, objective=objective_path)
+        objective_paths = [str(objective.file_path)] if objective and objective.file_path else []
+        compile_task(candidate, objective_paths)
     except GrcError as error:
         return [dataclasses.replace(d, path=path) if d.path == candidate else d for d in error.diagnostics]
     except Exception as error:  # the compiler's own failure: report it, never crash the loop
