@@ -219,3 +219,16 @@ def test_invalid_utf8_reports_the_bad_byte() -> None:
     diag = info.value.diagnostics[0]
     assert (diag.code, diag.span.line, diag.span.column) == ("GRC105", 2, 9)
     assert "0xc3" in diag.message
+
+
+def test_docs_list_every_syntax_code() -> None:
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| (GRC1\d\d) \|", doc, re.M))
+    assert listed == set(SYNTAX_CODES)
+
+
+def test_docs_keyword_list_matches_the_grammar() -> None:
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    section = doc.split("## Lexical rules", 1)[1].split("## Syntax", 1)[0]
+    listed = re.search(r"Keywords are reserved.*?:\s*`([^`]*)`", section, re.S).group(1).split()
+    assert set(listed) == keywords()
