@@ -230,9 +230,9 @@ class _TaskChecker:
         self.used: set[str] = set()
         self.params: dict[str, float] = {}
         self._let_values: dict[str, ast.Expr] = {}
-        self._trajectory_dependent: dict[str, bool] = {}
+        self._trajectory_dependent: dict[str, bool] | None = None  # let -> depends on the trajectory
+        self._order: list[str] = []
         self._cyclic: set[str] = set()
-        self._lets_inferred: set[str] = set()
 
     def run(self) -> None:
         self._declare_all()
@@ -312,50 +312,51 @@ class _TaskChecker:
     # ------------------------------------------------------------------ lets
 
     def _infer_lets(self) -> None:
-        """Type every let; forward references are allowed, cycles are reported and left untyped."""
-        self._find_let_cycles()
-        for name in self._let_values:
-            self._let_type(name)
-
-    def _find_let_cycles(self) -> None:
-        state: dict[str, str] = {}  # name -> "active" | "done"
-        stack: list[str] = []
-        reported: set[frozenset[str]] = set()
-
-        def visit(name: str) -> None:
-            state[name] = "active"
-            stack.append(name)
-            for ref in names_in(self._let_values[name]):
-                if ref.ident not in self._let_values:
-                    continue
-                if state.get(ref.ident) == "active":
-                    cycle = stack[stack.index(ref.ident):]
-                    self._cyclic.update(cycle)
-                    if frozenset(cycle) not in reported:
-                        reported.add(frozenset(cycle))
-                        chain = " -> ".join([*cycle, ref.ident])
-                        self.sink.error(LET_CYCLE, f"let cycle: {chain}", self.symbols[cycle[0]].span,
-                                        hint="a let may not depend on itself, directly or through other lets")
-                elif ref.ident not in state:
-                    visit(ref.ident)
-            stack.pop()
-            state[name] = "done"
-
-        for name in self._let_values:
-            if name not in state:
-                visit(name)
-        for name in self._cyclic:
-            self.used.update(ref.ident for ref in names_in(self._let_values[name]) if ref.ident != name)
-
-    def _let_type(self, name: str) -> Type | None:
-        if name in self._cyclic:
-            return None
-        if name not in self._lets_inferred:
-            self._lets_inferred.add(name)  # lets outside cycles form a DAG: no re-entry
+        """Type every let, dependencies first (forward references are allowed); cycles are
+        reported and left untyped. Iterative, so a chain of thousands of lets is fine."""
+        self._order = self._let_order()
+        for name in self._order:
+            if name in self._cyclic:
+                continue
             inferred = self._infer(self._let_values[name])
             if inferred is not None:
                 self.types[name] = inferred
-        return self.types.get(name)
+        for name in self._cyclic:
+            self.used.update(ref.ident for ref in names_in(self._let_values[name]) if ref.ident != name)
+
+    def _let_order(self) -> list[str]:
+        """Lets in dependency order (post-order DFS); reports each cycle once, naming the chain."""
+        deps = {name: list(dict.fromkeys(r.ident for r in names_in(value) if r.ident in self._let_values))
+                for name, value in self._let_values.items()}
+        state: dict[str, str] = {}  # name -> "active" | "done"
+        reported: set[frozenset[str]] = set()
+        order: list[str] = []
+        for root in deps:
+            if root in state:
+                continue
+            state[root] = "active"
+            path, pending = [root], [iter(deps[root])]
+            while pending:
+                for ref in pending[-1]:
+                    if state.get(ref) == "active":
+                        cycle = path[path.index(ref):]
+                        self._cyclic.update(cycle)
+                        if frozenset(cycle) not in reported:
+                            reported.add(frozenset(cycle))
+                            chain = " -> ".join([*cycle, ref])
+                            self.sink.error(LET_CYCLE, f"let cycle: {chain}", self.symbols[cycle[0]].span,
+                                            hint="a let may not depend on itself, directly or through other lets")
+                    elif ref not in state:
+                        state[ref] = "active"
+                        path.append(ref)
+                        pending.append(iter(deps[ref]))
+                        break
+                else:
+                    done = path.pop()
+                    pending.pop()
+                    state[done] = "done"
+                    order.append(done)
+        return order
 
     # ------------------------------------------------------------------ expressions
 
@@ -426,9 +427,7 @@ class _TaskChecker:
         symbol = self.symbols.get(name)
         if symbol is not None:
             self.used.add(name)
-            if symbol.kind == "let":
-                return self._let_type(name)
-            return self.types.get(name)
+            return self.types.get(name)  # lets are typed first, in dependency order (see run())
         if name in BUILTINS:
             self.sink.error(FUNCTION_AS_VALUE, f"'{name}' is a builtin function, not a value",
                             expr.span, expected=f"a call: {describe(name)}")
@@ -642,6 +641,13 @@ class _TaskChecker:
             self._check_attribute(constraint, "weight", constraint.weight)
 
     def _depends_on_trajectory(self, expr: ast.Expr) -> bool:
+        if self._trajectory_dependent is None:
+            self._trajectory_dependent = {}
+            for name in self._order:
+                self._trajectory_dependent[name] = self._refers_to_trajectory(self._let_values[name])
+        return self._refers_to_trajectory(expr)
+
+    def _refers_to_trajectory(self, expr: ast.Expr) -> bool:
         for ref in names_in(expr):
             if ref.ident == STEP_INDEX_NAME:
                 return True
@@ -650,15 +656,9 @@ class _TaskChecker:
                 continue
             if symbol.kind in ("keypoint", "signal"):
                 return True
-            if symbol.kind == "let" and self._let_depends(ref.ident):
+            if symbol.kind == "let" and (self._trajectory_dependent or {}).get(ref.ident, False):
                 return True
         return False
-
-    def _let_depends(self, name: str) -> bool:
-        if name not in self._trajectory_dependent:
-            self._trajectory_dependent[name] = False  # cycle guard; cycles are reported elsewhere
-            self._trajectory_dependent[name] = self._depends_on_trajectory(self._let_values[name])
-        return self._trajectory_dependent[name]
 
     # ------------------------------------------------------------------ the rest
 

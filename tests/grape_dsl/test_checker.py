@@ -231,3 +231,120 @@ def test_schema_reports_a_source_bound_in_the_wrong_block():
 def test_check_source_turns_syntax_errors_into_diagnostics():
     diagnostics = check_source("task demo\nstage s {\n    subgoal a: dist(ee, <= 1\n}\n", "x.grc")
     assert diagnostics and all(d.code.startswith("GRC1") for d in diagnostics)
+
+
+# ---------------------------------------------------------------------------- properties and scale
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from grape_dsl.fmt import format_module  # noqa: E402
+
+_SCALAR_NAMES = ("lift", "grasped", "t")
+_VEC_NAMES = ("ee", "obj")
+
+
+def _typed(kind: str, depth: int) -> st.SearchStrategy:
+    """Expressions of a known type, built from the typing rules of docs/language.md."""
+    if kind == "scalar":
+        leaves = st.one_of(st.floats(0, 100, allow_nan=False).map(ast.Number),
+                           st.sampled_from(_SCALAR_NAMES).map(ast.Name))
+    elif kind == "vec3":
+        leaves = st.sampled_from(_VEC_NAMES).map(ast.Name)
+    else:
+        leaves = st.booleans().map(ast.Bool)
+    if depth == 0:
+        return leaves
+    s, v, b = (st.deferred(lambda k=k: _typed(k, depth - 1)) for k in ("scalar", "vec3", "bool"))
+    if kind == "scalar":
+        options = [
+            st.builds(ast.Binary, st.sampled_from("+-*/"), s, s),
+            st.builds(ast.Component, v, st.sampled_from("xyz")),
+            st.builds(ast.Neg, s),
+            st.builds(lambda a, c: ast.Call("dist", (a, c)), v, v),
+            st.builds(lambda a: ast.Call("norm", (a,)), v),
+            st.builds(lambda a: ast.Call("delta", (a,)), s),
+            st.builds(lambda xs: ast.Call("min", tuple(xs)), st.lists(s, min_size=2, max_size=3)),
+            st.builds(lambda a, c, d: ast.Call("clamp", (a, c, d)), s, s, s),
+        ]
+    elif kind == "vec3":
+        options = [
+            st.builds(ast.Binary, st.sampled_from("+-"), v, v),
+            st.builds(lambda a, c: ast.Binary("*", a, c), s, v),
+            st.builds(lambda a, c: ast.Binary("/", a, c), v, s),
+            st.builds(ast.Neg, v),
+            st.builds(lambda a, c, d: ast.Call("vec", (a, c, d)), s, s, s),
+            st.builds(lambda a, c: ast.Call("cross", (a, c)), v, v),
+            st.builds(lambda xs: ast.Call("mean", tuple(xs)), st.lists(v, min_size=2, max_size=3)),
+            st.builds(lambda a: ast.Call("delta", (a,)), v),
+        ]
+    else:
+        options = [
+            st.builds(ast.Compare, st.sampled_from(["<=", "<", ">=", ">", "==", "!="]), s, s),
+            st.builds(ast.BoolOp, st.sampled_from(["and", "or"]), b, b),
+            st.builds(ast.Not, b),
+        ]
+    return st.one_of(leaves, *options)
+
+
+def _task_with_let(value: ast.Expr) -> ast.TaskFile:
+    base = parse(PRELUDE + LAST_STAGE)
+    return ast.TaskFile(base.name, None, (*base.decls[:-1], ast.LetDecl("probe", value), base.decls[-1]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["scalar", "vec3", "bool"]).flatmap(lambda k: st.tuples(st.just(k), _typed(k, 3))))
+def test_well_typed_expressions_get_their_type_in_memory_and_through_text(kind_and_expr):
+    kind, expr = kind_and_expr
+    task = _task_with_let(expr)
+    result = check(task)
+    assert result.errors == ()
+    assert result.types["probe"] == kind
+    reparsed = check(parse(format_module(task)))
+    assert reparsed.errors == () and reparsed.types["probe"] == kind
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["scalar", "bool"]).flatmap(lambda k: _typed(k, 3)), st.sampled_from(_VEC_NAMES))
+def test_a_vector_where_a_scalar_or_bool_belongs_is_always_an_error(expr, vector_name):
+    # Replace the first scalar or bool leaf with a vec3 name: the result can never type-check.
+    def swap(node):
+        if isinstance(node, (ast.Number, ast.Bool)) or (isinstance(node, ast.Name) and node.ident in _SCALAR_NAMES):
+            return ast.Name(vector_name), True
+        for field_name in ("operand", "left", "right", "base"):
+            child = getattr(node, field_name, None)
+            if child is not None and not isinstance(child, str):
+                new, done = swap(child)
+                if done:
+                    return type(node)(**{**node.__dict__, field_name: new}), True
+        if isinstance(node, ast.Call):
+            for i, arg in enumerate(node.args):
+                new, done = swap(arg)
+                if done:
+                    return ast.Call(node.func, (*node.args[:i], new, *node.args[i + 1:])), True
+        return node, False
+
+    broken, changed = swap(expr)
+    if not changed:
+        return
+    stage = ast.Stage("s", None, (ast.Constraint("path", "c", broken),))
+    task = ast.TaskFile("demo", None, (*parse(PRELUDE + LAST_STAGE).decls[:-1], stage))
+    assert check(task).errors
+
+
+def test_long_let_chains_in_any_order_check_without_recursion_trouble():
+    count = 3000
+    lets = [f"let l{i} = l{i + 1} + 1\n" for i in range(count)] + [f"let l{count} = dist(ee, obj)\n"]
+    result = check(parse(PRELUDE + "".join(lets) + _stage("subgoal a: l0 <= lift")))
+    assert result.errors == () and result.types["l0"] == "scalar"
+    cyclic = lets[:-1] + [f"let l{count} = l0\n"]
+    result = check(parse(PRELUDE + "".join(cyclic) + _stage("subgoal a: l0 <= lift")))
+    assert [d.code for d in result.errors] == ["GRC219"]
+    assert result.errors[0].message.startswith("let cycle: l0 -> l1 -> l2")
+
+
+def test_many_mistakes_in_a_large_file_are_all_reported():
+    lines = [f"path c{i}: dist(ee, ob{i % 7}) <= lift" for i in range(4000)]
+    result = check(parse(PRELUDE + _stage(*lines)))
+    assert len(result.errors) == 4000
+    assert {d.code for d in result.errors} == {"GRC201"}
