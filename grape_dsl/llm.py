@@ -596,8 +596,9 @@ def _diag(code: str, message: str, path: str, hint: str | None = None) -> Diagno
 def make_checker(schemas: Sequence[Schema] = (), objective: Objective | None = None,
                  compile_check: bool = True) -> CheckFn:
     """The full check of a candidate: that it parses as a task file, `grape_dsl.api.check_source`
-    with the environment schema (unknown keypoint/signal sources are errors), and a compile
-    when the compiler is installed. Every failure comes back as diagnostics; none raises."""
+    with the environment schema (unknown keypoint/signal sources are errors), then (with
+    `compile_check`) loading it under the objective file and compiling it when the compiler
+    is installed. Every failure comes back as diagnostics; none raises."""
     from grape_dsl import api
     from grape_dsl.ast import ObjectiveFile
     from grape_dsl.objective import OBJECTIVE_WHERE_TASK_EXPECTED, parse_source
@@ -641,21 +642,22 @@ def _schema_for(task_name: str, schemas: Sequence[Schema]) -> Schema | None:
 
 
 def _compile_diagnostics(text: str, path: str, objective: Objective | None) -> list[Diagnostic]:
-    """Compile the candidate (with the objective file, when there is one) if the compiler is
-    there; its GrcError diagnostics, or one naming an internal failure, come back as data."""
+    """Load the candidate as `grapec compile` would: with the objective file applied (which
+    can make a tol or weight invalid), and compiled to kernels when the compiler is installed
+    (else `api.load_task`, everything short of codegen). GrcError diagnostics, or one naming
+    an internal failure, come back as data."""
     try:
-        from grape_dsl import compile_task
+        from grape_dsl import compile_task as load
     except ImportError:
-        return []
+        from grape_dsl.api import load_task as load
     from grape_dsl.diagnostics import GrcError
 
-    directory = Path(path).resolve().parent if Path(path).resolve().parent.is_dir() else Path.cwd()
-    fd, candidate = tempfile.mkstemp(prefix=".generate-", suffix=".grc", dir=directory)
+    folder = Path(path).resolve().parent
+    fd, candidate = tempfile.mkstemp(prefix=".generate-", suffix=".grc", dir=folder if folder.is_dir() else None)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        objective_paths = [str(objective.file_path)] if objective and objective.file_path else []
-        compile_task(candidate, objective_paths)
+        load(candidate, [str(objective.file_path)] if objective and objective.file_path else [])
     except GrcError as error:
         return [dataclasses.replace(d, path=path) if d.path == candidate else d for d in error.diagnostics]
     except Exception as error:  # the compiler's own failure: report it, never crash the loop

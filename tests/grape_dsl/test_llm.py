@@ -265,13 +265,13 @@ def test_objective_may_be_a_file_and_bad_ones_are_named(tmp_path):
 # ---------------------------------------------------------------------------- the loop, real checker
 
 
-def run_loop(server, tmp_path, schemas, max_rounds=3):
+def run_loop(server, tmp_path, schemas, max_rounds=3, objective=None, compile_check=False):
     output = tmp_path / "task.grc"
     audit = llm.AuditLog(llm.audit_path_for(output))
-    messages = llm.build_messages("pick up the white box and place it into the black pot",
-                                  llm.resolve_objective("task_completion", None), schemas)
-    result = llm.generate(messages, llm.ChatClient(endpoint(server)), llm.make_checker(schemas, compile_check=False),
-                          output, audit, max_rounds=max_rounds)
+    objective = objective or llm.resolve_objective("task_completion", None)
+    messages = llm.build_messages("pick up the white box and place it into the black pot", objective, schemas)
+    check = llm.make_checker(schemas, objective, compile_check=compile_check)
+    result = llm.generate(messages, llm.ChatClient(endpoint(server)), check, output, audit, max_rounds=max_rounds)
     return result, output, [json.loads(line) for line in audit.path.read_text().splitlines()]
 
 
@@ -317,6 +317,23 @@ def test_scene_names_are_what_the_checker_accepts(chat_server, tmp_path):
     assert result.ok and result.rounds == 2 and output.read_text() == for_scene
     repair = chat_server.user_messages(1)[-1]
     assert "GRC225" in repair and "object.center" in repair and "box.center" in repair
+
+
+def test_a_file_the_objective_breaks_goes_back_with_the_compile_diagnostics(chat_server, tmp_path):
+    loose = tmp_path / "loose.grc"
+    loose.write_text('objective loose "tolerate more"\nparam slack = -1\n')
+    objective = llm.resolve_objective(str(loose), None, api.check_source)
+    with_slack = VALID_PICK_PLACE.replace("param lift = 0.10  # m", "param lift = 0.10  # m\nparam slack = 0.01"
+                                          ).replace("tol 0.01 tag path", "tol slack tag path")
+    assert not [d for d in api.check_source(with_slack, "t.grc") if d.severity == "error"]  # fine on its own
+    chat_server.answer(fenced(with_slack))
+    chat_server.answer(fenced(VALID_PICK_PLACE))
+    result, output, _ = run_loop(chat_server, tmp_path, [llm.builtin_schema("pick_place")],
+                                 objective=objective, compile_check=True)
+    assert result.ok and result.rounds == 2 and output.read_text() == VALID_PICK_PLACE
+    repair = chat_server.user_messages(1)[-1]
+    assert "GRC308" in repair and "the tol of 'carry' becomes -1" in repair and str(output) in repair
+    assert not list(tmp_path.glob(".generate-*"))  # the candidate copy is cleaned up
 
 
 def test_objective_file_answer_is_not_a_task(chat_server, tmp_path):
