@@ -206,7 +206,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     else:
         from rich.console import Console
 
-        console = Console()
+        console = Console(width=max(Console().width, 120))
         for iteration, metrics in per_iteration.items():
             console.print(render_table(metrics, title=f"{Path(args.policy).name}: iteration {iteration}"))
         console.print(f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))

@@ -91,6 +91,7 @@ def resolve_constraints(constraints: str, tasks: Sequence[str], overrides: dict[
     keypoint or signal the task does not report is an error naming it (file:line:col).
     """
     import grape_dsl
+    from grape_dsl.compiler import compile_checked
     from grape_dsl.diagnostics import GrcError
     from trainer.sim.tasks import TASKS, UnknownNameError, get_task
 
@@ -127,9 +128,8 @@ def resolve_constraints(constraints: str, tasks: Sequence[str], overrides: dict[
         spec = TASKS[task]
         schema = (list(spec.keypoint_names), list(spec.signal_names))
         try:
-            checked = grape_dsl.load_task(str(task_file), objectives, overrides, schema=schema)
-            del checked  # loading checks names against the schema; compiling repeats the load
-            program = grape_dsl.compile_task(str(task_file), objective=list(objectives) or None, overrides=overrides or None)
+            # Loading with the task's schema rejects keypoints/signals the environment lacks.
+            program = compile_checked(grape_dsl.load_task(str(task_file), objectives, overrides, schema=schema))
         except GrcError as error:
             problems.append(f"task '{task}' ({task_file}):\n{_format_grc_error(error)}")
             continue
