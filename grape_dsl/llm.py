@@ -77,15 +77,16 @@ class Endpoint:
 
 
 def is_local_url(url: str) -> bool:
-    """Whether `url` points at this machine (where a placeholder API key is acceptable)."""
+    """Whether `url` points at this machine or a private network, where self-hosted servers
+    (vLLM, Ollama, llama.cpp) run without keys and a placeholder key gives nothing away."""
     host = (urlparse(url).hostname or "").lower()
-    if host in ("localhost", ""):
-        return host == "localhost"
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return host.endswith(".localhost")
-    return address.is_loopback or address.is_unspecified
+        return False
+    return address.is_loopback or address.is_unspecified or address.is_private
 
 
 def resolve_endpoint(
@@ -108,7 +109,7 @@ def resolve_endpoint(
     if not key:
         if not is_local_url(url):
             raise InputError(f"no API key for {url}: pass --api-key or set OPENAI_API_KEY "
-                             "(a server on this machine needs none)")
+                             "(a server on this machine or a private network needs none)")
         key = LOCAL_API_KEY_PLACEHOLDER
     if timeout <= 0:
         raise InputError(f"--timeout must be positive, got {timeout}")
@@ -130,8 +131,17 @@ class Reply:
     attempts: int
 
 
+# A server's Retry-After is honoured up to this many seconds; a longer one is not worth waiting.
+MAX_RETRY_AFTER_S = 60.0
+
+
 class _Retryable(Exception):
-    """One attempt failed in a way another attempt may not."""
+    """One attempt failed in a way another attempt may not; `retry_after` is the server's
+    requested wait in seconds (Retry-After), when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ChatClient:
@@ -160,7 +170,10 @@ class ChatClient:
                 last_problem = str(problem)
                 self._on_event({"event": "attempt_failed", "attempt": attempt, "error": last_problem})
                 if attempt < attempts:
-                    self._sleep(self.endpoint.backoff * 2 ** (attempt - 1))
+                    wait = self.endpoint.backoff * 2 ** (attempt - 1)
+                    if problem.retry_after is not None:
+                        wait = max(wait, min(problem.retry_after, MAX_RETRY_AFTER_S))
+                    self._sleep(wait)
                 continue
             return Reply(content, body, attempt)
         raise LLMError(f"{self._where()}: no usable answer after {attempts} attempt"
@@ -184,12 +197,22 @@ class ChatClient:
             detail = _error_detail(error.response.text)
             status = error.status_code
             if status >= 500 or status in _RETRY_STATUSES:
-                raise _Retryable(f"HTTP {status}: {detail}") from None
+                raise _Retryable(f"HTTP {status}: {detail}",
+                                 _retry_after(error.response.headers.get("retry-after"))) from None
             raise LLMError(f"{self._where()} answered HTTP {status}: {detail}"
                            f"{_status_hint(status)}") from None
         except openai.OpenAIError as error:  # anything else the client raises is a bad answer
             raise _Retryable(f"{type(error).__name__}: {_short(str(error))}") from None
         return parse_completion(body), body
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare from model servers and ignored)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _status_hint(status: int) -> str:
@@ -230,6 +253,9 @@ def parse_completion(body: str) -> str:
         raise _Retryable("answer has no choices")
     message = choices[0].get("message") if isinstance(choices[0], dict) else None
     content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):  # content parts, as some servers send: keep the text ones
+        content = "".join(part.get("text", "") for part in content
+                          if isinstance(part, dict) and part.get("type") == "text")
     if not isinstance(content, str) or not content.strip():
         reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
         raise _Retryable("answer has empty content" + (f" (finish_reason {reason})" if reason else ""))

@@ -64,6 +64,7 @@ class _Step:
     body: bytes = b""
     content_type: str = "application/json"
     stall_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def completion_body(content: str | None, model: str = "scripted") -> bytes:
@@ -95,9 +96,9 @@ class ChatServer:
     def answer(self, content: str | None) -> None:
         self._steps.append(_Step(body=completion_body(content)))
 
-    def status(self, code: int, text: str = "") -> None:
+    def status(self, code: int, text: str = "", headers: dict[str, str] | None = None) -> None:
         body = json.dumps({"error": {"message": text or f"status {code}", "type": "server_error"}})
-        self._steps.append(_Step(status=code, body=body.encode()))
+        self._steps.append(_Step(status=code, body=body.encode(), headers=tuple((headers or {}).items())))
 
     def raw(self, body: str | bytes, content_type: str = "application/json") -> None:
         self._steps.append(_Step(body=body.encode() if isinstance(body, str) else body,
@@ -151,6 +152,8 @@ class ChatServer:
                     self.send_response(step.status)
                     self.send_header("Content-Type", step.content_type)
                     self.send_header("Content-Length", str(len(step.body)))
+                    for name, value in step.headers:
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(step.body)
                 except (BrokenPipeError, ConnectionResetError):

@@ -32,7 +32,10 @@ def test_endpoint_flags_win_over_environment():
 def test_local_server_needs_no_key_but_a_remote_one_does():
     local = llm.resolve_endpoint(environ={"OPENAI_BASE_URL": "http://localhost:11434/v1"})
     assert local.api_key == llm.LOCAL_API_KEY_PLACEHOLDER and local.model == llm.DEFAULT_MODEL
-    assert llm.resolve_endpoint("http://127.0.0.1:8000/v1", environ={}).api_key == llm.LOCAL_API_KEY_PLACEHOLDER
+    for url in ("http://127.0.0.1:8000/v1", "http://[::1]:8080/v1", "http://192.168.1.20:8000/v1", "http://gpu.localhost/v1"):
+        assert llm.resolve_endpoint(url, environ={}).api_key == llm.LOCAL_API_KEY_PLACEHOLDER, url
+    for url in ("https://api.example.com/v1", "http://8.8.8.8/v1", "http://localhost.example.com/v1"):
+        assert not llm.is_local_url(url), url
     with pytest.raises(llm.InputError, match="no API key .*OPENAI_API_KEY"):
         llm.resolve_endpoint(environ={})  # the default is the hosted API
     with pytest.raises(llm.InputError, match="not an http"):
@@ -93,6 +96,22 @@ def test_backoff_doubles_between_attempts(chat_server):
     with pytest.raises(llm.LLMError):
         llm.ChatClient(endpoint(chat_server, retries=3, backoff=0.25), sleep=slept.append).complete([])
     assert slept == [0.25, 0.5, 1.0]  # no sleep after the last attempt
+
+
+def test_retry_after_is_honoured_up_to_a_cap(chat_server):
+    chat_server.status(429, "rate limited", headers={"Retry-After": "7"})
+    chat_server.status(503, "busy", headers={"Retry-After": "3600"})
+    chat_server.status(503, "busy", headers={"Retry-After": "soon"})
+    chat_server.answer("ok")
+    slept = []
+    reply = llm.ChatClient(endpoint(chat_server, retries=3, backoff=0.5), sleep=slept.append).complete([])
+    assert reply.content == "ok" and slept == [7.0, llm.MAX_RETRY_AFTER_S, 2.0]
+
+
+def test_content_parts_are_joined(chat_server):
+    chat_server.raw(json.dumps({"choices": [{"message": {"role": "assistant", "content": [
+        {"type": "text", "text": "task "}, {"type": "image_url", "image_url": {}}, {"type": "text", "text": "x"}]}}]}))
+    assert llm.ChatClient(endpoint(chat_server)).complete([]).content == "task x"
 
 
 def test_client_errors_are_not_retried(chat_server):
