@@ -46,9 +46,10 @@ def test_render_gif_and_replay_stored_episode(tmp_path):
     store = tmp_path / "s"
     assert run("demo", "--tasks", "stack", "-n", "1", "--out", str(store), "-q").returncode == 0
     (folder,) = [p for p in store.iterdir()]
-    out = run("render", "--episode", str(folder), "--size", "48", "--out", str(tmp_path / "b.gif"))
+    out = run("render", "--episode", str(folder), "--size", "48", "--out", str(tmp_path / "b.mp4"))
     assert out.returncode == 0, out.stderr
     assert "success=True" in out.stdout  # replaying the stored actions reproduces the episode
+    assert (tmp_path / "b.mp4").read_bytes()[4:8] == b"ftyp"  # an MP4 container
 
 
 @pytest.mark.parametrize("args, code, words", [
