@@ -267,9 +267,8 @@ def parse_completion(body: str) -> str:
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$",
                     re.DOTALL | re.MULTILINE)
-
-
-_UNCLOSED_GRC_FENCE = re.compile(r"^[ \t]*(?:```+|~~~+)[ \t]*grc[^\n]*\n(.*)\Z", re.DOTALL | re.MULTILINE | re.IGNORECASE)
+_UNCLOSED_GRC_FENCE = re.compile(r"^[ \t]*(?:```+|~~~+)[ \t]*grc[^\n]*\n(.*)\Z",
+                                 re.DOTALL | re.MULTILINE | re.IGNORECASE)
 
 
 def extract_grc(answer: str) -> str:
@@ -433,8 +432,8 @@ def load_scene(path: str | Path) -> Schema:
     if clash:
         raise InputError(f"{path}: '{sorted(clash)[0]}' is both a keypoint and a signal")
     name = data.get("name") or path.stem
-    if not isinstance(name, str):
-        raise fail("name", "expected a string")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise fail("name", "expected a plain name (letters, digits, _ . -): it names the default output file")
     return Schema(name, text_field(data.get("description"), "description"), keypoints, signals, objects)
 
 
@@ -484,8 +483,13 @@ def find_constraints_dir() -> Path | None:
     return None
 
 
-def resolve_objective(spec: str, constraints_dir: Path | None, check: CheckFn | None = None) -> Objective:
-    """A stock objective name, or the path of an objective file (checked when `check` is given)."""
+def resolve_objective(spec: str, constraints_dir: Path | None) -> Objective:
+    """A stock objective name, or the path of an objective file, which must parse as one and
+    pass the checker (InputError names the first problem and where)."""
+    from grape_dsl import api
+    from grape_dsl.ast import ObjectiveFile
+    from grape_dsl.objective import parse_source
+
     if spec in STOCK_OBJECTIVES:
         stock = constraints_dir / f"{spec}.grc" if constraints_dir else None
         if stock is not None and stock.is_file():
@@ -499,15 +503,15 @@ def resolve_objective(spec: str, constraints_dir: Path | None, check: CheckFn | 
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read objective file: {error}") from None
-    if not re.match(r"\s*(#[^\n]*\n\s*)*objective\b", text):
-        raise InputError(f"{path}: not an objective file (it must start with `objective NAME`)")
-    if check is not None:
-        errors = [d for d in check(text, str(path)) if d.severity == "error"]
-        if errors:
-            first = errors[0]
-            where = f":{first.span.line}:{first.span.column}" if first.span else ""
-            raise InputError(f"{path}{where}: {first.code}: {first.message}"
-                             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    module, _ = parse_source(text, str(path))
+    if module is not None and not isinstance(module, ObjectiveFile):
+        raise InputError(f"{path}: a task file, not an objective file (one starts with `objective NAME`)")
+    errors = [d for d in api.check_source(text, str(path)) if d.severity == "error"]
+    if errors:
+        first = errors[0]
+        where = f":{first.span.line}:{first.span.column}" if first.span else ""
+        raise InputError(f"{first.path}{where}: {first.code}: {first.message}"
+                         + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     guidance = ("Score the task with the objective file below: it retargets `tol` and `weight` "
                 "of constraints by tag, so tag your constraints with the tags it names where "
                 "they fit.")

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             schemas, scene = [llm.builtin_schema(name) for name in llm.builtin_task_names()], False
         constraints_dir = llm.find_constraints_dir()
-        objective = llm.resolve_objective(args.objective, constraints_dir, api.check_source)
+        objective = llm.resolve_objective(args.objective, constraints_dir)
     except llm.InputError as problem:
         return _fail(args, str(problem))
 

@@ -222,6 +222,7 @@ def test_scene_file_lists_objects_keypoints_and_signals(tmp_path):
     ({"objects": [{"name": "a"}, {"name": "a"}]}, r"objects\[1\]\.name: object 'a' is listed twice"),
     ({"objects": [{"name": "a", "keypoints": "top"}]}, r"objects\[0\]\.keypoints: expected a list"),
     ({"signals": ["grasped"]}, "names no keypoints"),
+    ({"name": "../../etc/x", "keypoints": ["a"]}, "name: expected a plain name"),
     ({"keypoints": ["a.b"], "signals": ["a.b"]}, "'a.b' is both a keypoint and a signal"),
 ])
 def test_scene_errors_name_the_file_and_field(tmp_path, data, message):
@@ -267,18 +268,18 @@ def test_examples_that_do_not_check_are_never_shown(tmp_path):
 def test_objective_may_be_a_file_and_bad_ones_are_named(tmp_path):
     good = tmp_path / "careful.grc"
     good.write_text('objective careful "no bumps"\ntag collision { tol 0 weight 9 }\n')
-    objective = llm.resolve_objective(str(good), None, api.check_source)
+    objective = llm.resolve_objective(str(good), None)
     assert objective.name == "careful" and "weight 9" in objective.file_text
     with pytest.raises(llm.InputError, match="neither task_completion, safety, efficiency nor an existing file; did you mean 'safety'"):
         llm.resolve_objective("safty", None)
     task_file = tmp_path / "t.grc"
     task_file.write_text(VALID_PICK_PLACE)
-    with pytest.raises(llm.InputError, match="not an objective file"):
-        llm.resolve_objective(str(task_file), None, api.check_source)
+    with pytest.raises(llm.InputError, match="a task file, not an objective file"):
+        llm.resolve_objective(str(task_file), None)
     broken = tmp_path / "broken.grc"
     broken.write_text("objective broken\ntag collision { tol }\n")
     with pytest.raises(llm.InputError, match=rf"{broken}:2:\d+: GRC1"):
-        llm.resolve_objective(str(broken), None, api.check_source)
+        llm.resolve_objective(str(broken), None)
 
 
 # ---------------------------------------------------------------------------- the loop, real checker
@@ -341,7 +342,7 @@ def test_scene_names_are_what_the_checker_accepts(chat_server, tmp_path):
 def test_a_file_the_objective_breaks_goes_back_with_the_compile_diagnostics(chat_server, tmp_path):
     loose = tmp_path / "loose.grc"
     loose.write_text('objective loose "tolerate more"\nparam slack = -1\n')
-    objective = llm.resolve_objective(str(loose), None, api.check_source)
+    objective = llm.resolve_objective(str(loose), None)
     with_slack = VALID_PICK_PLACE.replace("param lift = 0.10  # m", "param lift = 0.10  # m\nparam slack = 0.01"
                                           ).replace("tol 0.01 tag path", "tol slack tag path")
     assert not [d for d in api.check_source(with_slack, "t.grc") if d.severity == "error"]  # fine on its own
