@@ -11,9 +11,12 @@ declaration (or the next constraint inside a stage) to find further errors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import re
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -151,7 +154,8 @@ def parse(text: str | bytes, path: str = "<string>") -> ast.Module:
 
     _comment_sink.comments = []
     try:
-        tree = _lark().parse(text, start="start")
+        with _gc_paused():
+            tree = _lark().parse(text, start="start")
     except UnexpectedInput as err:
         raise GrcError(_syntax_errors(text, path, err), {path: text}) from None
     finally:
@@ -178,6 +182,19 @@ def parse(text: str | bytes, path: str = "<string>") -> ast.Module:
         raise GrcError(builder.diagnostics, {path: text})
     comments = tuple(_comment(tok, text) for tok in comment_tokens)
     return type(module)(**{**_fields(module), "comments": comments, "path": path})
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building a tree allocates many objects and no garbage cycles; the cyclic collector's
+    passes over them made parse time grow faster than the file (bench/parser.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fields(node: object) -> dict:
@@ -516,7 +533,6 @@ _CHAR_HINTS = {
     "≥": "write `>=`",
     "≠": "write `!=`",
     "−": "write `-` (ASCII minus)",
-    "{": "braces open a block after `keypoints`, `signals`, `stage NAME` or `tag NAME`",
 }
 
 
@@ -753,7 +769,6 @@ def _syntax_errors(text: str, path: str, first: UnexpectedInput) -> list[Diagnos
         else:
             start = "objective_rest" if is_objective else "task_rest"
         blanked = re.sub(r"[^\n]", " ", text[: match.start()]) + text[match.start() :]
-        _comment_sink.comments = []
         try:
             _lark().parse(blanked, start=start)
             err = None
