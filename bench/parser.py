@@ -11,12 +11,13 @@ diagnostic.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from pathlib import Path
 
 from grape_dsl.diagnostics import GrcError
 from grape_dsl.fmt import format_source
-from grape_dsl.parser import MAX_SOURCE_CHARS, parse
+from grape_dsl.parser import MAX_SOURCE_CHARS, _gc_paused, _lark, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = (ROOT / "constraints" / "tasks" / "pick_place.grc").read_text(encoding="utf-8")
@@ -77,6 +78,18 @@ def main() -> None:
         base = base or per_char
         print(f"{'stock pick_place x' + str(round(len(text) / len(STOCK))):<34}{len(text):>10,}{seconds:>10.3f}"
               f"{fmt_seconds:>10.3f}{per_char:>10.2f}{per_char / base:>9.2f}x")
+
+    text = grown(MAX_SOURCE_CHARS - 10_000)
+    gc.collect()
+    with_gc = best_of(args.repeat, lambda: _lark().parse(text, start="start"))
+
+    def paused() -> None:
+        with _gc_paused():
+            _lark().parse(text, start="start")
+
+    without_gc = best_of(args.repeat, paused)
+    print(f"\nLark parse of {len(text):,} chars: GC on {with_gc:.3f} s, GC paused {without_gc:.3f} s "
+          f"({with_gc / without_gc:.2f}x)")
 
     hostile = {
         "10 MB file": "task a\n" + "let x = 1 + 2\n" * (10 * 1024 * 1024 // 14),
