@@ -26,7 +26,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from grape_dsl import ast
 from grape_dsl.diagnostics import Diagnostic, GrcError, near_name
 
-MAX_SOURCE_CHARS = 200_000  # the stock files are ~1 kB; parsing 200 kB takes about a second
+MAX_SOURCE_CHARS = 200_000  # the stock files are ~2 kB; 200 kB parses in about 2 s (bench/parser.py)
 MAX_NESTING = 100  # expression depth; keeps every recursive pass far from Python's limit
 MAX_SYNTAX_ERRORS = 10
 
@@ -536,6 +536,25 @@ _CHAR_HINTS = {
 }
 
 
+# (objective file?, token) -> why a declaration keyword is out of place.
+_MISPLACED_HINTS = {
+    (False, "IMPORT"): "`import` belongs in objective files (`objective NAME`)",
+    (False, "TAG"): "in a task file `tag NAME` follows a constraint; `tag NAME { ... }` belongs in objective files",
+    (False, "TASK"): "a file has one `task` header",
+    (False, "OBJECTIVE"): "a file is either a task or an objective",
+    (True, "STAGE"): "stages belong in task files (`task NAME`)",
+    (True, "KEYPOINTS"): "keypoints belong in task files (`task NAME`)",
+    (True, "SIGNALS"): "signals belong in task files (`task NAME`)",
+    (True, "LET"): "`let` belongs in task files (`task NAME`)",
+    (True, "OBJECTIVE"): "a file has one `objective` header",
+    (True, "TASK"): "a file is either a task or an objective",
+}
+
+
+def _is_objective(text: str) -> bool:
+    return re.match(r"(?:\s|#[^\n]*)*objective\b", text) is not None
+
+
 def _terminal_words(name: str) -> str:
     if name == "NAME":
         return "a name"
@@ -630,7 +649,10 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
                             pos, line_end)
             return Diagnostic("GRC104", "error", "unterminated string: no closing `\"` on this line",
                               path, span, hint='close the string with `"` (strings are one line)')
-        shown = f"'{char}'" if char.isprintable() and not char.isspace() else f"U+{ord(char):04X}"
+        if not char.isprintable() or char.isspace():
+            shown = f"U+{ord(char):04X}"
+        else:
+            shown = f'"{char}"' if char == "'" else f"'{char}'"
         span = ast.Span(err.line, err.column, err.line, err.column + 1, pos, pos + 1)
         expected = expected_words(parser.accepts()) if parser is not None else None
         return Diagnostic("GRC101", "error", f"unexpected character {shown}", path, span,
@@ -693,8 +715,10 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
                           f"`{tok}` is a reserved keyword and cannot be used as a name", path,
                           span, expected=expected, hint=f"choose another name, e.g. '{tok}_'")
 
-    hint = None
-    if tok.type == "NAME":
+    hint = _MISPLACED_HINTS.get((_is_objective(text), tok.type))
+    if tok.type == "RBRACE":
+        hint = "this `}` closes no open block"
+    elif tok.type == "NAME":
         words = [_terminal_patterns()[t] for t in accepts
                  if t in _terminal_patterns() and _terminal_patterns()[t].isidentifier()]
         close = near_name(str(tok), words)
@@ -744,7 +768,7 @@ def _syntax_errors(text: str, path: str, first: UnexpectedInput) -> list[Diagnos
     Resuming blanks out everything before the resume point (keeping newlines, so positions
     stay right) and parses the rest as a list of declarations, or as the rest of a stage.
     """
-    is_objective = re.match(r"(?:\s|#[^\n]*)*objective\b", text) is not None
+    is_objective = _is_objective(text)
     diagnostics = [_describe(first, text, path)]
     err: UnexpectedInput | None = first
     last_resume = -1

@@ -9,7 +9,7 @@ import pytest
 
 from grape_dsl import ast
 from grape_dsl.diagnostics import GrcError
-from grape_dsl.parser import MAX_NESTING, SYNTAX_CODES, decode_source, keywords, parse
+from grape_dsl.parser import MAX_NESTING, MAX_SYNTAX_ERRORS, SYNTAX_CODES, decode_source, keywords, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,3 +232,44 @@ def test_docs_keyword_list_matches_the_grammar() -> None:
     section = doc.split("## Lexical rules", 1)[1].split("## Syntax", 1)[0]
     listed = re.search(r"Keywords are reserved.*?:\s*`([^`]*)`", section, re.S).group(1).split()
     assert set(listed) == keywords()
+
+
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("task a\nstage s { }\n}\n", "this `}` closes no open block"),
+        ('task a\nimport "x.grc"', "`import` belongs in objective files (`objective NAME`)"),
+        ("objective o\nstage s {}", "stages belong in task files (`task NAME`)"),
+        ("task a\ntask b", "a file has one `task` header"),
+        ("task a 'x'", 'strings use double quotes: "..."'),
+        ("task a\nstage s { subgoal x: a <= 1 && b <= 2 }", "write `and`"),
+        ("task a\nlet x = a ≤ b", "write `<=`"),
+        ("task a\nlet y = 3 +\nstage s { }", "the declaration before it is incomplete"),
+        ("tsak a", "did you mean `task`?"),
+    ],
+)
+def test_hints(source: str, hint: str) -> None:
+    with pytest.raises(GrcError) as info:
+        parse(source)
+    assert info.value.diagnostics[0].hint == hint
+
+
+def test_unclosed_blocks_name_what_they_open() -> None:
+    with pytest.raises(GrcError) as info:
+        parse("task a\nkeypoints {\n  ee = gripper.tip\nstage s { subgoal x: a <= 1 }")
+    diag = info.value.diagnostics[0]
+    assert (diag.code, diag.span.line, diag.span.column) == ("GRC107", 4, 1)
+    assert diag.message.startswith("the `keypoints` block opened at line 2 is not closed")
+    with pytest.raises(GrcError) as info:
+        parse('objective o\ntag collision { tol 0\nimport "x.grc"')
+    assert info.value.diagnostics[0].message.startswith("`tag collision` opened at line 2")
+
+
+def test_several_errors_in_an_objective_file() -> None:
+    src = 'objective o\nimport x.grc\ntag a { tol }\nparam = 3\nunreached 1\n'
+    assert errors_of(src) == [("GRC102", 2, 8), ("GRC102", 3, 13), ("GRC102", 4, 7)]
+
+
+def test_error_count_is_bounded() -> None:
+    src = "task a\n" + "let x = 1 @ 2\n" * 50
+    assert len(errors_of(src)) == MAX_SYNTAX_ERRORS
