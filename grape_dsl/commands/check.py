@@ -38,18 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_text(text: str, path: str) -> list[Diagnostic]:
-    """Every diagnostic of one file: the checker's when it is installed, else the parser's."""
-    try:
-        from grape_dsl.api import check_source
-    except ImportError:  # a checkout without the checker: syntax only
-        from grape_dsl.diagnostics import GrcError
-        from grape_dsl.parser import parse
+    """Every diagnostic of one file (syntax, then semantics; an objective's imports too)."""
+    from grape_dsl.api import check_source  # imported when needed: it pulls in the checker
 
-        try:
-            parse(text, path)
-        except GrcError as err:
-            return err.diagnostics
-        return []
     return check_source(text, path)
 
 

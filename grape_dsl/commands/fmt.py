@@ -42,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step (a temp file in the same directory, then
-    os.replace), keeping the file's permissions."""
+    os.replace), keeping the file's permissions; a symlink stays a link to the new text."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -204,3 +204,28 @@ def test_fmt_stdin_to_stdout() -> None:
 
 def test_fmt_stdin_with_other_paths_is_usage(files: Path) -> None:
     assert grapec("fmt", "-", files / "clean.grc") == 2
+
+
+def test_fmt_through_a_symlink_keeps_the_link(files: Path) -> None:
+    link = files / "link.grc"
+    link.symlink_to(files / "messy.grc")
+    assert grapec("fmt", link) == 0
+    assert link.is_symlink()
+    assert (files / "messy.grc").read_text() == link.read_text() != MESSY
+
+
+def test_fmt_writes_lf_for_a_crlf_file(files: Path) -> None:
+    crlf = files / "crlf.grc"
+    crlf.write_bytes(CLEAN.replace("\n", "\r\n").encode())
+    assert grapec("fmt", "--check", crlf) == 1
+    assert grapec("fmt", crlf) == 0
+    assert crlf.read_bytes() == CLEAN.encode()
+
+
+def test_check_objective_renders_import_problems(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    objective = tmp_path / "mine.grc"
+    objective.write_text('objective mine\n\nimport "nowhere.grc"\n')
+    assert grapec("check", objective) == 1
+    err = capsys.readouterr().err
+    assert f"{objective}:3:1: error[GRC302]" in err
+    assert '3 | import "nowhere.grc"' in err
