@@ -132,6 +132,36 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f"; did you mean '{near}'?" if near else ""
 
 
+class Suggester:
+    """`did_you_mean` with a memo and a work budget for one run over one file.
+
+    A near-name search compares the name with every candidate (~25 us each). A generated
+    file with thousands of names and thousands of typos would spend minutes on suggestions;
+    past `budget` comparisons the diagnostics keep coming, without suggestions.
+    """
+
+    def __init__(self, budget: int = 100_000):
+        self.budget = budget
+        self._memo: dict[tuple[str, int], str] = {}
+
+    def __call__(self, name: str, candidates: Iterable[str]) -> str:
+        pool = candidates if isinstance(candidates, (list, tuple, set, frozenset, dict)) else list(candidates)
+        key = (name, id(pool) if len(pool) > 64 else hash(tuple(sorted(pool))))
+        if key in self._memo:
+            return self._memo[key]
+        # difflib's ratio is 2*M/(len(a)+len(b)) with M <= the shorter length, so a candidate
+        # whose length is outside [0.43, 2.34] times the name's can never reach the 0.6 cutoff
+        # (case-insensitive equality, near_name's other rule, needs equal lengths anyway).
+        low, high = 0.42 * len(name), len(name) / 0.42
+        pool = [c for c in pool if low <= len(c) <= high]
+        if len(pool) > self.budget:
+            return ""
+        self.budget -= len(pool)
+        found = did_you_mean(name, pool)
+        self._memo[key] = found
+        return found
+
+
 def constant_value(expr: ast.Expr, params: dict[str, float]) -> float | None:
     """Value of a constant scalar expression (numbers, params, + - * / and unary -), or None
     when it is not one. Division by zero gives an infinity or NaN, which callers reject."""
@@ -228,6 +258,8 @@ class _TaskChecker:
         self.types: dict[str, Type] = {}
         self.kinds: dict[str, Kind] = {}
         self.used: set[str] = set()
+        self.suggest = Suggester()
+        self._name_pool: tuple[str, ...] | None = None
         self.params: dict[str, float] = {}
         self._let_values: dict[str, ast.Expr] = {}
         self._trajectory_dependent: dict[str, bool] | None = None  # let -> depends on the trajectory
@@ -295,7 +327,7 @@ class _TaskChecker:
             hint = ("it is a signal: bind it in signals { }" if source in signal_names else None)
             self.sink.error(
                 UNKNOWN_KEYPOINT_SOURCE,
-                f"the environment reports no keypoint '{source}'{did_you_mean(source, keypoint_names)}",
+                f"the environment reports no keypoint '{source}'{self.suggest(source, keypoint_names)}",
                 keypoint.source.span or keypoint.span,
                 expected="one of " + ", ".join(keypoint_names), hint=hint)
         for signal in self.task.signals:
@@ -305,7 +337,7 @@ class _TaskChecker:
             hint = ("it is a keypoint: bind it in keypoints { }" if source in keypoint_names else None)
             self.sink.error(
                 UNKNOWN_SIGNAL_SOURCE,
-                f"the environment reports no signal '{source}'{did_you_mean(source, signal_names)}",
+                f"the environment reports no signal '{source}'{self.suggest(source, signal_names)}",
                 signal.source.span or signal.span,
                 expected="one of " + ", ".join(signal_names), hint=hint)
 
@@ -432,8 +464,10 @@ class _TaskChecker:
             self.sink.error(FUNCTION_AS_VALUE, f"'{name}' is a builtin function, not a value",
                             expr.span, expected=f"a call: {describe(name)}")
             return None
-        candidates = [*self.symbols, STEP_INDEX_NAME]
-        self.sink.error(UNKNOWN_NAME, f"unknown name '{name}'{did_you_mean(name, candidates)}", expr.span,
+        if self._name_pool is None:  # declarations are complete before any expression is typed
+            self._name_pool = (*self.symbols, STEP_INDEX_NAME)
+        candidates = self._name_pool
+        self.sink.error(UNKNOWN_NAME, f"unknown name '{name}'{self.suggest(name, candidates)}", expr.span,
                         hint="declare it as a keypoint, signal, param or let")
         return None
 
@@ -446,7 +480,7 @@ class _TaskChecker:
                                 expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
             else:
                 self.sink.error(UNKNOWN_FUNCTION,
-                                f"unknown function '{expr.func}'{did_you_mean(expr.func, BUILTINS)}",
+                                f"unknown function '{expr.func}'{self.suggest(expr.func, BUILTINS)}",
                                 expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
             return None
         if any(t is None for t in arg_types):

@@ -27,7 +27,7 @@ from grape_dsl.checker import (
     DEFAULT_WEIGHT,
     check,
     constant_value,
-    did_you_mean,
+    Suggester,
 )
 from grape_dsl.diagnostics import Diagnostic, GrcError
 
@@ -204,6 +204,7 @@ def apply_objectives(
     """
     loaded = expand_imports(objectives)
     diagnostics = list(loaded.diagnostics)
+    did_you_mean = Suggester()
     task_params = {p.name: p for p in task.params}
     task_tags = {c.tag or DEFAULT_TAG for stage in task.stages for c in stage.constraints}
 

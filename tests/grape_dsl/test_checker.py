@@ -348,3 +348,15 @@ def test_many_mistakes_in_a_large_file_are_all_reported():
     result = check(parse(PRELUDE + _stage(*lines)))
     assert len(result.errors) == 4000
     assert {d.code for d in result.errors} == {"GRC201"}
+
+
+def test_near_name_search_is_budgeted_on_huge_generated_files():
+    # 1000 similar names and 1000 typos: every typo is reported, the first ones with a
+    # suggestion, and the search stops before it costs minutes.
+    lets = "".join(f"let value_{i} = ee.z + {i}\n" for i in range(1000))
+    lines = [f"path c{i}: valu_{i} <= 1" for i in range(1000)]
+    result = check(parse(PRELUDE + lets + _stage(*lines)))
+    messages = [d.message for d in result.errors]
+    assert len(messages) == 1000
+    assert messages[0] == "unknown name 'valu_0'; did you mean 'value_0'?"
+    assert messages[-1] == "unknown name 'valu_999'"
