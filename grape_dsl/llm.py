@@ -626,9 +626,9 @@ def _diag(code: str, message: str, path: str, hint: str | None = None) -> Diagno
 def make_checker(schemas: Sequence[Schema] = (), objective: Objective | None = None,
                  compile_check: bool = True) -> CheckFn:
     """The full check of a candidate: that it parses as a task file, `grape_dsl.api.check_source`
-    with the environment schema (unknown keypoint/signal sources are errors), then (with
-    `compile_check`) loading it under the objective file and compiling it when the compiler
-    is installed. Every failure comes back as diagnostics; none raises."""
+    with the environment schema (unknown keypoint/signal sources are errors), then loading it
+    under the objective file and (with `compile_check`) compiling it to kernels. Every failure
+    comes back as diagnostics; none raises."""
     from grape_dsl import api
     from grape_dsl.ast import ObjectiveFile
     from grape_dsl.objective import OBJECTIVE_WHERE_TASK_EXPECTED, parse_source
@@ -646,8 +646,8 @@ def make_checker(schemas: Sequence[Schema] = (), objective: Objective | None = N
                           hint="start the file with `task NAME \"instruction\"` and declare stages")]
         schema = _schema_for(module.name, schemas)
         diagnostics = api.check_source(text, path, schema=schema.names if schema else None)
-        if compile_check and not any(d.severity == "error" for d in diagnostics):
-            diagnostics += _compile_diagnostics(text, path, objective)
+        if not any(d.severity == "error" for d in diagnostics):
+            diagnostics += _load_diagnostics(text, path, objective, compile=compile_check)
         return diagnostics
 
     return check
@@ -671,23 +671,26 @@ def _schema_for(task_name: str, schemas: Sequence[Schema]) -> Schema | None:
     return Schema("any", "", keypoints, signals)
 
 
-def _compile_diagnostics(text: str, path: str, objective: Objective | None) -> list[Diagnostic]:
-    """Load the candidate as `grapec compile` would: with the objective file applied (which
-    can make a tol or weight invalid), and compiled to kernels when the compiler is installed
-    (else `api.load_task`, everything short of codegen). GrcError diagnostics, or one naming
-    an internal failure, come back as data."""
-    try:
-        from grape_dsl import compile_task as load
-    except ImportError:
-        from grape_dsl.api import load_task as load
+def _load_diagnostics(text: str, path: str, objective: Objective | None, compile: bool) -> list[Diagnostic]:
+    """Load the candidate as `grapec compile` would, with the objective file applied (which
+    can make a tol or weight invalid), and with `compile` down to Numba kernels (cached by
+    source hash, so compiling the written file later is quick). GrcError diagnostics, or one
+    naming an internal compiler failure, come back as data."""
+    from grape_dsl.api import load_task
     from grape_dsl.diagnostics import GrcError
 
     folder = Path(path).resolve().parent
     fd, candidate = tempfile.mkstemp(prefix=".generate-", suffix=".grc", dir=folder if folder.is_dir() else None)
+    objectives = [str(objective.file_path)] if objective and objective.file_path else []
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        load(candidate, [str(objective.file_path)] if objective and objective.file_path else [])
+        if compile:
+            from grape_dsl.compiler import compile_task  # imports numba: only when asked
+
+            compile_task(candidate, objectives)
+        else:
+            load_task(candidate, objectives)
     except GrcError as error:
         return [dataclasses.replace(d, path=path) if d.path == candidate else d for d in error.diagnostics]
     except Exception as error:  # the compiler's own failure: report it, never crash the loop

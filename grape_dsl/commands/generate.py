@@ -79,6 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="seconds before the first retry, doubling each time (default 1)")
     parser.add_argument("--examples", type=_count, default=2, metavar="N",
                         help="stock task files from constraints/tasks/ to show the model (default 2)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="accept a file once it checks and loads under the objective, without "
+                             "compiling its Numba kernels (a few seconds per new file)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return parser
 
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if not output.parent.is_dir():
         return _fail(args, f"{output.parent} is not a folder; cannot write {output}")
 
-    check = llm.make_checker(schemas, objective)
+    check = llm.make_checker(schemas, objective, compile_check=not args.no_compile)
     examples = llm.pick_examples(constraints_dir, args.task, check=api.check_source, limit=args.examples)
     messages = llm.build_messages(args.instruction, objective, schemas, scene=scene, examples=examples)
     audit = llm.AuditLog(llm.audit_path_for(output))

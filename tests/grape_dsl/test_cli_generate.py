@@ -30,10 +30,12 @@ def grapec(*argv: str) -> int:
 def generate(chat_server, tmp_path, capsys):
     """Run `grapec generate INSTRUCTION --task pick_place -o tmp/task.grc` with fast retries."""
 
-    def run(*extra: str, output: Path | None = None) -> tuple[int, str, str]:
+    def run(*extra: str, output: Path | None = None, compile: bool = False) -> tuple[int, str, str]:
         out = output or tmp_path / "task.grc"
+        # Kernels compile in the tests that are about compiling; the others stop at load_task.
         rc = grapec("generate", INSTRUCTION, "--task", "pick_place", "-o", out, "--base-url", chat_server.url,
-                    "--backoff", "0", "--retries", "1", "--timeout", "5", *extra)
+                    "--backoff", "0", "--retries", "1", "--timeout", "5", *extra,
+                    *(() if compile else ("--no-compile",)))
         captured = capsys.readouterr()
         return rc, captured.out, captured.err
 
@@ -48,11 +50,14 @@ def audit_events(output: Path) -> list[dict]:
     return [json.loads(line) for line in output.with_name(output.name + ".generate.jsonl").read_text().splitlines()]
 
 
-def test_valid_answer_is_written_and_passes_check(chat_server, generate, tmp_path):
+def test_valid_answer_is_written_and_passes_check(chat_server, generate, tmp_path, monkeypatch):
+    cache = tmp_path.parent / f"{tmp_path.name}-kernels"
+    monkeypatch.setenv("GRAPE_DSL_CACHE", str(cache))
     chat_server.answer(fenced(VALID_PICK_PLACE))
-    rc, out, err = generate()
+    rc, out, err = generate(compile=True)
     output = tmp_path / "task.grc"
     assert rc == 0, err
+    assert any(cache.rglob("*.py")), "the candidate should have been compiled to kernels"
     assert output.read_text() == VALID_PICK_PLACE and not errors_of(output)
     assert f"wrote {output}" in err
     assert grapec("check", output) == 0
@@ -162,7 +167,7 @@ def test_scene_file_and_objective_file(chat_server, tmp_path, capsys, monkeypatc
     chat_server.answer(fenced(for_scene))
     monkeypatch.chdir(tmp_path)  # the default output name comes from the scene file
     rc = grapec("generate", INSTRUCTION, "--scene", scene, "--objective", objective,
-                "--base-url", chat_server.url, "--json")
+                "--base-url", chat_server.url, "--json", "--no-compile")
     out = capsys.readouterr().out
     assert rc == 0
     summary = json.loads(out)

@@ -348,8 +348,7 @@ def test_a_file_the_objective_breaks_goes_back_with_the_compile_diagnostics(chat
     assert not [d for d in api.check_source(with_slack, "t.grc") if d.severity == "error"]  # fine on its own
     chat_server.answer(fenced(with_slack))
     chat_server.answer(fenced(VALID_PICK_PLACE))
-    result, output, _ = run_loop(chat_server, tmp_path, [llm.builtin_schema("pick_place")],
-                                 objective=objective, compile_check=True)
+    result, output, _ = run_loop(chat_server, tmp_path, [llm.builtin_schema("pick_place")], objective=objective)
     assert result.ok and result.rounds == 2 and output.read_text() == VALID_PICK_PLACE
     repair = chat_server.user_messages(1)[-1]
     assert "GRC308" in repair and "the tol of 'carry' becomes -1" in repair and str(output) in repair
