@@ -130,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(line, file=sys.stderr)
 
+    def on_event(event: dict) -> None:
+        audit.add(event)
+        if event["event"] == "attempt_failed" and event["attempt"] <= args.retries:
+            progress(f"  attempt {event['attempt']} failed ({event['error']}); retrying")
+
     try:
-        chat = llm.ChatClient(endpoint, on_event=audit.add)
+        chat = llm.ChatClient(endpoint, on_event=on_event)
         result = llm.generate(messages, chat, check, output, audit, max_rounds=args.max_rounds,
                               progress=progress)
     except llm.LLMError as problem:

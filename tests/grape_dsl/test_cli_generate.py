@@ -112,6 +112,7 @@ def test_endpoint_failures_retry_then_exit_1(chat_server, generate, tmp_path, ki
     rc, out, err = generate("--timeout", "0.4")
     assert rc == 1, err
     assert err.startswith("round 1/3: asking") and "grapec generate: error:" in err
+    assert f"attempt 1 failed ({message}" in err and "retrying" in err
     assert "no usable answer after 2 attempts" in err and message in err
     assert "Traceback" not in err and out == ""
     assert len(chat_server.requests) == 2
