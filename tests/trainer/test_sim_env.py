@@ -137,3 +137,14 @@ def test_same_seed_replays_identically_in_a_reused_world():
     assert a.length == b.length
     np.testing.assert_array_equal(a.keypoints, b.keypoints)
     np.testing.assert_array_equal(a.signals, b.signals)
+
+
+@pytest.mark.parametrize("image_size", [None, 24])
+def test_passes_gymnasium_env_checker(image_size):
+    from gymnasium.utils.env_checker import check_env
+
+    e = make_env("pick_place_obstacle", image_size=image_size)
+    try:
+        check_env(e, skip_render_check=True)
+    finally:
+        e.close()

@@ -91,7 +91,8 @@ class GrapeSimEnv(gym.Env):
         self.data_path = pybullet_data.getDataPath()
         self.client = p.connect(p.DIRECT)
         self.render_mode = "rgb_array"
-        spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)}
+        # Every state entry is a position, offset, size, angle term or flag within 10 (metres/radians).
+        spaces = {"state": gym.spaces.Box(-10.0, 10.0, (STATE_DIM,), np.float32)}
         if image_size:
             spaces["image"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
@@ -110,6 +111,7 @@ class GrapeSimEnv(gym.Env):
         """Build the scene of `seed` (default: the seed given at construction) from scratch."""
         if seed is not None:
             self._seed = check_seed(seed)
+        super().reset(seed=self._seed)  # gymnasium's np_random; the scene itself comes from sample_scene
         p, c = self.p, self.client
         self.scene = sample_scene(self.spec_task, self.split, self._seed)
         if self.robot is None or self._resets_since_rebuild >= REBUILD_EVERY:
