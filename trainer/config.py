@@ -32,6 +32,10 @@ class PolicyConfig:
     """Base policy folder (written by grape-sft or a previous run's checkpoint). Default: the embedded SFT policy, trained on scripted demonstrations and cached in --sft-cache first."""
     sft_cache: str = "cache/sft"
     """Folder where the default embedded SFT policy is trained once and cached."""
+    sft_demos: int | None = None
+    """Demonstrations per task for the default SFT policy (default: grape-sft's recipe). Ignored with --policy."""
+    sft_steps: int | None = None
+    """Optimizer steps of the default SFT policy (default: grape-sft's recipe). Ignored with --policy."""
     lora_rank: int = 8
     """Rank of the LoRA adapter trained on top of the frozen base policy."""
     lora_alpha: float = 16.0
@@ -227,6 +231,8 @@ def validate(config: TrainConfig) -> list[str]:
         (config.optim.epochs < 1, f"--epochs must be >= 1, got {config.optim.epochs}"),
         (config.optim.pairs_per_step < 1, f"--pairs-per-step must be >= 1, got {config.optim.pairs_per_step}"),
         (config.optim.chunk_steps < 1, f"--chunk-steps must be >= 1, got {config.optim.chunk_steps}"),
+        (config.policy.sft_demos is not None and config.policy.sft_demos < 1, f"--sft-demos must be >= 1, got {config.policy.sft_demos}"),
+        (config.policy.sft_steps is not None and config.policy.sft_steps < 1, f"--sft-steps must be >= 1, got {config.policy.sft_steps}"),
         (config.policy.lora_rank < 1, f"--lora-rank must be >= 1, got {config.policy.lora_rank}"),
         (config.eval_episodes < 0, f"--eval-episodes must be >= 0, got {config.eval_episodes}"),
     ]

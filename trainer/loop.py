@@ -314,8 +314,8 @@ def completed_checkpoints(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def prepare_run_dir(config: TrainConfig) -> tuple[Path, int]:
-    """Create or reopen the run folder; return it and the last completed iteration (-1: none).
+def open_run_dir(config: TrainConfig) -> tuple[Path, int]:
+    """The run folder and its last completed iteration (-1: a new run); writes nothing.
 
     An existing folder is resumed only if its saved config matches (fields that may change on
     resume aside); otherwise a TrainError lists every difference, before anything is touched.
@@ -335,10 +335,13 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, int]:
             )
     elif run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
         raise TrainError(f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); choose an empty or new folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved_path, json.dumps(config.to_dict(), indent=2) + "\n")
     done = completed_checkpoints(run_dir)
     return run_dir, max(done) if done else -1
+
+
+def write_run_config(run_dir: Path, config: TrainConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: torch.optim.Optimizer,
@@ -364,9 +367,17 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
             return load_policy(config.policy.base_policy), config.policy.base_policy
         except (CheckpointError, OSError, ValueError) as error:
             raise TrainError(f"--policy {config.policy.base_policy}: cannot load the policy: {error}") from None
-    from trainer.sft import ensure_default_sft_policy
+    from trainer.sft import SFTConfig, SFTError, ensure_default_sft_policy
 
-    folder = ensure_default_sft_policy(config.policy.sft_cache)
+    recipe = SFTConfig()
+    if config.policy.sft_demos is not None:
+        recipe.demos_per_task = config.policy.sft_demos
+    if config.policy.sft_steps is not None:
+        recipe.steps = config.policy.sft_steps
+    try:
+        folder = ensure_default_sft_policy(config.policy.sft_cache, recipe, progress=progress)
+    except SFTError as error:
+        raise TrainError(f"training the default SFT policy failed: {error}") from None
     return load_policy(folder), str(folder)
 
 
@@ -463,14 +474,15 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = parse_overrides(config.overrides)
     programs = {tp.task: tp for tp in resolve_constraints(config.constraints, config.rollout.tasks, overrides)}
-    run_dir, last_done = prepare_run_dir(config)
+    run_dir, last_done = open_run_dir(config)
     if last_done >= config.iterations:
         echo(f"{run_dir}: all {config.iterations} iterations already done")
         return run_dir
 
     if last_done < 0:
         _set_seeds(config.seed)
-        policy, source = load_base_policy(config, progress)
+        policy, source = load_base_policy(config, progress)  # before the run folder exists: a bad --policy leaves nothing
+        write_run_config(run_dir, config)
         add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha)
         optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         global_step = 0
@@ -485,6 +497,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
         optimizer.load_state_dict(state["optimizer"])
         _restore_rng(state["rng"])
         global_step = int(state["global_step"])
+        write_run_config(run_dir, config)  # records a changed --iterations
         echo(f"resuming {run_dir} after iteration {last_done} (step {global_step})")
 
     logger = MetricLogger(run_dir, echo)

@@ -12,7 +12,8 @@ from trainer.loop import (
     TrainError,
     backward_through_steps,
     completed_checkpoints,
-    prepare_run_dir,
+    open_run_dir,
+    write_run_config,
     preference_loss_fn,
     save_checkpoint,
     sft_loss_fn,
@@ -117,15 +118,16 @@ def test_tpo_steps_raise_the_margin():
 
 def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
     config = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))
-    run_dir, last = prepare_run_dir(config)
-    assert last == -1 and (run_dir / CONFIG_FILE).is_file()
-    again, _ = prepare_run_dir(TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5))
+    run_dir, last = open_run_dir(config)
+    assert last == -1 and not run_dir.exists()  # opening writes nothing
+    write_run_config(run_dir, config)
+    again, _ = open_run_dir(TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5))
     assert again == run_dir  # more iterations extend a run
     other = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))
     other.optim.beta = 0.5
     other.rollout.tasks = ["stack"]
     with pytest.raises(TrainError) as info:
-        prepare_run_dir(other)
+        open_run_dir(other)
     message = str(info.value)
     assert "beta: 0.1 -> 0.5" in message and "tasks:" in message and "different configuration" in message
     assert json.loads((run_dir / CONFIG_FILE).read_text())["optim"]["beta"] == 0.1
@@ -134,7 +136,7 @@ def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
 def test_foreign_output_dir_is_refused(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(TrainError, match="not a grape-train run folder"):
-        prepare_run_dir(TrainConfig(constraints="x.grc", output_dir=str(tmp_path)))
+        open_run_dir(TrainConfig(constraints="x.grc", output_dir=str(tmp_path)))
 
 
 def test_checkpoint_round_trip_and_failed_write_leaves_nothing(tmp_path, tiny_policy, monkeypatch):
