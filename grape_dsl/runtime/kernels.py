@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -80,7 +80,6 @@ class CompiledProgram:
     program: Program
     module: ModuleType
     info: CompileInfo
-    _kernel_compiles: int = field(default=0, repr=False)
 
     @property
     def source(self) -> str:
