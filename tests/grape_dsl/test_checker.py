@@ -360,3 +360,40 @@ def test_near_name_search_is_budgeted_on_huge_generated_files():
     assert len(messages) == 1000
     assert messages[0] == "unknown name 'valu_0'; did you mean 'value_0'?"
     assert messages[-1] == "unknown name 'valu_999'"
+
+
+def test_mutated_stock_files_end_in_diagnostics_never_in_an_exception(tmp_path):
+    import random
+    import re
+    from pathlib import Path
+
+    from grape_dsl.api import load_task
+    from grape_dsl.diagnostics import GrcError
+
+    root = Path(__file__).resolve().parents[2] / "constraints"
+    texts = [p.read_text() for p in sorted(root.glob("tasks/*.grc"))]
+    objectives = [[], [str(root / "safety.grc")], [str(root / "efficiency.grc"), str(root / "safety.grc")]]
+    rng = random.Random(20261125)
+    loaded = 0
+    for _ in range(150):
+        tokens = re.findall(r"\s+|\w+|[^\w\s]", rng.choice(texts))
+        for _ in range(rng.randint(1, 3)):  # delete, duplicate, swap or copy a token
+            i, j = rng.randrange(len(tokens)), rng.randrange(len(tokens))
+            action = rng.randrange(4)
+            if action == 0:
+                del tokens[i]
+            elif action == 1:
+                tokens.insert(i, tokens[i])
+            elif action == 2:
+                tokens[i], tokens[j] = tokens[j], tokens[i]
+            else:
+                tokens[i] = tokens[j]
+        path = tmp_path / "mutant.grc"
+        path.write_text("".join(tokens))
+        assert all(d.code.startswith("GRC") for d in check_source(path.read_text(), str(path)))
+        try:
+            load_task(str(path), rng.choice(objectives), rng.choice([{}, {"near": -1.0}, {"horizon": 2.0}]))
+            loaded += 1
+        except GrcError as caught:
+            assert caught.diagnostics
+    assert 0 < loaded < 150  # both outcomes were exercised
