@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def _fail(args: argparse.Namespace, message: str, **summary: object) -> int:
 def run(args: argparse.Namespace) -> int:
     from grape_dsl import api
 
+    if not args.instruction.strip():
+        return _fail(args, "the instruction is empty: say what the robot should do")
     try:
         endpoint = llm.resolve_endpoint(args.base_url, args.api_key, args.model, timeout=args.timeout,
                                         retries=args.retries, backoff=args.backoff)
@@ -113,10 +116,14 @@ def run(args: argparse.Namespace) -> int:
 
     default_name = schemas[0].name if len(schemas) == 1 else "generated"
     output: Path = args.output or Path(f"{default_name}.grc")
+    if output.is_dir():
+        return _fail(args, f"{output} is a folder; name the file to write with -o")
     if output.exists() and not args.force:
         return _fail(args, f"{output} exists; pass --force to overwrite it or -o to pick another file")
     if not output.parent.is_dir():
         return _fail(args, f"{output.parent} is not a folder; cannot write {output}")
+    if not os.access(output.parent, os.W_OK):
+        return _fail(args, f"cannot write in {output.parent} (permission denied)")
 
     check = llm.make_checker(schemas, objective, compile_check=not args.no_compile)
     examples = llm.pick_examples(constraints_dir, args.task, check=api.check_source, limit=args.examples)
@@ -142,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     except llm.LLMError as problem:
         audit.add({"event": "error", "error": str(problem)})
         return _fail(args, f"{problem} (audit log: {audit.path})", audit_log=str(audit.path))
+    except OSError as problem:  # the disk, not the model: full, removed folder, lost permission
+        return _fail(args, f"cannot write {problem.filename or output}: {problem.strerror or problem}")
 
     diagnostics = [d.to_dict() for d in result.diagnostics]
     if result.ok:

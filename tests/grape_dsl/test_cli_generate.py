@@ -150,6 +150,12 @@ def test_bad_inputs_are_named(chat_server, tmp_path, capsys):
     assert "did you mean 'safety'" in capsys.readouterr().err
     assert grapec("generate", INSTRUCTION, "--scene", tmp_path / "missing.json", "--base-url", chat_server.url) == 1
     assert "missing.json: cannot read scene file" in capsys.readouterr().err
+    assert grapec("generate", "  ", "--base-url", chat_server.url) == 1
+    assert "the instruction is empty" in capsys.readouterr().err
+    assert grapec("generate", INSTRUCTION, "-o", tmp_path, "--force", "--base-url", chat_server.url) == 1
+    assert "is a folder; name the file" in capsys.readouterr().err
+    assert grapec("generate", INSTRUCTION, "-o", tmp_path / "no" / "t.grc", "--base-url", chat_server.url) == 1
+    assert "is not a folder" in capsys.readouterr().err
     assert grapec("generate", INSTRUCTION, "--task", "stack", "--scene", "s.json") == 2
     assert grapec("generate", INSTRUCTION, "--max-rounds", "0") == 2
     assert chat_server.requests == []
