@@ -206,8 +206,10 @@ def test_console_script_end_to_end_then_compiles(chat_server, tmp_path):
     assert output.read_text() == VALID_PICK_PLACE
     from grape_dsl.cli import COMMANDS
 
-    verb = "compile" if "compile" in COMMANDS else "check"
-    compiled = subprocess.run([grapec_path, verb, str(output)], cwd=tmp_path, env=env,
+    safety = Path(__file__).resolve().parents[2] / "constraints" / "safety.grc"
+    then = (["compile", str(output), "--objective", str(safety)] if "compile" in COMMANDS
+            else ["check", str(output)])  # before the compiler's command landed
+    compiled = subprocess.run([grapec_path, *then], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
     assert compiled.returncode == 0, compiled.stderr
 
