@@ -49,7 +49,7 @@ class PreparedBatch:
 
 
 def _near(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, candidates, n=2, cutoff=0.7)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
