@@ -7,3 +7,4 @@ from grape_dsl.api import CheckedTask as CheckedTask
 from grape_dsl.api import check_file as check_file
 from grape_dsl.api import check_source as check_source
 from grape_dsl.api import load_task as load_task
+from grape_dsl.compiler import compile_task as compile_task

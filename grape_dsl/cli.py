@@ -20,7 +20,7 @@ from types import ModuleType
 
 from grape_dsl.diagnostics import Diagnostic, GrcError, render
 
-COMMANDS: tuple[str, ...] = ("check", "fmt", "generate")
+COMMANDS: tuple[str, ...] = ("check", "fmt", "generate", "compile", "score")
 
 EXAMPLES = """\
 examples:
