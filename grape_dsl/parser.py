@@ -666,7 +666,8 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
     if tok.type == "$END":
         span = _end_of_tokens_span(tok, text)
         if at_start:
-            return Diagnostic("GRC111", "error", "empty file: a .grc file starts with "
+            what = "empty file" if not text.strip() else "the file holds only comments"
+            return Diagnostic("GRC111", "error", f"{what}: a .grc file starts with "
                               "`task NAME` or `objective NAME`", path, span,
                               expected="`task` or `objective`")
         block = _open_block(value_stack) if "RBRACE" in accepts else None

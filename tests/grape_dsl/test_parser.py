@@ -273,3 +273,11 @@ def test_several_errors_in_an_objective_file() -> None:
 def test_error_count_is_bounded() -> None:
     src = "task a\n" + "let x = 1 @ 2\n" * 50
     assert len(errors_of(src)) == MAX_SYNTAX_ERRORS
+
+
+@pytest.mark.parametrize(("source", "start"), [("", "empty file"), ("  \n# just a note\n", "the file holds only comments")])
+def test_file_without_header(source: str, start: str) -> None:
+    with pytest.raises(GrcError) as info:
+        parse(source)
+    diag = info.value.diagnostics[0]
+    assert diag.code == "GRC111" and diag.message.startswith(start)
