@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import VALID_PICK_PLACE, chat_server, fenced  # noqa: F401  (chat_server: a fixture)
-from grape_dsl import api
+from grape_dsl import api, llm
 
 INSTRUCTION = "pick up the white box and place it into the black pot"
 
@@ -94,9 +94,13 @@ def test_injection_is_rejected_and_nothing_runs(chat_server, generate, tmp_path)
     assert not marker.exists() and not (tmp_path / "task.grc").exists()
     assert "no valid file after 2 rounds" in err and "nothing written" in err and "GRC1" in err
     assert "Traceback" not in err
-    first_diagnostics = json.loads(chat_server.user_messages(1)[-1].split("```json\n", 1)[1].split("\n```", 1)[0])
-    assert first_diagnostics and all(d["code"].startswith("GRC1") for d in first_diagnostics)
+    sent = json.loads(chat_server.user_messages(1)[-1].split("```json\n", 1)[1].split("\n```", 1)[0])
+    expected = api.check_source(llm.extract_grc(injected), str(tmp_path / "task.grc"))
+    assert sent == [d.to_dict() for d in expected] and all(d["code"].startswith("GRC1") for d in sent)
     assert audit_events(tmp_path / "task.grc")[-1]["ok"] is False
+    # The marker is a real witness: the same payload, run as Python, does create it.
+    subprocess.run([sys.executable, "-c", payload], check=True, timeout=60)
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("kind, script, message", [

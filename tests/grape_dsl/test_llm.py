@@ -377,6 +377,11 @@ def test_python_and_prompt_injection_are_rejected_and_never_run(chat_server, tmp
         sent = json.loads(repair.split("```json\n", 1)[1].split("\n```", 1)[0])
         assert sent and all(d["code"].startswith("GRC1") for d in sent)  # syntax errors, nothing else
     assert [e["event"] for e in log].count("check") == 3
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", payload], check=True, timeout=60)  # the witness works
+    assert marker.exists()
 
 
 def test_empty_grc_text_is_a_diagnostic_not_a_crash():
