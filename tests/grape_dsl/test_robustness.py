@@ -184,6 +184,12 @@ def test_grapec_check_subprocess_on_mangled_files(tmp_path: Path) -> None:
         assert done.returncode == 1, (name, err)
         assert f"{name}.grc:" in err and "error[GRC" in err, (name, err)
         assert "Traceback" not in err, (name, err)
+    fmt_run = subprocess.run([str(GRAPEC), "fmt", *(f"{n}.grc" for n in cases)], cwd=tmp_path,
+                             capture_output=True, timeout=120)
+    assert fmt_run.returncode == 1
+    assert b"Traceback" not in fmt_run.stderr
+    for name, data in cases.items():  # a file with errors is never rewritten
+        assert (tmp_path / f"{name}.grc").read_bytes() == data
     json_run = subprocess.run([str(GRAPEC), "check", "--json", *(f"{n}.grc" for n in cases)], cwd=tmp_path,
                               capture_output=True, timeout=120)
     assert json_run.returncode == 1
