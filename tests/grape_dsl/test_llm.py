@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast as python_ast
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -377,9 +379,6 @@ def test_python_and_prompt_injection_are_rejected_and_never_run(chat_server, tmp
         sent = json.loads(repair.split("```json\n", 1)[1].split("\n```", 1)[0])
         assert sent and all(d["code"].startswith("GRC1") for d in sent)  # syntax errors, nothing else
     assert [e["event"] for e in log].count("check") == 3
-    import subprocess
-    import sys
-
     subprocess.run([sys.executable, "-c", payload], check=True, timeout=60)  # the witness works
     assert marker.exists()
 
@@ -436,9 +435,6 @@ def test_without_a_task_every_builtin_is_offered_and_the_named_one_is_checked(ch
 
 
 def test_generate_never_imports_the_simulator_or_torch():
-    import subprocess
-    import sys
-
     code = ("import sys, grape_dsl.llm, grape_dsl.commands.generate; "
             "heavy = sorted(m for m in ('torch', 'pybullet', 'trainer') if m in sys.modules); "
             "print(heavy); sys.exit(1 if heavy else 0)")
