@@ -397,3 +397,23 @@ def test_mutated_stock_files_end_in_diagnostics_never_in_an_exception(tmp_path):
         except GrcError as caught:
             assert caught.diagnostics
     assert 0 < loaded < 150  # both outcomes were exercised
+
+
+def _codes_defined_in(module) -> set[str]:
+    return {value for name, value in vars(module).items()
+            if name.isupper() and isinstance(value, str) and value.startswith("GRC")}
+
+
+def test_every_semantic_code_is_documented_and_has_a_snippet_test():
+    import re
+    from pathlib import Path
+
+    from grape_dsl import checker, objective
+
+    defined = _codes_defined_in(checker) | _codes_defined_in(objective)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text()
+    table = docs.split("### Semantic diagnostic codes", 1)[1]
+    documented = set(re.findall(r"^\| (GRC[239]\d\d) \|", table, flags=re.M))
+    assert defined == documented
+    snippet_tested = {code for code, *_ in BAD_SNIPPETS + OBJECTIVE_SNIPPETS} | {OVER_ON_SUBGOAL}
+    assert _codes_defined_in(checker) == snippet_tested  # GRC3xx: tests/grape_dsl/test_objective.py

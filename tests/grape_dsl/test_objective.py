@@ -227,3 +227,26 @@ def test_source_hash_covers_task_objectives_imports_and_overrides(tmp_path):
     assert changed.source_hash != first.source_hash
     assert len(changed.source_hash) == len(hashlib.sha256().hexdigest())
     assert (changed.types["ee"], changed.kinds["lift"]) == ("vec3", "param")
+
+
+def test_objective_codes_point_at_the_line_and_column_of_the_cause(tmp_path):
+    task_path = _write(tmp_path, "task.grc", TASK_TEXT.replace("<= lift tag collision",
+                                                               "<= lift weight lift tag collision"))
+    objective_path = _write(tmp_path, "o.grc", "objective o\n\nparam lfit = 1\n  tag colision { tol 0 }\n")
+    checked = load_task(task_path, [objective_path])
+    assert sorted((d.code, d.span.line, d.span.column) for d in checked.warnings) == [
+        (OBJECTIVE_PARAM_NOT_IN_TASK, 3, 1), (TAG_NOT_IN_TASK, 4, 3)]
+
+    with pytest.raises(GrcError) as caught:  # weight `lift` becomes negative through --set
+        load_task(task_path, [], {"lift": -0.5})
+    assert [(d.code, d.path, d.span.line, d.span.column) for d in caught.value.diagnostics] == [
+        (INVALID_APPLIED_VALUE, task_path, 7, 39)]
+
+    with pytest.raises(GrcError) as caught:
+        load_task(objective_path)
+    assert [(d.code, d.span.line, d.span.column) for d in caught.value.diagnostics] == [
+        (OBJECTIVE_WHERE_TASK_EXPECTED, 1, 1)]
+
+    importer = _write(tmp_path, "imp.grc", 'objective imp\n# the task is no objective\n    import "task.grc"\n')
+    loaded = load_objectives([importer])
+    assert [(d.code, d.span.line, d.span.column) for d in loaded.errors] == [(TASK_WHERE_OBJECTIVE_EXPECTED, 3, 5)]
