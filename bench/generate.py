@@ -70,7 +70,8 @@ def main() -> None:
         objectives = [str(objective.file_path)]
         compile_task(task, objectives, cache_dir=work / "cache")  # numba's own first-use cost, not ours
         rows = [
-            ("HTTP round trip (prompt %d chars)" % sum(len(m["content"]) for m in messages), best_of(args.repeat, http)),
+            (f"HTTP round trip (prompt {sum(len(m['content']) for m in messages)} chars)",
+             best_of(args.repeat, http)),
             ("extract_grc", best_of(args.repeat, lambda _: llm.extract_grc(answer))),
             ("check_source with the task schema",
              best_of(args.repeat, lambda _: api.check_source(VALID_PICK_PLACE, "t.grc", schema=schema.names))),

@@ -15,6 +15,7 @@ import pytest
 from chat_server import VALID_PICK_PLACE, chat_server, fenced  # noqa: F401  (chat_server: a fixture)
 from grape_dsl import api, llm
 
+
 def endpoint(server, **overrides) -> llm.Endpoint:
     settings = dict(timeout=2.0, retries=2, backoff=0.0)
     settings.update(overrides)
@@ -35,7 +36,8 @@ def test_endpoint_flags_win_over_environment():
 def test_local_server_needs_no_key_but_a_remote_one_does():
     local = llm.resolve_endpoint(environ={"OPENAI_BASE_URL": "http://localhost:11434/v1"})
     assert local.api_key == llm.LOCAL_API_KEY_PLACEHOLDER and local.model == llm.DEFAULT_MODEL
-    for url in ("http://127.0.0.1:8000/v1", "http://[::1]:8080/v1", "http://192.168.1.20:8000/v1", "http://gpu.localhost/v1"):
+    for url in ("http://127.0.0.1:8000/v1", "http://[::1]:8080/v1", "http://192.168.1.20:8000/v1",
+                "http://gpu.localhost/v1"):
         assert llm.resolve_endpoint(url, environ={}).api_key == llm.LOCAL_API_KEY_PLACEHOLDER, url
     for url in ("https://api.example.com/v1", "http://8.8.8.8/v1", "http://localhost.example.com/v1"):
         assert not llm.is_local_url(url), url
@@ -258,7 +260,8 @@ def test_prompt_holds_reference_names_objective_and_examples():
     for name in ("gripper.tip", "container.top", "contact.obstacle", "action.norm"):
         assert f"- {name}: " in user
     assert "obstacle.center" not in user.split("## Example")[0]  # not a pick_place keypoint
-    assert "task pick_place" in user and user.count("```grc\n") == 1 + len(examples)  # the objective file and the examples
+    # one block for the objective file, one per example
+    assert "task pick_place" in user and user.count("```grc\n") == 1 + len(examples)
 
 
 def test_examples_that_do_not_check_are_never_shown(tmp_path):
@@ -273,7 +276,8 @@ def test_objective_may_be_a_file_and_bad_ones_are_named(tmp_path):
     good.write_text('objective careful "no bumps"\ntag collision { tol 0 weight 9 }\n')
     objective = llm.resolve_objective(str(good), None)
     assert objective.name == "careful" and "weight 9" in objective.file_text
-    with pytest.raises(llm.InputError, match="neither task_completion, safety, efficiency nor an existing file; did you mean 'safety'"):
+    with pytest.raises(llm.InputError, match="neither task_completion, safety, efficiency nor an existing "
+                                             "file; did you mean 'safety'"):
         llm.resolve_objective("safty", None)
     task_file = tmp_path / "t.grc"
     task_file.write_text(VALID_PICK_PLACE)
