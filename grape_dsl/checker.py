@@ -18,6 +18,7 @@ from grape_dsl import ast
 from grape_dsl.builtins import BOOL, BUILTINS, SCALAR, STEP_INDEX_NAME, VEC3, Type, describe, resolve_call
 from grape_dsl.diagnostics import Diagnostic, near_name
 
+# The grammar's reserved words (tests/grape_dsl/test_checker.py keeps the two lists equal).
 KEYWORDS = frozenset(
     "task objective param keypoints signals let stage until subgoal path tol weight over tag "
     "import unreached and or not true false sum mean max".split()
@@ -121,14 +122,9 @@ def check(module: ast.Module, *, schema: Schema | None = None, fail_fast: bool =
     return CheckResult(module, tuple(ordered), types, kinds)
 
 
-def suggest(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to `name` (a likely typo), or None."""
-    return near_name(name, candidates)
-
-
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'x'?' or '' — appended to an 'unknown ...' message."""
-    near = suggest(name, candidates)
+    near = near_name(name, candidates)
     return f"; did you mean '{near}'?" if near else ""
 
 
@@ -137,27 +133,27 @@ class Suggester:
 
     A near-name search compares the name with every candidate (~25 us each). A generated
     file with thousands of names and thousands of typos would spend minutes on suggestions;
-    past `budget` comparisons the diagnostics keep coming, without suggestions.
+    past `budget` comparisons the diagnostics keep coming, without suggestions. `pool` labels
+    the candidate set (the same label must always mean the same candidates) for the memo.
     """
 
     def __init__(self, budget: int = 100_000):
         self.budget = budget
-        self._memo: dict[tuple[str, int], str] = {}
+        self._memo: dict[tuple[str, str], str] = {}
 
-    def __call__(self, name: str, candidates: Iterable[str]) -> str:
-        pool = candidates if isinstance(candidates, (list, tuple, set, frozenset, dict)) else list(candidates)
-        key = (name, id(pool) if len(pool) > 64 else hash(tuple(sorted(pool))))
+    def __call__(self, name: str, candidates: Iterable[str], pool: str) -> str:
+        key = (pool, name)
         if key in self._memo:
             return self._memo[key]
         # difflib's ratio is 2*M/(len(a)+len(b)) with M <= the shorter length, so a candidate
         # whose length is outside [0.43, 2.34] times the name's can never reach the 0.6 cutoff
         # (case-insensitive equality, near_name's other rule, needs equal lengths anyway).
         low, high = 0.42 * len(name), len(name) / 0.42
-        pool = [c for c in pool if low <= len(c) <= high]
-        if len(pool) > self.budget:
+        near = [c for c in candidates if low <= len(c) <= high]
+        if len(near) > self.budget:
             return ""
-        self.budget -= len(pool)
-        found = did_you_mean(name, pool)
+        self.budget -= len(near)
+        found = did_you_mean(name, near)
         self._memo[key] = found
         return found
 
@@ -327,7 +323,8 @@ class _TaskChecker:
             hint = ("it is a signal: bind it in signals { }" if source in signal_names else None)
             self.sink.error(
                 UNKNOWN_KEYPOINT_SOURCE,
-                f"the environment reports no keypoint '{source}'{self.suggest(source, keypoint_names)}",
+                f"the environment reports no keypoint '{source}'"
+                + self.suggest(source, keypoint_names, "keypoint sources"),
                 keypoint.source.span or keypoint.span,
                 expected="one of " + ", ".join(keypoint_names), hint=hint)
         for signal in self.task.signals:
@@ -337,7 +334,7 @@ class _TaskChecker:
             hint = ("it is a keypoint: bind it in keypoints { }" if source in keypoint_names else None)
             self.sink.error(
                 UNKNOWN_SIGNAL_SOURCE,
-                f"the environment reports no signal '{source}'{self.suggest(source, signal_names)}",
+                f"the environment reports no signal '{source}'" + self.suggest(source, signal_names, "signal sources"),
                 signal.source.span or signal.span,
                 expected="one of " + ", ".join(signal_names), hint=hint)
 
@@ -467,7 +464,7 @@ class _TaskChecker:
         if self._name_pool is None:  # declarations are complete before any expression is typed
             self._name_pool = (*self.symbols, STEP_INDEX_NAME)
         candidates = self._name_pool
-        self.sink.error(UNKNOWN_NAME, f"unknown name '{name}'{self.suggest(name, candidates)}", expr.span,
+        self.sink.error(UNKNOWN_NAME, f"unknown name '{name}'" + self.suggest(name, candidates, "names"), expr.span,
                         hint="declare it as a keypoint, signal, param or let")
         return None
 
@@ -480,7 +477,7 @@ class _TaskChecker:
                                 expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
             else:
                 self.sink.error(UNKNOWN_FUNCTION,
-                                f"unknown function '{expr.func}'{self.suggest(expr.func, BUILTINS)}",
+                                f"unknown function '{expr.func}'" + self.suggest(expr.func, BUILTINS, "builtins"),
                                 expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
             return None
         if any(t is None for t in arg_types):

@@ -204,7 +204,7 @@ def apply_objectives(
     """
     loaded = expand_imports(objectives)
     diagnostics = list(loaded.diagnostics)
-    did_you_mean = Suggester()
+    suggest = Suggester()
     task_params = {p.name: p for p in task.params}
     task_tags = {c.tag or DEFAULT_TAG for stage in task.stages for c in stage.constraints}
 
@@ -221,14 +221,14 @@ def apply_objectives(
                 else:
                     diagnostics.append(Diagnostic(
                         OBJECTIVE_PARAM_NOT_IN_TASK, "warning",
-                        f"task '{task.name}' has no param '{decl.name}'{did_you_mean(decl.name, task_params)};"
+                        f"task '{task.name}' has no param '{decl.name}'{suggest(decl.name, task_params, 'params')};"
                         " this setting is ignored for it", objective.path, _real(decl.span)))
             elif isinstance(decl, ast.TagOverride):
                 if decl.tag not in task_tags:
                     diagnostics.append(Diagnostic(
                         TAG_NOT_IN_TASK, "warning",
                         f"no constraint of task '{task.name}' has tag '{decl.tag}'"
-                        f"{did_you_mean(decl.tag, task_tags)}; this setting changes nothing in it",
+                        f"{suggest(decl.tag, task_tags, 'tags')}; this setting changes nothing in it",
                         objective.path, _real(decl.span), expected="one of " + ", ".join(sorted(task_tags))))
                 if decl.tol is not None:
                     tag_tol[decl.tag] = float(decl.tol)
@@ -242,7 +242,7 @@ def apply_objectives(
             known = ", ".join(sorted(task_params)) or "none"
             diagnostics.append(Diagnostic(
                 UNKNOWN_SET_PARAM, "error",
-                f"--set {name}=...: task '{task.name}' has no param '{name}'{did_you_mean(name, task_params)}",
+                f"--set {name}=...: task '{task.name}' has no param '{name}'{suggest(name, task_params, 'params')}",
                 task.path, None, expected=f"a param of the task (declared: {known})"))
             continue
         value = float(value)

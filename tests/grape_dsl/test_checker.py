@@ -417,3 +417,10 @@ def test_every_semantic_code_is_documented_and_has_a_snippet_test():
     assert defined == documented
     snippet_tested = {code for code, *_ in BAD_SNIPPETS + OBJECTIVE_SNIPPETS} | {OVER_ON_SUBGOAL}
     assert _codes_defined_in(checker) == snippet_tested  # GRC3xx: tests/grape_dsl/test_objective.py
+
+
+def test_reserved_keywords_are_the_grammar_keywords():
+    from grape_dsl.checker import KEYWORDS
+    from grape_dsl.parser import keywords
+
+    assert KEYWORDS == keywords()
