@@ -504,6 +504,8 @@ class _AstBuilder(Transformer):
 # Terminal sets that read better as one phrase in "expected: ...".
 _EXPR_START = frozenset({"NUMBER", "NAME", "LPAR", "MINUS", "NOT", "TRUE", "FALSE", "MEAN", "MAX"})
 _PHRASES: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"NAME", "TASK", "PATH", "SUBGOAL", "STAGE", "PARAM", "LET", "SUM", "MEAN", "MAX"}),
+     "a tag name"),
     (frozenset({"PARAM", "KEYPOINTS", "SIGNALS", "LET", "UNREACHED", "STAGE"}),
      "a declaration (`param`, `keypoints`, `signals`, `let`, `unreached` or `stage`)"),
     (frozenset({"IMPORT", "TAG", "PARAM", "UNREACHED"}),
@@ -756,10 +758,13 @@ def _resume_point(text: str, after: int, pattern: re.Pattern[str]) -> re.Match[s
         return match
 
 
-def _error_position(err: UnexpectedInput) -> int:
-    """Where to look for a resume point: the bad token itself may start the next declaration."""
+def _error_position(err: UnexpectedInput, diagnostic: Diagnostic) -> int:
+    """Where to look for a resume point: the bad token itself may start the next declaration,
+    unless it was a keyword standing where a name belongs."""
     if isinstance(err, UnexpectedToken):
-        return -1 if err.token.type == "$END" else err.token.start_pos
+        if err.token.type == "$END":
+            return -1
+        return err.token.end_pos if diagnostic.code == "GRC108" else err.token.start_pos
     return err.pos_in_stream + 1
 
 
@@ -772,17 +777,21 @@ def _syntax_errors(text: str, path: str, first: UnexpectedInput) -> list[Diagnos
     is_objective = _is_objective(text)
     diagnostics = [_describe(first, text, path)]
     err: UnexpectedInput | None = first
+    err_diagnostic = diagnostics[0]
+    start = "start"
     last_resume = -1
     while err is not None and len(diagnostics) < MAX_SYNTAX_ERRORS:
         if diagnostics[0].code == "GRC111":
             break
-        after = max(_error_position(err), last_resume + 1)
+        after = max(_error_position(err, err_diagnostic), last_resume + 1)
         if after <= 0:
             break
         parser = getattr(err, "interactive_parser", None)
-        stack = parser.parser_state.value_stack if parser is not None else []
-        block = _open_block(list(stack))
+        stack = list(parser.parser_state.value_stack) if parser is not None else []
+        block = _open_block(stack)
         in_stage = block is not None and block[0].startswith("stage")
+        if start == "stage_rest":  # resumed inside a stage whose `{` was blanked out
+            in_stage = in_stage or not any(isinstance(v, Token) and v.type == "RBRACE" for v in stack)
         pattern = _SYNC_STAGE if in_stage else _SYNC_OBJECTIVE if is_objective else _SYNC_TASK
         match = _resume_point(text, after, pattern)
         if match is None:
@@ -799,7 +808,7 @@ def _syntax_errors(text: str, path: str, first: UnexpectedInput) -> list[Diagnos
             err = None
         except UnexpectedInput as again:
             err = again
-            diag = _describe(again, text, path, resumed=True)
-            if all(d.span != diag.span for d in diagnostics):
-                diagnostics.append(diag)
+            err_diagnostic = _describe(again, text, path, resumed=True)
+            if all(d.span != err_diagnostic.span for d in diagnostics):
+                diagnostics.append(err_diagnostic)
     return diagnostics

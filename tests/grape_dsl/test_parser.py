@@ -281,3 +281,19 @@ def test_file_without_header(source: str, start: str) -> None:
         parse(source)
     diag = info.value.diagnostics[0]
     assert diag.code == "GRC111" and diag.message.startswith(start)
+
+
+def test_several_errors_in_one_stage() -> None:
+    src = "task a\nstage s {\n  subgoal p: a <= @\n  subgoal q: b <= }\n  path r: c <= 1 1\n}\nstage t { path u: @ }\n"
+    assert errors_of(src) == [("GRC101", 3, 19), ("GRC102", 4, 19), ("GRC102", 5, 18), ("GRC101", 7, 19)]
+
+
+def test_keyword_as_name_is_not_a_resume_point() -> None:
+    src = 'objective tag "description"\ntag collision { tol 0 }\n'
+    assert errors_of(src) == [("GRC108", 1, 11)]
+
+
+def test_tag_name_expected_in_words() -> None:
+    with pytest.raises(GrcError) as info:
+        parse("task a\nstage s { subgoal x: a <= 1 tag { }")
+    assert info.value.diagnostics[0].expected == "a tag name"
