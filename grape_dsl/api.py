@@ -14,7 +14,7 @@ from grape_dsl.diagnostics import Diagnostic, GrcError
 from grape_dsl.objective import (
     OBJECTIVE_WHERE_TASK_EXPECTED,
     LoadedObjectives,
-    apply_objectives,
+    apply_in_order,
     expand_imports,
     load_objectives,
     parse_source,
@@ -100,10 +100,11 @@ def load_task(
     sources.update(loaded.sources)
     _split(loaded.diagnostics, errors, warnings)
 
-    if task is None or errors:
+    if task is None:
         raise GrcError(_sorted(errors), sources)
-
-    concrete, applied = apply_objectives(task, loaded.files, overrides)
+    # Applied even when something is already wrong, so that a bad `--set` or an objective
+    # naming what the task lacks is reported in the same run.
+    concrete, applied = apply_in_order(task, loaded.files, overrides)
     _split(applied, errors, warnings)
     if errors:
         raise GrcError(_sorted(errors), sources)

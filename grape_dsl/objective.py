@@ -203,7 +203,18 @@ def apply_objectives(
     task does not declare is an error. Diagnostics of imported files are included.
     """
     loaded = expand_imports(objectives)
-    diagnostics = list(loaded.diagnostics)
+    concrete, diagnostics = apply_in_order(task, loaded.files, overrides)
+    return concrete, [*loaded.diagnostics, *diagnostics]
+
+
+def apply_in_order(
+    task: ast.TaskFile,
+    files: Sequence[ast.ObjectiveFile],
+    overrides: Mapping[str, float] | None = None,
+) -> tuple[ast.TaskFile, list[Diagnostic]]:
+    """`apply_objectives` for files already in application order (`LoadedObjectives.files`):
+    each file's own declarations only, no imports read."""
+    diagnostics: list[Diagnostic] = []
     suggest = Suggester()
     task_params = {p.name: p for p in task.params}
     task_tags = {c.tag or DEFAULT_TAG for stage in task.stages for c in stage.constraints}
@@ -213,7 +224,7 @@ def apply_objectives(
     tag_weight: dict[str, float] = {}
     unreached = task.unreached.value if task.unreached is not None else DEFAULT_UNREACHED
 
-    for objective in loaded.files:
+    for objective in files:
         for decl in objective.decls:
             if isinstance(decl, ast.ParamDecl):
                 if decl.name in task_params:
