@@ -71,31 +71,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------- helpers for commands
 
 
-def expand_paths(arguments: Iterable[str], suffix: str = ".grc") -> tuple[list[Path], list[str]]:
+def expand_paths(arguments: Iterable[str], suffix: str = ".grc") -> tuple[list[Path], list[tuple[str, str]]]:
     """Files named by arguments: files as given, directories searched recursively for
     `suffix`, glob patterns (quoted so the shell left them) expanded with `**`.
 
-    Returns the files (in order, without duplicates) and a problem message per argument
-    that named nothing usable.
+    Returns the files (in order, without duplicates) and (argument, problem) for each
+    argument that named nothing usable.
     """
     files: list[Path] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
             found = sorted(p for p in path.rglob(f"*{suffix}") if p.is_file())
             if not found:
-                problems.append(f"{argument}: no {suffix} files in this directory")
+                problems.append((argument, f"no {suffix} files in this directory"))
             files.extend(found)
         elif path.exists():
             files.append(path)
         elif glob.has_magic(argument):
             found = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file())
             if not found:
-                problems.append(f"{argument}: no files match this pattern")
+                problems.append((argument, "no files match this pattern"))
             files.extend(found)
         else:
-            problems.append(f"{argument}: no such file or directory")
+            problems.append((argument, "no such file or directory"))
     unique = list(dict.fromkeys(files))
     return unique, problems
 

@@ -45,10 +45,13 @@ def check_text(text: str, path: str) -> list[Diagnostic]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from grape_dsl.objective import MISSING_FILE
+
     files, problems = expand_paths(args.paths)
-    for problem in problems:
-        print(f"grapec check: {problem}", file=sys.stderr)
     diagnostics: list[Diagnostic] = []
+    for argument, problem in problems:
+        print(f"grapec check: {argument}: {problem}", file=sys.stderr)
+        diagnostics.append(Diagnostic(MISSING_FILE, "error", f"{argument}: {problem}", argument))
     sources: dict[str, str] = {}
     for file in files:
         text, found = read_grc(file)
@@ -67,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         plural = "" if len(files) == 1 else "s"
         print(f"checked {len(files)} file{plural}: {errors} error(s), {warnings} warning(s)", file=sys.stderr)
-    failed = errors or problems or (args.strict and warnings)
+    failed = errors or (args.strict and warnings)
     return 1 if failed else 0

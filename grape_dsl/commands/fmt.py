@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return _format_stdin()
 
     files, problems = expand_paths(args.paths)
-    for problem in problems:
-        print(f"grapec fmt: {problem}", file=sys.stderr)
+    for argument, problem in problems:
+        print(f"grapec fmt: {argument}: {problem}", file=sys.stderr)
     failed = bool(problems)
     changed: list[Path] = []
     for file in files:

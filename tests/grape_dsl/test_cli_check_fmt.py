@@ -229,3 +229,9 @@ def test_check_objective_renders_import_problems(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert f"{objective}:3:1: error[GRC302]" in err
     assert '3 | import "nowhere.grc"' in err
+
+
+def test_check_json_lists_missing_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert grapec("check", "--json", tmp_path / "missing.grc") == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [(d["code"], d["path"], d["line"]) for d in out] == [("GRC302", str(tmp_path / "missing.grc"), None)]
