@@ -494,13 +494,13 @@ class _TaskChecker:
         if not arities_ok:
             counts = sorted({f"{s.min_args} or more" if s.variadic else str(len(s.params)) for s in overloads})
             self.sink.error(WRONG_ARITY,
-                            f"'{expr.func}' takes {' or '.join(counts)} argument(s), got {len(known)}",
-                            expr.span, expected=describe(expr.func))
+                            f"'{expr.func}' takes {' or '.join(counts)} argument(s), got {len(known)}:"
+                            f" {describe(expr.func)}", expr.span)
             return None
         # Point at the first argument that fits no overload of the right length.
         culprit = self._first_bad_argument(expr, known)
-        self.sink.error(WRONG_ARGUMENT_TYPE, f"wrong argument types: {got}",
-                        culprit.span if culprit is not None else expr.span, expected=describe(expr.func))
+        self.sink.error(WRONG_ARGUMENT_TYPE, f"wrong argument types: {got}; the signature is {describe(expr.func)}",
+                        culprit.span if culprit is not None else expr.span)
         return None
 
     @staticmethod
