@@ -87,6 +87,9 @@ def render(diag: Diagnostic, source: str | None = None) -> str:
             text = source_lines[span.line - 1]
         else:
             text = ""  # the end of a file that ends with a newline
+        # A lone surrogate (from a lenient decode upstream) cannot be printed; show U+FFFD,
+        # one character for one, so the caret stays aligned.
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
         gutter = f"{span.line} | "
         lines.append(gutter + text.expandtabs(4))
         start = _display_width(text[: max(span.column - 1, 0)])

@@ -111,25 +111,26 @@ def keywords() -> frozenset[str]:
 
 def decode_source(data: bytes, path: str = "<string>") -> str:
     """UTF-8 bytes -> text; invalid bytes are a GRC105 diagnostic at the first bad byte."""
+    body = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not part of the program
     try:
-        text = data.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as err:
-        good = data[: err.start].decode("utf-8")
+        good = body[: err.start].decode("utf-8")
         line = good.count("\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        column = err.start - (body.rfind(b"\n", 0, err.start) + 1) + 1
         char_column = len(good) - (good.rfind("\n") + 1) + 1
         span = ast.Span(line, char_column, line, char_column + 1, len(good), len(good) + 1)
+        offset = err.start + len(data) - len(body)
         diag = Diagnostic(
             "GRC105",
             "error",
-            f"invalid UTF-8: byte 0x{data[err.start]:02x} at byte offset {err.start} "
+            f"invalid UTF-8: byte 0x{body[err.start]:02x} at byte offset {offset} "
             f"(line {line}, byte column {column}) cannot be decoded",
             path,
             span,
             hint=".grc files are UTF-8 text; re-save the file as UTF-8",
         )
         raise GrcError([diag], {path: good}) from None
-    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the program
 
 
 def read_source(path: str | Path) -> str:

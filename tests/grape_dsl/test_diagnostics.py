@@ -82,3 +82,14 @@ def test_to_dict_for_json() -> None:
         "code": "GRC101", "severity": "error", "message": "bad", "path": "x.grc",
         "line": 1, "column": 2, "end_line": 1, "end_column": 3, "expected": "a name",
     }
+
+
+def test_render_replaces_lone_surrogates() -> None:
+    source = "task a\nlet x = \udcff\n"
+    with pytest.raises(GrcError) as info:
+        parse(source, "t.grc")
+    text = render(info.value.diagnostics[0], source)
+    text.encode("utf-8")  # printable to a UTF-8 terminal
+    assert "U+DCFF" in text
+    source_line, caret = text.splitlines()[1:3]
+    assert source_line.index("\ufffd") == caret.index("^")

@@ -297,3 +297,11 @@ def test_tag_name_expected_in_words() -> None:
     with pytest.raises(GrcError) as info:
         parse("task a\nstage s { subgoal x: a <= 1 tag { }")
     assert info.value.diagnostics[0].expected == "a tag name"
+
+
+def test_invalid_utf8_after_a_byte_order_mark() -> None:
+    with pytest.raises(GrcError) as info:
+        decode_source(b"\xef\xbb\xbftask a \xff", "f.grc")
+    diag = info.value.diagnostics[0]
+    assert (diag.span.line, diag.span.column) == (1, 8)
+    assert "byte offset 10" in diag.message
