@@ -174,9 +174,21 @@ class EmbeddedVLA(Policy):
         offsets = (torch.arange(tokens.shape[1], device=tokens.device) + first_dim) * self.config.n_bins
         return self.decoder.get_input_embeddings()(tokens + offsets)
 
-    def _dim_logits(self, logits: torch.Tensor, dim: int) -> torch.Tensor:
-        n_bins = self.config.n_bins
-        return logits[..., dim * n_bins : (dim + 1) * n_bins]
+    def _causal_lm(self) -> nn.Module:
+        """The LlamaForCausalLM, whether or not peft wraps it (LoRA layers live inside it)."""
+        from peft import PeftModel
+
+        return self.decoder.get_base_model() if isinstance(self.decoder, PeftModel) else self.decoder
+
+    def _head(self, hidden: torch.Tensor, first_dim: int) -> torch.Tensor:
+        """Hidden states [B, k, H] of positions predicting dims first_dim.. -> logits [B, k, n_bins].
+
+        Each position needs only its own dimension's block of the output matrix, so the head
+        costs k x n_bins instead of k x (action_dim * n_bins) products per row.
+        """
+        n_bins, k = self.config.n_bins, hidden.shape[1]
+        blocks = self._causal_lm().lm_head.weight[first_dim * n_bins : (first_dim + k) * n_bins].view(k, n_bins, -1)
+        return torch.einsum("bkh,kvh->bkv", hidden, blocks).float()
 
     # ------------------------------------------------------------------ Policy API
     @torch.no_grad()
@@ -190,17 +202,19 @@ class EmbeddedVLA(Policy):
     ) -> SampleOutput:
         was_training = self.training
         self.eval()
+        backbone = self._causal_lm().model
         try:
             prefix = self._prefix(obs, instructions)
-            output = self.decoder(inputs_embeds=prefix, use_cache=True, logits_to_keep=1)
+            output = backbone(inputs_embeds=prefix, use_cache=True)
             tokens, logprob_sum = [], torch.zeros(prefix.shape[0], device=prefix.device)
             for dim in range(self.config.action_dim):
-                token, logprob = sample_from_logits(self._dim_logits(output.logits[:, -1], dim), temperature, greedy, generator)
+                logits = self._head(output.last_hidden_state[:, -1:], first_dim=dim)[:, 0]
+                token, logprob = sample_from_logits(logits, temperature, greedy, generator)
                 tokens.append(token)
                 logprob_sum += logprob
                 if dim + 1 < self.config.action_dim:
                     embedding = self._token_embeddings(token.unsqueeze(1), first_dim=dim)
-                    output = self.decoder(inputs_embeds=embedding, cache=output.cache, use_cache=True, logits_to_keep=1)
+                    output = backbone(inputs_embeds=embedding, cache=output.cache, use_cache=True)
         finally:
             self.train(was_training)
         token_tensor = torch.stack(tokens, dim=1)
@@ -209,15 +223,12 @@ class EmbeddedVLA(Policy):
 
     def log_prob(self, obs: Mapping[str, Any], instructions: list[str], tokens: torch.Tensor) -> torch.Tensor:
         prefix = self._prefix(obs, instructions)
-        tokens = check_tokens(tokens, prefix.shape[0], self.config.action_dim, self.config.n_bins).to(prefix.device)
+        action_dim = self.config.action_dim
+        tokens = check_tokens(tokens, prefix.shape[0], action_dim, self.config.n_bins).to(prefix.device)
         inputs = torch.cat([prefix, self._token_embeddings(tokens[:, :-1], first_dim=0)], dim=1)
-        logits = self.decoder(inputs_embeds=inputs, use_cache=False).logits
-        start = prefix.shape[1] - 1
-        total = torch.zeros(prefix.shape[0], device=prefix.device)
-        for dim in range(self.config.action_dim):
-            log_probs = torch.log_softmax(self._dim_logits(logits[:, start + dim], dim).float(), dim=-1)
-            total = total + log_probs.gather(-1, tokens[:, dim : dim + 1]).squeeze(-1)
-        return total
+        hidden = self._causal_lm().model(inputs_embeds=inputs, use_cache=False).last_hidden_state
+        log_probs = torch.log_softmax(self._head(hidden[:, -action_dim:], first_dim=0), dim=-1)
+        return log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     # ------------------------------------------------------------------ LoRA
     def lora_target(self) -> tuple[nn.Module, str, list[str]]:

@@ -1,0 +1,136 @@
+"""SFT on real scripted-expert demonstrations, kept tiny (a few demos, a 1-layer model, a few steps)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.policy import load_policy
+from trainer.policy.tokenizer import ActionTokenizer
+from trainer.sft import (
+    SFTConfig,
+    SFTError,
+    ensure_default_sft_policy,
+    evaluate_sft,
+    load_demonstrations,
+    main,
+    record_demonstrations,
+    train_sft,
+)
+
+torch.set_num_threads(1)
+TINY = dict(tasks=("push_to_target",), demos_per_task=2, steps=30, batch_size=32, lr=3e-3, warmup_steps=5,
+            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+CLI_TINY = ["--tasks", "push_to_target", "--demos", "2", "--hidden-size", "32", "--layers", "1", "--heads", "2",
+            "--batch-size", "16", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("demos")
+    record_demonstrations(SFTConfig(**TINY), store, progress=False)
+    return store
+
+
+def run_cli(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "trainer.sft", *args], capture_output=True, text=True, env=env, timeout=240)
+
+
+def test_recording_tops_up_without_duplicates(demo_store, tmp_path):
+    demos = load_demonstrations(demo_store, ["push_to_target"], 2)
+    assert demos.episodes == 2 and demos.states.shape[0] == demos.actions.shape[0] == len(demos.instructions)
+    assert demos.actions.shape[1] == 7 and np.all(np.abs(demos.actions[:, :3]) <= 0.02 + 1e-6)
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)
+    record_demonstrations(SFTConfig(**TINY | {"demos_per_task": 3}), store, progress=False)
+    from trainer.store import read_episodes
+
+    seeds = [episode.seed for episode in read_episodes(store, "push_to_target")]
+    assert len(seeds) == 3 and len(set(seeds)) == 3
+
+
+def test_training_fits_the_demonstrations_and_saves_statistics(demo_store, tmp_path):
+    config = SFTConfig(**TINY)
+    policy_dir = train_sft(config, tmp_path / "run", demos_dir=demo_store, progress=False)
+    policy = load_policy(policy_dir)
+    demos = load_demonstrations(demo_store, config.tasks, config.demos_per_task)
+    # Statistics were fitted once on these demonstrations and travel with the policy.
+    fitted = ActionTokenizer.fit(demos.actions)
+    assert np.allclose(policy.action_tokenizer.q01, fitted.q01) and np.allclose(policy.action_tokenizer.q99, fitted.q99)
+    tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions))
+    with torch.no_grad():
+        trained = policy.log_prob({"state": demos.states}, list(demos.instructions), tokens).mean()
+    uniform = -7 * np.log(256)
+    assert trained > uniform + 10, f"SFT did not fit: mean log-prob {trained:.1f} vs uniform {uniform:.1f}"
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "run" / "tensorboard"))
+    saved = json.loads((tmp_path / "run" / "sft_config.json").read_text())
+    assert saved["cache_key"] == config.cache_key()
+
+
+def test_evaluation_reports_per_task_success(demo_store, tmp_path):
+    policy_dir = train_sft(SFTConfig(**TINY | {"steps": 5}), tmp_path / "run", demos_dir=demo_store, progress=False)
+    result = evaluate_sft(load_policy(policy_dir), ["push_to_target"], episodes=2, greedy=False, max_steps=8, progress=False)
+    task = result["tasks"]["push_to_target"]
+    assert task["n"] == 2 and 0.0 <= task["success"] <= 1.0 and task["mean_length"] <= 8
+    assert result["mode"] == "sampling T=1" and result["overall"]["n"] == 2
+
+
+def test_cli_smoke_then_resume_and_mismatch(demo_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    done = run_cli("--out", str(out), "--demos-dir", str(demo_store), *CLI_TINY, "--steps", "4",
+                   "--checkpoint-every", "2", "-q", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["config"]["steps"] == 4 and load_policy(summary["policy"]) is not None
+
+    common = ["--out", str(out), "--demos-dir", str(demo_store), *CLI_TINY, "-q"]
+    assert main([*common, "--steps", "4"]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*common, "--steps", "6", "--resume"]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 6
+    assert main([*common, "--steps", "8", "--lr", "0.5", "--resume"]) == 1
+    error = capsys.readouterr().err
+    assert "differs in ['lr']" in error and "Traceback" not in error
+
+
+def test_cli_usage_and_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as help_exit:
+        main(["--help"])
+    helped = capsys.readouterr().out
+    assert help_exit.value.code == 0 and "examples:" in helped and "--eval-episodes" in helped
+    with pytest.raises(SystemExit) as usage_exit:
+        main([])
+    assert usage_exit.value.code == 2
+    assert main(["--out", str(tmp_path / "x"), "--tasks", "juggle"]) == 1
+    error = capsys.readouterr().err
+    assert "unknown task(s) ['juggle']" in error and "push_to_target" in error
+    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 1
+    assert "--steps must be >= 1" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--demos-dir", str(tmp_path / "nowhere")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_default_policy_is_trained_once_and_cached(demo_store, tmp_path):
+    config = SFTConfig(**TINY | {"steps": 3})
+    first = ensure_default_sft_policy(tmp_path / "cache", config=config, progress=False)
+    assert first.name == "policy" and first.parent.name == f"sft-{config.cache_key()}"
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    again = ensure_default_sft_policy(tmp_path / "cache", config=config, progress=False)
+    assert again == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
+    assert SFTConfig(**TINY | {"steps": 4}).cache_key() != config.cache_key()
+
+
+def test_config_validation_names_the_argument():
+    with pytest.raises(SFTError, match="--lr must be a positive number"):
+        SFTConfig(lr=-1.0).validate()
+    with pytest.raises(SFTError, match="--hidden-size 30 must be divisible by --heads 4"):
+        SFTConfig(hidden_size=30).validate()
