@@ -30,9 +30,10 @@ from grape_dsl.ir import lower as ir
 from grape_dsl.ir.sym import Block, InputSymbol, NanToInf, StageSym, SymProgram
 
 
-# Fast-math flags that cannot change a finite result's meaning. `nnan` and `ninf` are left
-# out on purpose: non-finite values are detected and handled (see grape_dsl/score.py).
-FASTMATH_FLAGS = ("arcp", "contract", "nsz", "reassoc")
+# No fast-math: even without `nnan`/`ninf`, the flag set {arcp, contract, nsz, reassoc} lets
+# LLVM fold `math.isfinite(a + b)` to True for a NaN input (numba 0.68.1), which would break
+# the non-finite rules of grape_dsl/score.py; and this scalar, branchy per-step code does not
+# vectorize, so fast-math bought nothing measurable here.
 
 KERNEL_ARGS = (
     "kp, sig, lengths, ki, si, bounds, reached, constraint_costs, stage_costs, r_ext, first_bad, "
@@ -41,7 +42,7 @@ KERNEL_ARGS = (
 
 HELPERS = {
     "_nan_to_inf": (
-        "@njit(cache=True, fastmath=FASTMATH, error_model='numpy')\n"
+        "@njit(cache=True, error_model='numpy')\n"
         "def _nan_to_inf(x):\n"
         '    """x, or +inf where x is NaN: a NaN comparison counts as infinitely violated."""\n'
         "    return math.inf if math.isnan(x) else x\n"
@@ -130,7 +131,6 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
         "",
         "from numba import njit",
         "",
-        f"FASTMATH = {{{', '.join(repr(f) for f in FASTMATH_FLAGS)}}}",
         f"KEYPOINT_SOURCES = {tuple(program.keypoint_sources)!r}",
         f"SIGNAL_SOURCES = {tuple(program.signal_sources)!r}",
         f"STAGE_NAMES = {program.stage_names!r}",
@@ -186,14 +186,20 @@ def _block_lines(
 
 
 def _finite_condition(sym: SymProgram) -> str | None:
-    """A condition that holds when every input the program reads is finite at step t."""
+    """A condition that holds when every input the program reads is finite at step t.
+
+    One test of a float64 sum instead of one per value: a NaN or inf anywhere makes the sum
+    NaN or inf, and float32 inputs cannot overflow a float64 sum.
+    """
     reads = sorted({(s.array, s.slot, s.axis) for s in sym.inputs.values() if s.array != "t"})
     terms = [
-        f"math.isfinite(kp[n, t, ki[{slot}], {axis}])" if array == "kp"
-        else f"math.isfinite(sig[n, t, si[{slot}]])"
+        f"float(kp[n, t, ki[{slot}], {axis}])" if array == "kp" else f"float(sig[n, t, si[{slot}]])"
         for array, slot, axis in reads
     ]
-    return " and ".join(terms) if terms else None
+    if not terms:
+        return None
+    lines = " +\n                 ".join(terms)
+    return f"math.isfinite(\n                 {lines})"
 
 
 def _cost(c: ir.Constraint, value: str) -> str:
@@ -280,7 +286,7 @@ def generate(sym: SymProgram, source_name: str | None = None) -> str:
     """The full source of the kernel module for `sym` (deterministic)."""
     printer = KernelPrinter()
     kernel = [
-        "@njit(nogil=True, cache=True, fastmath=FASTMATH, error_model='numpy')",
+        "@njit(nogil=True, cache=True, error_model='numpy')",
         f"def score_kernel({KERNEL_ARGS}):",
         '    """Score trajectories lo..hi-1 (threads run disjoint ranges; nogil releases the GIL)."""',
         "    for n in range(lo, hi):",

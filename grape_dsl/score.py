@@ -127,6 +127,20 @@ def prepare_batch(
     )
 
 
+def first_nonfinite_step(prepared: PreparedBatch, trajectory: int) -> int | None:
+    """The first valid step of `trajectory` where a value the program reads is NaN or inf.
+
+    The kernel flags trajectories with one cheap test per step (a float64 sum, which a float64
+    batch of values near 1e308 could overflow); this exact test confirms each flag.
+    """
+    length = int(prepared.lengths[trajectory])
+    kp = prepared.keypoints[trajectory, :length][:, list(prepared.keypoint_index)]
+    sig = prepared.signals[trajectory, :length][:, list(prepared.signal_index)]
+    ok = np.isfinite(kp).all(axis=(1, 2)) & np.isfinite(sig).all(axis=1)
+    bad = np.flatnonzero(~ok)
+    return int(bad[0]) if bad.size else None
+
+
 def describe_nonfinite(
     prepared: PreparedBatch,
     keypoint_sources: tuple[str, ...],

@@ -32,6 +32,7 @@ from grape_dsl.score import (
     PreparedBatch,
     ScoreTable,
     describe_nonfinite,
+    first_nonfinite_step,
     prepare_batch,
 )
 
@@ -93,12 +94,13 @@ class CompiledProgram:
             batch, self.program.keypoint_sources, self.program.signal_sources
         )
         table, first_bad = self._run(prepared)
-        bad = np.flatnonzero(first_bad >= 0)
+        steps = {int(n): first_nonfinite_step(prepared, int(n)) for n in np.flatnonzero(first_bad >= 0)}
+        bad = np.array([n for n, step in steps.items() if step is not None], dtype=np.int64)
         if bad.size and nonfinite == "error":
             n = int(bad[0])
             what = describe_nonfinite(
                 prepared, self.program.keypoint_sources, self.program.signal_sources,
-                n, int(first_bad[n]),
+                n, steps[n],  # type: ignore[arg-type]
             )
             more = f" ({bad.size} trajectories have non-finite values)" if bad.size > 1 else ""
             raise BatchError(
