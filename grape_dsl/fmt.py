@@ -217,8 +217,7 @@ def format_module(module: ast.Module) -> str:
             out.append(INDENT * line.comment_depth + "#" + comment.text.rstrip())
         text = INDENT * line.depth + line.text
         if i in trailing:
-            text += "  # " + " # ".join(t for t in trailing[i])
-            text = text.rstrip()
+            text += "  " + " ".join("#" + (f" {t}" if t else "") for t in trailing[i])
         out.append(text)
     for comment in after_all:
         out.append("#" + comment.text.rstrip())

@@ -99,8 +99,8 @@ def messy_sources(draw: st.DrawFn) -> tuple[ast.Module, str, list[str]]:
     """A module, a messy but equivalent source for it, and the comment texts put in.
 
     Starts from the canonical text and, between lines, adds own-line comments, trailing
-    comments, joins lines with spaces or `;` (only where no comment ends the line), and
-    re-indents at random."""
+    comments, joins lines with spaces or `;` (only where no comment ends the line), breaks
+    lines inside a construct with a comment, and re-indents at random."""
     module = draw(modules)
     lines = format_module(module).splitlines()
     out: list[str] = []
@@ -113,7 +113,15 @@ def messy_sources(draw: st.DrawFn) -> tuple[ast.Module, str, list[str]]:
         if not line.strip():
             continue
         indent = " " * draw(st.integers(0, 3)) + "\t" * draw(st.integers(0, 1))
-        out.append(indent + line.strip())
+        code = line.strip()
+        spaces = [i for i, ch in enumerate(code) if ch == " "]
+        if spaces and '"' not in code and draw(st.integers(0, 4)) == 0:
+            # break the construct over two lines with a comment at the end of the first
+            cut = draw(st.sampled_from(spaces))
+            comment = draw(comment_texts)
+            comments.append(comment)
+            code = code[:cut] + " #" + comment + "\n" + indent + code[cut + 1 :]
+        out.append(indent + code)
         if draw(st.integers(0, 4)) == 0:
             comment = draw(comment_texts)
             comments.append(comment)
