@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from grape_dsl.commands.check import check_text
 from grape_dsl.diagnostics import Diagnostic, GrcError, render
 from grape_dsl.fmt import format_source
-from grape_dsl.parser import decode_source, parse
+from grape_dsl.parser import _lark, decode_source, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPEC = Path(sys.executable).parent / "grapec"
@@ -37,6 +37,7 @@ def _seeds() -> list[tuple[str, str]]:
 
 
 SEEDS = _seeds()
+LARK_NAMES = {t.name for t in _lark().terminals} - {"NAME"} | {"$END"}  # `task NAME` is our notation
 
 
 def mutate(text: str, rng: random.Random) -> str | bytes:
@@ -78,6 +79,9 @@ def assert_well_formed(diagnostics: list[Diagnostic], text: str, path: str) -> N
         assert re.fullmatch(r"GRC\d{3}", diag.code), diag
         assert diag.severity in ("error", "warning")
         assert diag.message
+        if diag.code.startswith("GRC1"):  # plain words, never Lark's terminal names
+            words = diag.message + " " + (diag.expected or "")
+            assert not set(re.findall(r"[\w$]+", words)) & LARK_NAMES, diag
         if diag.path == path and diag.span is not None:  # (an import's diagnostic names its own file)
             assert 1 <= diag.span.line <= line_count and diag.span.column >= 1, diag
             render(diag, text)
