@@ -13,6 +13,7 @@ line stays at the end of the line of the construct it followed.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -195,19 +196,15 @@ def format_module(module: ast.Module) -> str:
     trailing: dict[int, list[str]] = {}
     leading: dict[int, list[ast.Comment]] = {}
     after_all: list[ast.Comment] = []
-    starts = [line.start for line in lines]
+    starts = [line.start for line in lines]  # ascending: lines follow the source
     for comment in comments:
-        pos = comment.span.start_pos
-        if comment.trailing:
-            # the last line whose construct started before the comment
-            owner = max((i for i, s in enumerate(starts) if s <= pos), default=0)
-            trailing.setdefault(owner, []).append(comment.text.strip())
+        following = bisect.bisect_right(starts, comment.span.start_pos)  # first line after it
+        if comment.trailing:  # belongs to the last line whose construct started before it
+            trailing.setdefault(max(following - 1, 0), []).append(comment.text.strip())
+        elif following == len(lines):
+            after_all.append(comment)
         else:
-            following = next((i for i, s in enumerate(starts) if s > pos), None)
-            if following is None:
-                after_all.append(comment)
-            else:
-                leading.setdefault(following, []).append(comment)
+            leading.setdefault(following, []).append(comment)
 
     out: list[str] = []
     for i, line in enumerate(lines):
