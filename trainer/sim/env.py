@@ -299,7 +299,7 @@ class GrapeSimEnv(gym.Env):
     def _check_success(self, centre: np.ndarray, bottom: np.ndarray, goal: np.ndarray, touching: bool) -> bool:
         p, c, b, scene = self.p, self.client, self.bodies, self.scene
         speed = float(np.linalg.norm(p.getBaseVelocity(b.obj, physicsClientId=c)[0]))
-        if touching or speed > SETTLED_SPEED:
+        if speed > SETTLED_SPEED or (touching and b.target is None):  # placed objects must be let go of
             return False
         if b.container is not None:
             pos, q = p.getBasePositionAndOrientation(b.container, physicsClientId=c)

@@ -130,30 +130,33 @@ class Expert:
         ee, obj, goal = _v(s, "ee"), _v(s, "object"), _v(s, "goal")
         ext = _v(s, "object.extent")
         to_goal = goal[:2] - obj[:2]
-        dist = np.linalg.norm(to_goal)
+        dist = float(np.linalg.norm(to_goal))
         if dist < 1e-6:
             return np.zeros(3), 0.0, CLOSE
         direction = to_goal / dist
         normal = np.array([-direction[1], direction[0]])
-        reach = 0.5 * math.hypot(ext[0], ext[1]) + 0.012  # tip-to-centre distance when touching
-        push_z = max(min(0.5 * ext[2], 0.03), 0.012)
+        half_width = 0.5 * min(ext[0], ext[1])
+        reach = 0.5 * math.hypot(ext[0], ext[1]) + 0.012  # tip-to-centre distance that clears the object
+        push_z = float(np.clip(0.6 * ext[2], 0.02, 0.035))
+        safe_z = ext[2] + 0.05
         rel = ee[:2] - obj[:2]
         along, across = float(rel @ direction), float(rel @ normal)
-        behind = along < -0.5 * min(ext[0], ext[1]) and abs(across) < 0.015
-        if behind and ee[2] < push_z + 0.02:
-            # Push toward the goal, steering the contact point back onto the object-goal line.
-            step = min(dist, 0.012)
-            move = direction * step - normal * across * 0.8 + direction * (-reach - along) * 0.5
-            return np.array([*move, push_z - ee[2]]), 0.0, CLOSE
-        start = obj[:2] - direction * (reach + 0.02)
+        if along < -half_width and abs(across) < half_width + 0.005 and ee[2] < push_z + 0.02:
+            if dist < 0.015:
+                return np.zeros(3), 0.0, CLOSE  # there: stop pushing and let the object come to rest
+            # Behind the object: push toward the goal, steering back onto the object-goal line.
+            # Slow down when off the line, so the lateral correction wins before the object turns away.
+            forward = min(0.6 * dist, 0.015) * max(0.25, 1.0 - abs(across) / half_width)
+            contact = obj[:2] - direction * (half_width + 0.012)  # where the tip touches the object's back
+            move = direction * forward + (contact - ee[:2])
+            return np.array([*move, 0.5 * (push_z - ee[2])]), 0.0, CLOSE
+        start = obj[:2] - direction * (reach + 0.015)
         to_start = start - ee[:2]
-        if np.linalg.norm(to_start) > 0.012:
-            safe_z = 0.5 * ext[2] + ext[2] / 2 + 0.05  # above the object while going around it
-            z_target = safe_z if np.linalg.norm(rel) < reach + 0.06 or np.linalg.norm(to_start) > 0.04 else push_z
-            if ee[2] < safe_z - 0.01 and np.linalg.norm(rel) < reach + 0.06:
-                return np.array([0.0, 0.0, safe_z - ee[2]]), 0.0, CLOSE
-            return np.array([*to_start, z_target - ee[2]]), 0.0, CLOSE
-        return np.array([*to_start, push_z - ee[2]]), 0.0, CLOSE
+        if ee[2] < safe_z - 0.01 and np.linalg.norm(rel) < reach + 0.03 and np.linalg.norm(to_start) > 0.015:
+            return np.array([0.0, 0.0, safe_z - ee[2]]), 0.0, CLOSE  # beside the object: rise before going around
+        if np.linalg.norm(to_start) > 0.03:
+            return np.array([*to_start, safe_z - ee[2]]), 0.0, CLOSE
+        return np.array([*to_start, 0.5 * (push_z - ee[2])]), 0.0, CLOSE
 
 
 def run_expert(env, expert: Expert, seed: int | None = None):

@@ -307,10 +307,13 @@ def sample_scene(task: str | TaskSpec, split: str, seed: int) -> SceneSpec:
             xy = _sample_xy(rng, occupied, 0.07)
         except RuntimeError:
             break
-        # Keep distractors off the straight path between object and goal (the expert's route).
-        seg = goal_xy - obj_xy
-        u = float(np.clip(np.dot(xy - obj_xy, seg) / max(np.dot(seg, seg), 1e-9), 0, 1))
-        if np.linalg.norm(obj_xy + u * seg - xy) < 0.1:
+        # Keep distractors off the straight path between object and goal, extended 8 cm behind
+        # the object (where a pusher starts): the expert's route.
+        unit = (goal_xy - obj_xy) / max(float(np.linalg.norm(goal_xy - obj_xy)), 1e-9)
+        tail = obj_xy - 0.08 * unit
+        seg = goal_xy - tail
+        u = float(np.clip(np.dot(xy - tail, seg) / max(np.dot(seg, seg), 1e-9), 0, 1))
+        if np.linalg.norm(tail + u * seg - xy) < 0.1:
             continue
         occupied.append((xy, 0.05))
         distractors.append((d, Placement((float(xy[0]), float(xy[1])), float(rng.uniform(-math.pi, math.pi)))))
