@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -305,3 +308,25 @@ def test_invalid_utf8_after_a_byte_order_mark() -> None:
     diag = info.value.diagnostics[0]
     assert (diag.span.line, diag.span.column) == (1, 8)
     assert "byte offset 10" in diag.message
+
+
+def _parse_in_fresh_process(cache_root: Path) -> str:
+    code = "from grape_dsl.parser import parse; m = parse('task a  # c\\nlet x = 1'); print(len(m.comments), m.lets)"
+    env = {**os.environ, "GRAPE_DSL_CACHE": str(cache_root)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_lalr_tables_are_cached_between_processes(tmp_path: Path) -> None:
+    first = _parse_in_fresh_process(tmp_path)
+    cached = list((tmp_path / "grammar").glob("grc-*.cache"))
+    assert len(cached) == 1
+    assert _parse_in_fresh_process(tmp_path) == first  # loaded from the cache, comments included
+    assert first.startswith("1 (LetDecl(name='x'")
+
+
+def test_unusable_cache_folder_still_parses(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert _parse_in_fresh_process(blocker).startswith("1 ")
