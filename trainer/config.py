@@ -66,6 +66,8 @@ class GcpgConfig:
     """Weight of I_success, the task-success indicator."""
     m: int = 2
     """Pair the top m with the bottom m trajectories of each initial state (m^2 pairs per state)."""
+    pairing: Literal["gcpg", "random-success"] = "gcpg"
+    """How pairs are chosen within an initial state: gcpg (top m x bottom m by R_GCPG) or random-success (up to m^2 random success-vs-failure pairs, the paper's Table I ablation)."""
 
 
 @dataclass
@@ -141,7 +143,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
                 out[key] = value
         return out
 
-    a, b = flat(saved), flat(current)
+    # A field added since the run was saved takes its default, which kept the old behaviour.
+    a, b = {**flat(TrainConfig().to_dict()), **flat(saved)}, flat(current)
     return [
         f"{name}: {a.get(name)!r} -> {b.get(name)!r}"
         for name in sorted(set(a) | set(b))

@@ -542,7 +542,12 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
 
     columns = score_rollouts(rollouts, programs, weights)
     groups = np.asarray(columns["group"])
-    pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m)
+    if config.gcpg.pairing == "random-success":
+        from trainer.pairing import random_success_pairs
+
+        pairs = random_success_pairs(columns["success"], groups, config.gcpg.m, np.random.default_rng([config.seed, k, 13]))
+    else:
+        pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m)
     iteration_dir = run_dir / "iterations" / f"iter_{k:04d}"
     with atomic_directory(iteration_dir) as staging:
         for i, r in enumerate(rollouts):
