@@ -15,6 +15,7 @@ Every style's R_ext is checked against (a) before its time counts. Then compile 
 
     python bench/kernels.py                      # N = 1e3, 1e4, 1e5
     python bench/kernels.py --sizes 1000 --repeat 3
+    python bench/kernels.py --write-batch batch.npz --sizes 64   # a batch for `grapec score`
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ def make_batch(n: int, t_max: int, seed: int = 0):
     sig[:, :, HIT_TABLE] = rng.random((n, t_max)) < 0.005
     lengths = np.full(n, t_max, dtype=np.int64)
     return TrajectoryBatch(kp, list(KEYPOINTS), sig, list(SIGNALS), lengths)
+
+
+def write_batch(path: str, n: int, t_max: int) -> None:
+    """The batch .npz contract of DESIGN.md, written atomically; ragged lengths for realism."""
+    batch = make_batch(n, t_max)
+    lengths = np.random.default_rng(1).integers(t_max // 2, t_max + 1, size=n)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp.npz")
+    np.savez(tmp, keypoints=batch.keypoints, keypoint_names=np.array(batch.keypoint_names),
+             signals=batch.signals, signal_names=np.array(batch.signal_names), lengths=lengths)
+    os.replace(tmp, target)
+    print(f"wrote {target}: {n} trajectories, T={t_max}, lengths {lengths.min()}..{lengths.max()}")
 
 
 # ---------------------------------------------------------------------------- (b) per-step Python
@@ -324,27 +338,61 @@ import time
 t0 = time.perf_counter()
 import numba, numpy
 t1 = time.perf_counter()
-from grape_dsl.compiler import compile_task
+from grape_dsl.api import load_task
+from grape_dsl.ir.lower import lower
+from grape_dsl.runtime.kernels import load_program
 t2 = time.perf_counter()
-compiled = compile_task({task!r}, [{objective!r}], cache_dir={cache!r})
+program = lower(load_task({task!r}, [{objective!r}]))
 t3 = time.perf_counter()
+compiled = load_program(program, {cache!r})
+t4 = time.perf_counter()
 import json
-print(json.dumps({{"import_numba": t1 - t0, "import_grape_dsl": t2 - t1, "compile_task": t3 - t2,
+print(json.dumps({{"import_numba": t1 - t0, "import_grape_dsl": t2 - t1, "front_end": t3 - t2,
+                  "load_program": t4 - t3, "compile_task": t4 - t2,
                   "numba_compiled": compiled.info.numba_compiled, "generated": compiled.info.generated}}))
 """
+
+
+# numba's own floor: the first call of any cached njit function in a new process (numba loads
+# its typing and lowering registries then), here a one-line array sum.
+FLOOR_MODULE = """
+from numba import njit
+
+@njit(cache=True)
+def total(a):
+    s = 0.0
+    for x in a:
+        s += x
+    return s
+"""
+FLOOR_PROBE = """
+import sys, time, json
+import numpy as np
+import numba
+sys.path.insert(0, {directory!r})
+t0 = time.perf_counter()
+import floor_module
+floor_module.total(np.zeros(3, np.float32))
+print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+"""
+
+
+def _probe(script: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def compile_times() -> dict:
     with tempfile.TemporaryDirectory() as cache:
         script = PROBE.format(task=str(TASK), objective=str(OBJECTIVE), cache=cache)
-        runs = []
-        for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-            runs.append(json.loads(out.stdout))
-    cold, cached = runs
+        cold, cached = _probe(script), _probe(script)
+        Path(cache, "floor_module.py").write_text(FLOOR_MODULE)
+        floor_script = FLOOR_PROBE.format(directory=cache)
+        _probe(floor_script)  # fills numba's cache
+        floor = _probe(floor_script)
     assert cold["generated"] and cold["numba_compiled"] > 0
     assert not cached["generated"] and cached["numba_compiled"] == 0
-    return {"cold": cold, "cached": cached}
+    return {"cold": cold, "cached": cached, "numba_floor": floor}
 
 
 def main() -> None:
@@ -355,7 +403,12 @@ def main() -> None:
     parser.add_argument("--python-subsample", type=int, default=100,
                         help="trajectories timed for the per-step Python style (then scaled)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-batch", metavar="FILE.npz",
+                        help="only write a synthetic batch of the first --sizes trajectories (for `grapec score`)")
     args = parser.parse_args()
+    if args.write_batch:
+        write_batch(args.write_batch, args.sizes[0], args.steps)
+        return
 
     from grape_dsl.compiler import compile_task
     from grape_dsl.runtime.kernels import _threads
@@ -389,11 +442,13 @@ def main() -> None:
         del batch, table
     times = compile_times()
     cold, cached = times["cold"], times["cached"]
-    print(f"compile, new process, empty cache: compile_task {cold['compile_task']:.2f}s "
-          f"({cold['numba_compiled']} numba functions compiled)")
-    print(f"compile, new process, cached:      compile_task {cached['compile_task']:.2f}s "
-          f"(0 compiled; parse+check+lower+load); import numba {cached['import_numba']:.2f}s, "
-          f"import grape_dsl.compiler {cached['import_grape_dsl']:.2f}s")
+    for label, run in (("empty cache", cold), ("cached", cached)):
+        print(f"compile in a new process, {label}: compile_task {run['compile_task']:.2f}s = "
+              f"parse+check+lower {run['front_end']:.2f}s + kernels {run['load_program']:.2f}s "
+              f"({run['numba_compiled']} numba functions compiled); before it: import numba "
+              f"{run['import_numba']:.2f}s, import grape_dsl {run['import_grape_dsl']:.2f}s")
+    print(f"numba's floor, first call of a cached one-line njit function in a new process: "
+          f"{times['numba_floor']['seconds']:.2f}s")
     if args.json:
         print(json.dumps({"throughput": results, "compile": times}, indent=2))
 
