@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 import time
+
+from lark import Lark
 from pathlib import Path
 
 from grape_dsl.diagnostics import GrcError
 from grape_dsl.fmt import format_source
-from grape_dsl.parser import MAX_SOURCE_CHARS, _gc_paused, _lark, parse
+from grape_dsl.parser import _START_RULES, MAX_SOURCE_CHARS, _gc_paused, _lark, grammar_text, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = (ROOT / "constraints" / "tasks" / "pick_place.grc").read_text(encoding="utf-8")
@@ -62,6 +65,19 @@ def parse_or_diagnose(text: str) -> str:
         return f"{len(err.diagnostics)} x {','.join(codes)}"
 
 
+def table_build_vs_cache(repeat: int) -> tuple[float, float]:
+    """Seconds to build the LALR tables (strict check included) vs to load them from Lark's cache."""
+    options = dict(parser="lalr", lexer="basic", strict=True, propagate_positions=True,
+                   maybe_placeholders=False, start=_START_RULES)
+    grammar = grammar_text()
+    build = best_of(repeat, lambda: Lark(grammar, **options))
+    with tempfile.TemporaryDirectory() as folder:
+        cache = f"{folder}/grc.cache"
+        Lark(grammar, cache=cache, **options)  # writes the cache
+        load = best_of(repeat, lambda: Lark(grammar, cache=cache, **options))
+    return build, load
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -90,6 +106,9 @@ def main() -> None:
     without_gc = best_of(args.repeat, paused)
     print(f"\nLark parse of {len(text):,} chars: GC on {with_gc:.3f} s, GC paused {without_gc:.3f} s "
           f"({with_gc / without_gc:.2f}x)")
+
+    build, load = table_build_vs_cache(args.repeat)
+    print(f"LALR tables: built {build:.3f} s, loaded from cache {load:.4f} s ({build / load:.0f}x)")
 
     hostile = {
         "10 MB file": "task a\n" + "let x = 1 + 2\n" * (10 * 1024 * 1024 // 14),
