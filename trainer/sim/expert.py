@@ -99,7 +99,7 @@ class Expert:
                 return np.array([*to_goal, carry_z - ee[2]]), 0.0, CLOSE
             # Over the goal: descend while damping the held object's sway, then let go.
             release_z = goal[2] + PLACE_GAP + hold
-            tolerance = 0.02 if self.spec.goal == "container" else 0.006
+            tolerance = 0.02 if self.spec.goal == "container" else 0.012
             if ee[2] > release_z + 0.006:
                 return np.array([*(0.5 * to_goal), release_z - ee[2]]), 0.0, CLOSE
             if distance > tolerance:
