@@ -67,6 +67,16 @@ def test_noise_knob_changes_actions_and_speed_knob_slows_down():
     assert slow.length > base.length
 
 
+@pytest.mark.parametrize("task", ["stack", "push_to_target"])
+def test_noisy_expert_still_finishes(task):
+    env = make_env(task)
+    try:
+        episodes = [run_expert(env, Expert(task, noise=0.3, seed=s), seed=s) for s in SEEDS[:2]]
+    finally:
+        env.close()
+    assert all(e.success for e in episodes)
+
+
 def test_expert_knobs_validate():
     with pytest.raises(ValueError, match="speed"):
         Expert("stack", speed=0.0)

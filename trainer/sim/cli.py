@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, UnknownNameError, StoreError, ValueError) as exc:
         print(f"grape-sim {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("grape-sim: interrupted (stored episodes are complete; temp folders are ignored)", file=sys.stderr)
         return 130
