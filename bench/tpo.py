@@ -40,7 +40,8 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_method(method: str, pairs: int, steps: int, pairs_per_step: int, chunk_steps: int, seed: int) -> dict:
+def run_method(method: str, pairs: int, steps: int, pairs_per_step: int, chunk_steps: int, seed: int,
+               hidden_size: int, layers: int) -> dict:
     from trainer.loop import StepBank, backward_through_steps, preference_loss_fn, step_logps
     from trainer.losses import tpo_loss
     from trainer.policy import add_lora, lora_parameters, make_policy
@@ -59,7 +60,8 @@ def run_method(method: str, pairs: int, steps: int, pairs_per_step: int, chunk_s
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
     )
     pair_index = np.arange(n).reshape(pairs, 2)
-    policy = make_policy("embedded", state_dim=STATE_DIM)
+    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=hidden_size, num_layers=layers,
+                         num_heads=max(1, hidden_size // 64), intermediate_size=3 * hidden_size)
     reference = copy.deepcopy(policy) if method == "reference" else None
     add_lora(policy, rank=8)
     optimizer = torch.optim.AdamW(lora_parameters(policy), lr=1e-4)
@@ -103,20 +105,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="longest trajectory, steps; lengths drawn from [steps/2, steps] (default 100)")
     parser.add_argument("--pairs-per-step", type=int, default=8, help="pairs per optimizer step (default 8)")
     parser.add_argument("--chunk-steps", type=int, default=512, help="most steps per forward in ours (default 512)")
+    parser.add_argument("--hidden-size", type=int, default=128, help="width of the embedded VLA (default 128, the SFT default)")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers (default 2, the SFT default)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method, alternating; the median is reported (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     common = [f"--pairs={args.pairs}", f"--steps={args.steps}", f"--pairs-per-step={args.pairs_per_step}",
-              f"--chunk-steps={args.chunk_steps}", f"--seed={args.seed}"]
+              f"--chunk-steps={args.chunk_steps}", f"--seed={args.seed}", f"--hidden-size={args.hidden_size}",
+              f"--layers={args.layers}"]
     if args.method:
-        print(json.dumps(run_method(args.method, args.pairs, args.steps, args.pairs_per_step, args.chunk_steps, args.seed)))
+        print(json.dumps(run_method(args.method, args.pairs, args.steps, args.pairs_per_step, args.chunk_steps, args.seed,
+                                    args.hidden_size, args.layers)))
         return 0
-    results = {}
-    for method in ("ours", "reference"):
-        out = subprocess.run([sys.executable, __file__, f"--method={method}", *common], capture_output=True, text=True, check=True)
-        results[method] = json.loads(out.stdout.strip().splitlines()[-1])
-    ours, ref = results["ours"], results["reference"]
-    print(f"TPO step, {args.pairs} pairs, trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, 1 thread")
+    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+    for _ in range(args.repeats):  # alternate, so load on a shared machine hits both alike
+        for method in runs:
+            out = subprocess.run([sys.executable, __file__, f"--method={method}", *common], capture_output=True, text=True, check=True)
+            runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    ours, ref = (sorted(r, key=lambda x: x["pairs_per_second"])[len(r) // 2] for r in runs.values())
+    print(f"TPO step, {args.pairs} pairs, trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, "
+          f"model hidden {args.hidden_size} x {args.layers} layers, 1 thread, median of {args.repeats}")
     print(f"{'method':<10} {'pairs/s':>9} {'seconds':>9} {'peak RSS MiB':>13} {'peak - setup MiB':>17}")
     for r in (ours, ref):
         print(f"{r['method']:<10} {r['pairs_per_second']:9.2f} {r['seconds']:9.2f} {r['peak_rss_mib']:13.0f} {r['peak_over_setup_mib']:17.0f}")

@@ -171,7 +171,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         return _fail(str(error))
     tasks = args.tasks or (_run_tasks(run_config) if run_config else list(STOCK_TASKS))
     out_dir = Path(args.output_dir) if args.output_dir else default_out
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(1)  # small matrices: see trainer.loop.train
     per_iteration: dict[int, dict[str, Any]] = {}
     gifs: list[str] = []
     last = max(policies)

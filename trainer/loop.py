@@ -471,7 +471,9 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
 
     from trainer.policy import add_lora, load_policy, lora_parameters
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One thread: the policy's matrices are small, so a second thread gains little, and when the
+    # CPU is shared (pybullet, other jobs) threads that wait on each other make every call slower.
+    torch.set_num_threads(1)
     overrides = parse_overrides(config.overrides)
     programs = {tp.task: tp for tp in resolve_constraints(config.constraints, config.rollout.tasks, overrides)}
     run_dir, last_done = open_run_dir(config)
@@ -509,7 +511,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
             save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics)
             logger.log(global_step, result.metrics)
             echo(f"iteration {k}/{config.iterations} done: " + ", ".join(
-                f"{name}={value:.3g}" for name, value in result.metrics.items() if name.startswith("rollout/")))
+                f"{name}={value:.3g}" for name, value in result.metrics.items() if name.count("/") == 1))
             if stop_after is not None and k >= stop_after:
                 break
     finally:
@@ -569,6 +571,7 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         "rollout/r_gcpg_mean": float(np.mean(columns["r_gcpg"])),
         "rollout/episode_length": float(lengths.mean()),
         "rollout/pairs": float(len(pairs)),
+        **{f"rollout/{task}/success_rate": float(success[np.asarray(columns["task"]) == task].mean()) for task in programs},
         "perf/rollout_seconds": rollout_seconds,
         "perf/env_steps_per_second": float(lengths.sum() / max(rollout_seconds, 1e-9)),
     }

@@ -241,9 +241,12 @@ def test_baseline_losses_run(tmp_path, tiny_policy_dir, loss):
 
     config = _tiny_config(tmp_path, tiny_policy_dir, loss, loss=loss)
     config.iterations = 1
+    config.eval_episodes = 1
     lines = []
     run = train(config, progress=False, echo=lines.append)
     assert list(completed_checkpoints(run)) == [0, 1]
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"eval/success_rate", "eval/stack/success_rate", "rollout/stack/success_rate"} <= set(logged[-1])
     if loss == "sft":  # an untrained policy never succeeds: nothing to imitate, said so
         assert any("no successful rollout" in line for line in lines)
     else:
