@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 from grape_dsl import ast
 from grape_dsl.builtins import BOOL, SCALAR, STEP_INDEX_NAME, VEC3, Type, resolve_call
 from grape_dsl.diagnostics import Diagnostic, GrcError
+from grape_dsl.fmt import format_constraint, format_expr
 
 # ---------------------------------------------------------------------------- expressions
 
@@ -143,7 +144,7 @@ class Constraint:
     weight: float
     over: Literal["sum", "mean", "max"] | None  # None for subgoals
     tag: str
-    text: str  # the constraint as written (canonical form), for comments and reports
+    text: str  # the constraint in canonical .grc form (grape_dsl.fmt), for comments
 
 
 @dataclass(frozen=True)
@@ -181,63 +182,6 @@ class Program:
 DEFAULT_UNREACHED = 1.0
 DEFAULT_OVER = "mean"
 DEFAULT_TAG = "task"
-
-# ---------------------------------------------------------------------------- source text
-
-
-_PRECEDENCE = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "neg": 7}
-
-
-def expr_text(e: ast.Expr, parent: int = 0) -> str:
-    """A canonical one-line rendering of an AST expression (for comments in generated code)."""
-    if isinstance(e, ast.Number):
-        return _number_text(e.value)
-    if isinstance(e, ast.Bool):
-        return "true" if e.value else "false"
-    if isinstance(e, ast.Name):
-        return e.ident
-    if isinstance(e, ast.Component):
-        return f"{expr_text(e.base, 8)}.{e.axis}"
-    if isinstance(e, ast.Call):
-        return f"{e.func}({', '.join(expr_text(a) for a in e.args)})"
-    if isinstance(e, ast.Neg):
-        return _wrap(f"-{expr_text(e.operand, _PRECEDENCE['neg'])}", _PRECEDENCE["neg"], parent)
-    if isinstance(e, ast.Not):
-        return _wrap(f"not {expr_text(e.operand, _PRECEDENCE['not'])}", _PRECEDENCE["not"], parent)
-    if isinstance(e, ast.Binary):
-        p = _PRECEDENCE[e.op]
-        text = f"{expr_text(e.left, p)} {e.op} {expr_text(e.right, p + 1)}"
-        return _wrap(text, p, parent)
-    if isinstance(e, ast.Compare):
-        p = _PRECEDENCE["cmp"]
-        return _wrap(f"{expr_text(e.left, p + 1)} {e.op} {expr_text(e.right, p + 1)}", p, parent)
-    if isinstance(e, ast.BoolOp):
-        p = _PRECEDENCE[e.op]
-        return _wrap(f"{expr_text(e.left, p)} {e.op} {expr_text(e.right, p + 1)}", p, parent)
-    raise TypeError(f"expr_text: unknown AST node {type(e).__name__}")
-
-
-def _wrap(text: str, own: int, parent: int) -> str:
-    return f"({text})" if own < parent else text
-
-
-def _number_text(value: float) -> str:
-    as_float = float(value)
-    return str(int(as_float)) if as_float.is_integer() and abs(as_float) < 1e15 else repr(as_float)
-
-
-def constraint_text(c: ast.Constraint) -> str:
-    parts = [f"{c.kind} {c.name}: {expr_text(c.expr)}"]
-    if c.over is not None:
-        parts.append(f"over {c.over}")
-    if c.tol is not None:
-        parts.append(f"tol {expr_text(c.tol)}")
-    if c.weight is not None:
-        parts.append(f"weight {expr_text(c.weight)}")
-    if c.tag is not None:
-        parts.append(f"tag {c.tag}")
-    return " ".join(parts)
-
 
 # ---------------------------------------------------------------------------- lowering
 
@@ -382,7 +326,7 @@ class _Lowerer:
             weight=self.constant(c.weight, 1.0, "weight"),
             over=over,
             tag=c.tag or DEFAULT_TAG,
-            text=constraint_text(c),
+            text=format_constraint(c),
         )
 
     def stage(self, s: ast.Stage) -> Stage:
@@ -393,7 +337,7 @@ class _Lowerer:
         return Stage(
             name=s.name,
             until=until,
-            until_text=expr_text(s.until) if s.until is not None else None,
+            until_text=format_expr(s.until) if s.until is not None else None,
             constraints=tuple(self.constraint(c) for c in s.constraints),
         )
 

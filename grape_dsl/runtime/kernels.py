@@ -93,7 +93,7 @@ class CompiledProgram:
         prepared = prepare_batch(
             batch, self.program.keypoint_sources, self.program.signal_sources
         )
-        table, first_bad = self._run(prepared)
+        table, first_bad = _run_kernel(self.module, self.program, prepared)
         steps = {int(n): first_nonfinite_step(prepared, int(n)) for n in np.flatnonzero(first_bad >= 0)}
         bad = np.array([n for n, step in steps.items() if step is not None], dtype=np.int64)
         if bad.size and nonfinite == "error":
@@ -116,41 +116,45 @@ class CompiledProgram:
             table.reached[bad] = False
         return table
 
-    def _run(self, prepared: PreparedBatch) -> tuple[ScoreTable, np.ndarray]:
-        program = self.program
-        n = prepared.lengths.shape[0]
-        n_stages = len(program.stages)
-        bounds = np.full((n, n_stages, 2), -1, dtype=np.int64)
-        reached = np.zeros((n, n_stages), dtype=np.bool_)
-        constraint_costs = np.zeros((n, len(program.constraint_names)), dtype=np.float64)
-        stage_costs = np.zeros((n, n_stages), dtype=np.float64)
-        r_ext = np.zeros(n, dtype=np.float64)
-        first_bad = np.full(n, -1, dtype=np.int64)
-        args = (
-            prepared.keypoints, prepared.signals, prepared.lengths,
-            prepared.keypoint_index, prepared.signal_index,
-            bounds, reached, constraint_costs, stage_costs, r_ext, first_bad,
-        )
-        ranges = _split_range(n, _threads())
-        if len(ranges) <= 1:
-            self.module.score_kernel(*args, 0, n)
-        else:
-            # The kernel releases the GIL, so threads score disjoint trajectory ranges at once.
-            with ThreadPoolExecutor(len(ranges)) as pool:
-                for _ in pool.map(lambda r: self.module.score_kernel(*args, *r), ranges):
-                    pass
-        table = ScoreTable(
-            task_name=program.task_name,
-            stage_names=program.stage_names,
-            constraint_names=program.constraint_names,
-            tags=program.constraint_tags,
-            stage_bounds=bounds,
-            reached=reached,
-            constraint_costs=constraint_costs,
-            stage_costs=stage_costs,
-            r_ext=r_ext,
-        )
-        return table, first_bad
+
+def _run_kernel(
+    module: ModuleType, program: Program, prepared: PreparedBatch
+) -> tuple[ScoreTable, np.ndarray]:
+    """Run `score_kernel` over every trajectory (threads over disjoint ranges); returns the
+    table and each trajectory's first flagged step (-1 if none)."""
+    n = prepared.lengths.shape[0]
+    n_stages = len(program.stages)
+    bounds = np.full((n, n_stages, 2), -1, dtype=np.int64)
+    reached = np.zeros((n, n_stages), dtype=np.bool_)
+    constraint_costs = np.zeros((n, len(program.constraint_names)), dtype=np.float64)
+    stage_costs = np.zeros((n, n_stages), dtype=np.float64)
+    r_ext = np.zeros(n, dtype=np.float64)
+    first_bad = np.full(n, -1, dtype=np.int64)
+    args = (
+        prepared.keypoints, prepared.signals, prepared.lengths,
+        prepared.keypoint_index, prepared.signal_index,
+        bounds, reached, constraint_costs, stage_costs, r_ext, first_bad,
+    )
+    ranges = _split_range(n, _threads())
+    if len(ranges) <= 1:
+        module.score_kernel(*args, 0, n)
+    else:
+        # The kernel releases the GIL, so threads score disjoint trajectory ranges at once.
+        with ThreadPoolExecutor(len(ranges)) as pool:
+            for _ in pool.map(lambda r: module.score_kernel(*args, *r), ranges):
+                pass
+    table = ScoreTable(
+        task_name=program.task_name,
+        stage_names=program.stage_names,
+        constraint_names=program.constraint_names,
+        tags=program.constraint_tags,
+        stage_bounds=bounds,
+        reached=reached,
+        constraint_costs=constraint_costs,
+        stage_costs=stage_costs,
+        r_ext=r_ext,
+    )
+    return table, first_bad
 
 
 # Below this many trajectories a thread pool costs more than it saves.
@@ -214,7 +218,7 @@ def _warm_up(module: ModuleType, program: Program) -> int:
         signal_index=tuple(range(len(program.signal_sources))),
     )
     with event.install_recorder("numba:compile") as recorder:
-        CompiledProgram(program, module, None)._run(dummy)  # type: ignore[arg-type]
+        _run_kernel(module, program, dummy)
     # Each compiled function reports a start and an end event.
     return sum(1 for e in recorder.buffer if e[1].is_start)
 

@@ -65,7 +65,7 @@ def test_a_reader_finds_each_constraint_by_name() -> None:
     source = generate_program(_program())
     for text in (
         "# subgoal reach: dist(ee, obj) <= 0.02 weight 10 tag grasp",
-        "# path bump: hit <= 0 over sum tol 3 tag collision",
+        "# path bump: hit <= 0 tol 3 over sum tag collision",
         "# path slow: norm(delta(obj)) <= 0.01 over mean",
         "# until grasped >= 0.5",
     ):
