@@ -102,6 +102,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", nargs="+", type=int, default=None, metavar="K",
                         help="with a run folder: only these iterations (default: all; 0 = the base policy)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode (default: each task's limit)")
+    parser.add_argument("--batch-envs", type=int, default=24, help="environments stepped in lockstep, one policy batch (default: 24)")
     parser.add_argument("--gifs", type=int, default=1, help="GIFs per task of the last policy, first split (default: 1; 0 = none)")
     parser.add_argument("--output-dir", default=None, help="where results go (default: <run or checkpoint>/eval)")
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
@@ -145,6 +146,17 @@ def _run_tasks(run_config: dict[str, Any]) -> list[str]:
     return [module.name] if isinstance(module, ast.TaskFile) else list(run_config["rollout"]["tasks"])
 
 
+def _previous_results(path: Path, setting: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per-iteration metrics of an earlier grape-eval into the same folder with the same settings."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if any(previous.get(key) != value for key, value in setting.items()):
+        return {}
+    return {int(k): v for k, v in previous.get("iterations", {}).items()}
+
+
 def eval_main(argv: list[str] | None = None) -> int:
     parser = _eval_parser()
     args = parser.parse_args(argv)
@@ -154,6 +166,8 @@ def eval_main(argv: list[str] | None = None) -> int:
 
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}", 2)
+    if args.batch_envs < 1:
+        return _fail(f"--batch-envs must be >= 1, got {args.batch_envs}", 2)
     if args.seed_offset < 0:
         return _fail(f"--seed-offset must be >= 0, got {args.seed_offset}", 2)
     unknown = [s for s in args.splits if s not in SPLITS] + [t for t in (args.tasks or []) if t not in TASKS]
@@ -172,10 +186,18 @@ def eval_main(argv: list[str] | None = None) -> int:
     tasks = args.tasks or (_run_tasks(run_config) if run_config else list(STOCK_TASKS))
     out_dir = Path(args.output_dir) if args.output_dir else default_out
     torch.set_num_threads(1)  # small matrices: see trainer.loop.train
-    per_iteration: dict[int, dict[str, Any]] = {}
+    setting = {"policy": str(args.policy), "tasks": tasks, "splits": args.splits, "episodes_per_task_and_split": args.episodes,
+               "seed_offset": args.seed_offset, "max_steps": args.max_steps, "greedy": True}
+    per_iteration = _previous_results(out_dir / EVAL_INFO_FILE, setting)
+    reused = sorted(k for k in per_iteration if k in policies)
+    if reused:
+        print(f"reusing iterations {reused} from {out_dir / EVAL_INFO_FILE} (same settings)", file=sys.stderr)
     gifs: list[str] = []
     last = max(policies)
+    info: dict[str, Any] = {}
     for iteration, folder in sorted(policies.items()):
+        if iteration in per_iteration:
+            continue
         try:
             policy = load_policy(folder)
         except (CheckpointError, OSError, ValueError) as error:
@@ -183,23 +205,15 @@ def eval_main(argv: list[str] | None = None) -> int:
         outcomes, written = evaluate_policy(
             policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
             gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
-            gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}",
+            gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
         )
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]
-    info = {
-        "policy": str(args.policy),
-        "tasks": tasks,
-        "splits": args.splits,
-        "episodes_per_task_and_split": args.episodes,
-        "seed_offset": args.seed_offset,
-        "greedy": True,
-        "iterations": {str(k): v for k, v in per_iteration.items()},
-        "gifs": gifs,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
+        # written after every policy, so an interrupted evaluation keeps what it finished
+        info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs}
+        write_eval_info(info, out_dir / EVAL_INFO_FILE)
     plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png", title=Path(args.policy).name)
-    info["plot"] = str(plot)
+    info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
     write_eval_info(info, out_dir / EVAL_INFO_FILE)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -207,7 +221,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console(width=max(Console().width, 120))
-        for iteration, metrics in per_iteration.items():
+        for iteration, metrics in sorted(per_iteration.items()):
             console.print(render_table(metrics, title=f"{Path(args.policy).name}: iteration {iteration}"))
         console.print(f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))
     return 0

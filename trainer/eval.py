@@ -174,6 +174,7 @@ def evaluate_policy(
     gifs_per_task: int = 0,
     progress: bool = True,
     desc: str = "eval",
+    batch_envs: int = 24,
 ) -> tuple[list[EpisodeOutcome], list[Path]]:
     """Greedy episodes on the fixed evaluation seeds; optionally a few GIFs (first split only)."""
     from tqdm.auto import tqdm
@@ -188,7 +189,7 @@ def evaluate_policy(
         return gif_dir is not None and spec.split == splits[0] and spec.seed in chosen[spec.task]
 
     with tqdm(total=len(specs), desc=desc, unit="ep", disable=not progress, leave=False) as bar:
-        rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=max_steps,
+        rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=max_steps, batch_envs=batch_envs,
                                             on_episode=lambda _: bar.update(1), record_frames=wants_frames)
     outcomes = [
         EpisodeOutcome(r.spec.task, r.spec.split, r.spec.seed, bool(r.episode.success), bool(r.episode.grasp),

@@ -81,3 +81,31 @@ def test_table_and_plot(tmp_path):
     assert "80.0%" in text and "visual" in text
     png = plot_iterations({0: metrics, 1: metrics}, tmp_path / "success.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grape_eval_on_a_policy_folder_then_reuses_its_results(tmp_path, capsys):
+    import torch
+
+    from trainer.cli import eval_main
+    from trainer.policy import make_policy
+    from trainer.sim.env import STATE_DIM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "policy"
+    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    argv = ["--policy", str(folder), "--tasks", "stack", "--splits", "in_domain", "visual", "--episodes", "2",
+            "--max-steps", "3", "--gifs", "1", "--no-progress", "--json"]
+    assert eval_main(argv) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    out_dir = tmp_path / "policy-eval"
+    assert json.loads((out_dir / "eval_info.json").read_text()) == info
+    cell = info["iterations"]["0"]["visual"]["stack"]
+    assert cell["episodes"] == 2 and cell["step_length"]["mean"] == 3.0
+    assert len(info["gifs"]) == 1 and "stack-in_domain-1000000" in info["gifs"][0]
+    assert (out_dir / "success_per_iteration.png").is_file()
+    # same settings again: nothing re-run, same numbers
+    assert eval_main(argv) == 0
+    again = capsys.readouterr()
+    assert "reusing iterations [0]" in again.err
+    assert json.loads(again.out)["iterations"] == info["iterations"]
