@@ -308,8 +308,10 @@ class GrapeSimEnv(gym.Env):
             ix, iy = scene.container.inner[0] / 2, scene.container.inner[1] / 2
             return bool(abs(local[0]) <= ix and abs(local[1]) <= iy and bottom[2] < goal[2])
         if b.base is not None:
-            half = 0.5 * min(scene.base.extent[:2])
-            return bool(np.linalg.norm(centre[:2] - goal[:2]) <= 0.8 * half and abs(bottom[2] - goal[2]) <= 0.015)
+            # Resting on the base: touching it, off the table, centre above the base's top.
+            on_base = bool(p.getContactPoints(b.obj, b.base, physicsClientId=c))
+            on_table = bool(p.getContactPoints(b.obj, b.table, physicsClientId=c))
+            return on_base and not on_table and centre[2] > goal[2]
         return bool(np.linalg.norm(centre[:2] - goal[:2]) <= scene.target_radius and bottom[2] < 0.01)
 
     def _info(self) -> dict:

@@ -80,7 +80,9 @@ class Expert:
         grasped = _s(s, "grasped") > 0.5
         closing = _s(s, "gripper.command") > 0
         opening = _s(s, "gripper.opening")
-        obj_top, obj_bottom = obj[2] + ext[2] / 2, obj[2] - ext[2] / 2
+        # An object lying on its side is lower than its extent says: its centre height bounds it.
+        half_height = min(ext[2] / 2, obj[2]) if not _s(s, "grasped") > 0.5 else ext[2] / 2
+        obj_top, obj_bottom = obj[2] + half_height, obj[2] - half_height
         grasp_z = max(obj_top - 0.025, 0.012)
         yaw_error = _s(s, "grasp.yaw_error")
 
@@ -137,7 +139,7 @@ class Expert:
         normal = np.array([-direction[1], direction[0]])
         half_width = 0.5 * min(ext[0], ext[1])
         reach = 0.5 * math.hypot(ext[0], ext[1]) + 0.012  # tip-to-centre distance that clears the object
-        push_z = float(np.clip(0.6 * ext[2], 0.02, 0.035))
+        push_z = float(np.clip(1.2 * obj[2], 0.012, 0.035))  # a little above the centre of what lies there
         safe_z = ext[2] + 0.05
         rel = ee[:2] - obj[:2]
         along, across = float(rel @ direction), float(rel @ normal)
