@@ -123,8 +123,8 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
         "",
         "score_kernel(...) fills, for each trajectory n: bounds[n, stage] = (first, last step) or",
         "(-1, -1) if unreached, reached[n, stage], constraint_costs[n, constraint],",
-        "stage_costs[n, stage], r_ext[n] = exp(-sum of stage costs), and first_bad[n], the first",
-        "step with a non-finite input that the program reads (-1 if none).",
+        "stage_costs[n, stage], r_ext[n] = exp(-sum of stage costs), and first_bad[n], a step at",
+        "which a value read was NaN or inf (-1 if none).",
         '"""',
         "",
         "import math",
@@ -172,10 +172,17 @@ def _block_lines(
     lines = []
     for shift in sorted({sym.inputs[s.name].shift for s in used if sym.inputs[s.name].shift > 0}):
         lines.append(f"{indent}{step}_p{shift} = max({step} - {shift}, 0)  # delta: 0 at step 0")
-    for name in sorted(s.name for s in used):
-        source = sym.inputs[name]
-        if source.array != "t":
-            lines.append(_load_line(indent, name, source, sym.program, step))
+    loaded = [name for name in sorted(s.name for s in used) if sym.inputs[name].array != "t"]
+    for name in loaded:
+        lines.append(_load_line(indent, name, sym.inputs[name], sym.program, step))
+    if loaded:
+        # One test of a float64 sum flags any NaN/inf among the values read (float32 inputs
+        # cannot overflow it; score.first_nonfinite_step confirms each flag exactly).
+        total = " + ".join(loaded)
+        lines += [
+            f"{indent}if bad < 0 and not math.isfinite({total}):",
+            f"{indent}    bad = {step}",
+        ]
     for temp, value in block.temporaries:
         lines.append(f"{indent}{rename[temp]} = {printer.doprint(value.xreplace(rename))}")
     for out_name, value in block.outputs:
@@ -183,23 +190,6 @@ def _block_lines(
             lines.append(f"{indent}# {comments[out_name]}")
         lines.append(f"{indent}{out_name} = {printer.doprint(value.xreplace(rename))}")
     return lines
-
-
-def _finite_condition(sym: SymProgram) -> str | None:
-    """A condition that holds when every input the program reads is finite at step t.
-
-    One test of a float64 sum instead of one per value: a NaN or inf anywhere makes the sum
-    NaN or inf, and float32 inputs cannot overflow a float64 sum.
-    """
-    reads = sorted({(s.array, s.slot, s.axis) for s in sym.inputs.values() if s.array != "t"})
-    terms = [
-        f"float(kp[n, t, ki[{slot}], {axis}])" if array == "kp" else f"float(sig[n, t, si[{slot}]])"
-        for array, slot, axis in reads
-    ]
-    if not terms:
-        return None
-    lines = " +\n                 ".join(terms)
-    return f"math.isfinite(\n                 {lines})"
 
 
 def _cost(c: ir.Constraint, value: str) -> str:
@@ -231,9 +221,6 @@ def _stage_lines(
     ]
     out += [f"{i8}acc_{c.name} = 0.0  # over {c.over}" for c in path]
     out += [f"{i8}if stage_reached:", f"{i12}while t < L:"]
-    finite = _finite_condition(sym)
-    if finite is not None:
-        out += [f"{i16}if bad < 0 and not ({finite}):", f"{i20}bad = t"]
     if stage_sym.step.outputs:
         out += _block_lines(i16, stage_sym.step, f"s{index}_c", "t", sym, printer, comments)
     for c in path:

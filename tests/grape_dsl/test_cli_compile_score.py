@@ -138,11 +138,11 @@ def test_bad_batches_exit_1_with_a_clear_message(env: dict[str, str], tmp_path: 
 
     with np.load(batch_file) as data:
         fields = dict(data)
-    fields["keypoints"][2, 3, 0, 1] = np.nan
+    fields["signals"][2, 3, 2] = np.nan  # contact.obstacle: read at every step (bump)
     nan_file = tmp_path / "nan.npz"
     np.savez(nan_file, **fields)
     result = grapec("score", TASK, "--batch", str(nan_file), env=env)
-    assert result.returncode == 1 and "keypoints[2, 3, 0, 1]" in result.stderr
+    assert result.returncode == 1 and "signals[2, 3, 2] ('contact.obstacle') is nan" in result.stderr
     result = grapec("score", TASK, "--batch", str(nan_file), "--nonfinite", "worst", "--json", env=env)
     assert result.returncode == 0
     report = json.loads(result.stdout)

@@ -221,7 +221,7 @@ def test_nonfinite_input_is_an_error_naming_array_trajectory_and_step(semantics_
 def test_nonfinite_input_scored_as_worst_on_request(semantics_program: CompiledProgram) -> None:
     good = _one([0.0, 1.0, 2.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0])
     kp = np.concatenate([good.keypoints, good.keypoints])
-    kp[1, 2, 0, 1] = -np.inf
+    kp[1, 2, 0, 0] = -np.inf
     batch = TrajectoryBatch(kp, good.keypoint_names, np.concatenate([good.signals] * 2),
                             good.signal_names, np.array([3, 3]))
     table = semantics_program.score(batch, nonfinite="worst")
@@ -233,8 +233,9 @@ def test_nonfinite_input_scored_as_worst_on_request(semantics_program: CompiledP
     np.testing.assert_array_equal(table.constraint_costs[0], semantics_program.score(good).constraint_costs[0])
 
 
-def test_nan_in_padding_and_unread_names_is_ignored(semantics_program: CompiledProgram) -> None:
+def test_nan_in_padding_and_unread_values_is_ignored(semantics_program: CompiledProgram) -> None:
     batch = _one([0.0, 1.0], [0.0, 0.0], [0.0, 0.0], t_max=5)  # padding is NaN
+    batch.keypoints[0, :, 0, 1] = np.nan  # the program reads only gripper.tip's x
     assert np.isfinite(semantics_program.score(batch).r_ext).all()
 
 
