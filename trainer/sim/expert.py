@@ -24,6 +24,7 @@ CLOSE, OPEN = 1.0, -1.0
 HOVER = 0.07  # m above the object top while lining up
 CLEARANCE = 0.04  # m between the carried object's bottom and whatever it passes over
 PLACE_GAP = 0.012  # m between the object's bottom and the goal surface when released
+OBSTACLE_RADIUS = 0.12  # m, horizontal distance from the obstacle's axis within which the tip keeps above it
 
 
 def _s(state: np.ndarray, name: str) -> float:
@@ -117,6 +118,15 @@ class Expert:
             return np.array([0.0, 0.0, 0.02]), 0.0, OPEN  # closed on nothing: open and retry
         to_obj = obj[:2] - ee[:2]
         hover_z = obj_top + HOVER
+        if _s(s, "obstacle.present") > 0.5:
+            # Over the obstacle's footprint (half-width <= 7 cm, plus the open fingers) the tip stays above it.
+            obstacle_xy = np.array([_s(s, "obstacle.x"), _s(s, "obstacle.y")])
+            over_obstacle = np.linalg.norm(ee[:2] - obstacle_xy) < OBSTACLE_RADIUS
+            above_z = _s(s, "obstacle.top") + CLEARANCE
+            if over_obstacle and ee[2] < above_z - 0.005:
+                return np.array([0.0, 0.0, above_z - ee[2]]), 0.0, OPEN
+            if over_obstacle:
+                hover_z = max(hover_z, above_z)
         if np.linalg.norm(to_obj) > 0.01 or abs(yaw_error) > 0.08:
             z_target = hover_z if np.linalg.norm(to_obj) > 0.03 else max(ee[2], grasp_z + 0.03)
             if ee[2] < obj_top + 0.015 and np.linalg.norm(to_obj) > 0.02:
