@@ -8,8 +8,10 @@ Non-finite values:
 - Inputs. A NaN or +-inf keypoint or signal value at a valid step (t < length) that the program
   reads is, by default (`nonfinite="error"`), a `BatchError` naming the array, the source name,
   the trajectory and the step. With `nonfinite="worst"` such a trajectory is scored as the worst
-  possible: every cost +inf, R_ext 0, stage bounds (-1, -1), and `valid[n]` False. Padding
-  (t >= length) and names the program does not read are never looked at.
+  possible: every cost +inf, R_ext 0, stage bounds (-1, -1), and `valid[n]` False. "Reads"
+  is exact: the kernels test the values each stage loads at each step (including the earlier
+  steps `delta` reads, and step L-1 for unreached stages), so padding (t >= length), names
+  and components the program does not use, and steps where nothing reads a name never count.
 - Computed values (e.g. `log(0)`, `sqrt(-1)`, `0/0`). A comparison whose difference is NaN is
   violated by +inf (and is false as a truth value); a violation of +inf makes its cost +inf and
   R_ext 0. A constraint with weight 0 always costs 0.
