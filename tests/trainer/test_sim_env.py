@@ -99,6 +99,11 @@ def test_max_steps_truncates():
         e.reset()
         flags = [e.step(np.zeros(7))[3] for _ in range(4)]
         assert flags == [False, False, False, True]
+        with pytest.raises(RuntimeError, match="episode has ended"):
+            e.step(np.zeros(7))
+        assert e.episode().length == 4
+        e.reset()
+        e.step(np.zeros(7))  # usable again after reset
     finally:
         e.close()
 

@@ -143,6 +143,7 @@ class GrapeSimEnv(gym.Env):
         self._ever_grasp = False
         self._ever_collision = False
         self._success = False
+        self._done = False
         self._log: dict[str, list] = {"actions": [], "states": [], "keypoints": [], "signals": []}
         self._contacts = np.zeros(3, dtype=bool)
         self._obs = self._observe()
@@ -151,6 +152,8 @@ class GrapeSimEnv(gym.Env):
     def step(self, action):
         if self.scene is None:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("the episode has ended (terminated or truncated); call reset() before stepping again")
         a = self._check_action(action)
         p, c = self.p, self.client
         self._log["states"].append(self._obs["state"])
@@ -174,6 +177,7 @@ class GrapeSimEnv(gym.Env):
         self._obs = self._observe(action_norm=float(np.linalg.norm(a[:3])))
         terminated = self._success
         truncated = not terminated and self._steps >= self.max_steps
+        self._done = terminated or truncated
         self._log["actions"].append(a)
         return self._obs, float(terminated), terminated, truncated, self._info()
 

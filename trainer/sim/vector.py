@@ -45,6 +45,8 @@ def _worker(conn, task: str, split: str, image_size: int | None, max_steps: int)
                     return
             except ValueError as exc:  # user errors (bad action, bad seed): report, keep serving
                 conn.send(("value_error", str(exc)))
+            except RuntimeError as exc:  # misuse such as stepping an ended episode: the env is intact
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     finally:
