@@ -38,9 +38,10 @@ class StoreError(ValueError):
     """A store folder that is missing, malformed, or holds episodes that cannot be batched together."""
 
 
-def _list_column(array: np.ndarray) -> pa.Array:
-    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(array.shape[0], -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+def _list_column(array: np.ndarray, dtype=np.float32) -> pa.Array:
+    width = int(np.prod(array.shape[1:]))
+    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
 
 def write_episode(root: str | os.PathLike, episode: Episode, extra: dict | None = None) -> Path:
@@ -62,8 +63,7 @@ def write_episode(root: str | os.PathLike, episode: Episode, extra: dict | None 
         if episode.logprobs is not None:
             columns["logprob"] = pa.array(np.asarray(episode.logprobs, dtype=np.float32))
         if episode.action_tokens is not None:
-            tokens = np.asarray(episode.action_tokens, dtype=np.int32)
-            columns["action_tokens"] = pa.FixedSizeListArray.from_arrays(pa.array(tokens.reshape(-1)), 7)
+            columns["action_tokens"] = _list_column(np.asarray(episode.action_tokens), np.int32)
         pq.write_table(pa.table(columns), tmp / STEPS_FILE)
         meta = {
             "format_version": FORMAT_VERSION, "task": episode.task, "instruction": episode.instruction,

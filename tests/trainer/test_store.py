@@ -70,6 +70,14 @@ def test_killed_writer_leaves_only_complete_episodes(tmp_path):
     assert all(e.length == 400 for e in episodes)
 
 
+def test_empty_episode_round_trips_and_batches(tmp_path):
+    write_episode(tmp_path, make_episode(length=0, logprobs=True))
+    (back,) = read_episodes(tmp_path)
+    assert back.length == 0 and back.keypoints.shape == (0, 6, 3) and back.action_tokens.shape == (0, 7)
+    batch = episodes_to_batch([back, make_episode(length=2)])
+    assert batch.lengths.tolist() == [0, 2] and batch.keypoints.shape == (2, 2, 6, 3)
+
+
 def test_batch_pads_to_the_longest_and_keeps_lengths():
     a, b = make_episode(length=3, seed=1), make_episode(length=7, seed=2)
     batch = episodes_to_batch([a, b])
