@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heads", type=int, default=defaults.num_heads, help=f"attention heads (default {defaults.num_heads})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--workers", type=int, default=1, help="processes recording demonstrations (default 1)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU a second thread mostly waits)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="after training, evaluate this many seeds per task (0: skip)")
     parser.add_argument("--eval-temperature", type=float, default=1.0, help="sampling temperature of the evaluation (default 1)")
     parser.add_argument("--log-every", type=int, default=100, help="log every N steps (default 100)")
