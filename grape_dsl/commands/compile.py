@@ -117,10 +117,14 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from grape_dsl.runtime.kernels import load_program
+    from grape_dsl.runtime.kernels import KernelCacheError, load_program
 
-    with Console(stderr=True).status(f"compiling {args.task}"):
-        compiled = load_program(program, args.output or args.cache_dir, source_name=args.task)
+    try:
+        with Console(stderr=True).status(f"compiling {args.task}"):
+            compiled = load_program(program, args.output or args.cache_dir, source_name=args.task)
+    except KernelCacheError as err:
+        print(f"grapec compile: {err}", file=sys.stderr)
+        return 1
     info = compiled.info
     report = {
         "task": program.task_name,

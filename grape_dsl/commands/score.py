@@ -96,9 +96,15 @@ def run(args: argparse.Namespace) -> int:
     from grape_dsl.compiler import compile_checked
     from grape_dsl.score import BatchError
 
+    from grape_dsl.runtime.kernels import KernelCacheError
+
     err_console = Console(stderr=True)
-    with err_console.status(f"compiling {args.task}"):
-        compiled = compile_checked(checked, args.cache_dir)
+    try:
+        with err_console.status(f"compiling {args.task}"):
+            compiled = compile_checked(checked, args.cache_dir)
+    except KernelCacheError as err:
+        print(f"grapec score: {err}", file=sys.stderr)
+        return 1
     try:
         with err_console.status(f"scoring {len(batch.lengths)} trajectories"):
             table = compiled.score(batch, nonfinite=args.nonfinite)

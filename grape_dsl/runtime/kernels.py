@@ -42,6 +42,10 @@ CACHE_ENV = "GRAPE_DSL_CACHE"
 MODULE_FILE = "kernels.py"
 
 
+class KernelCacheError(OSError):
+    """The kernel cache directory cannot be written; the message names it and the fix."""
+
+
 def default_cache_dir() -> Path:
     """`$GRAPE_DSL_CACHE`, else `~/.cache/grape_dsl`."""
     env = os.environ.get(CACHE_ENV)
@@ -237,8 +241,14 @@ def load_program(
         from grape_dsl.codegen import generate_program
 
         source = generate_program(program, source_name)
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, source)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, source)
+        except OSError as err:
+            raise KernelCacheError(
+                f"cannot write kernels to the cache directory {directory}: {err.strerror or err}. "
+                f"Set ${CACHE_ENV} (or pass cache_dir / --cache-dir) to a writable directory"
+            ) from err
         generated = True
         log.info("generated %s", path)
     module = _import(path, key)

@@ -147,3 +147,11 @@ def test_bad_batches_exit_1_with_a_clear_message(env: dict[str, str], tmp_path: 
     assert result.returncode == 0
     report = json.loads(result.stdout)
     assert report["valid"][2] is False and report["r_ext_per_trajectory"][2] == 0.0
+
+
+def test_unwritable_cache_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    result = grapec("compile", TASK, "--cache-dir", str(blocker / "cache"), env=env)
+    assert result.returncode == 1
+    assert "cannot write kernels to the cache directory" in result.stderr and "Traceback" not in result.stderr
