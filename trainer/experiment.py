@@ -67,6 +67,8 @@ class Preset:
     sft_demos: int | None = None
     """Demonstrations per task of the SFT policy (None: grape-sft's recipe)."""
     sft_steps: int | None = None
+    sft_tasks: tuple[str, ...] | None = None
+    """Tasks the SFT policy learns (None: grape-sft's recipe, all stock tasks)."""
     max_steps: int | None = None
 
     @property
@@ -79,7 +81,7 @@ PRESETS: dict[str, Preset] = {
     "full": Preset("full", iterations=3, states_per_task=4, samples_per_state=6, m=2, epochs=2, pairs_per_step=8,
                    eval_episodes=25),
     "quick": Preset("quick", iterations=2, states_per_task=2, samples_per_state=4, m=1, epochs=1, pairs_per_step=4,
-                    eval_episodes=2, tasks=("pick_place",), sft_demos=6, sft_steps=60, max_steps=60),
+                    eval_episodes=2, tasks=("pick_place",), sft_demos=6, sft_steps=60, sft_tasks=("pick_place",), max_steps=60),
 }
 
 
@@ -234,12 +236,16 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["preset"]["tasks"] = list(self.preset.tasks)
+        if self.preset.sft_tasks is not None:
+            data["preset"]["sft_tasks"] = list(self.preset.sft_tasks)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Experiment":
         preset = dict(data["preset"])
         preset["tasks"] = tuple(preset["tasks"])
+        if preset.get("sft_tasks") is not None:
+            preset["sft_tasks"] = tuple(preset["sft_tasks"])
         return cls(**{**data, "preset": Preset(**preset)})
 
 
@@ -316,7 +322,7 @@ def resolve_policy(preset: Preset, policy: str | None, sft_cache: str, progress:
         return str(Path(policy))
     from trainer.sft import SFTConfig, SFTError, ensure_default_sft_policy
 
-    recipe = SFTConfig()
+    recipe = SFTConfig() if preset.sft_tasks is None else SFTConfig(tasks=preset.sft_tasks)
     if preset.sft_demos is not None:
         recipe.demos_per_task = preset.sft_demos
     if preset.sft_steps is not None:
@@ -739,6 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     def sizes(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true", help="the quick preset (smoke tests); same as --preset quick")
         p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sizes of every run (default: full)")
+        group = p.add_argument_group("preset overrides (the report lists the sizes used)")
+        for name, kind, what in SIZE_FLAGS:
+            group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar="N",
+                               help=f"{what} (default: the preset's)")
+        group.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="tasks (default: the preset's)")
 
     paper = sub.add_parser("paper", help="run (or resume) the experiments", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -760,10 +771,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SIZE_FLAGS = (
+    ("iterations", int, "GRAPE iterations K of every trained run"),
+    ("states_per_task", int, "initial states per task and iteration"),
+    ("samples_per_state", int, "rollouts per initial state"),
+    ("m", int, "top m x bottom m pairing"),
+    ("epochs", int, "passes over each iteration's pairs"),
+    ("eval_episodes", int, "evaluation episodes per task and split"),
+)
+
+
 def _preset_from(args: argparse.Namespace) -> Preset:
+    """The named preset with any size flags applied; bad values are usage errors."""
+    from trainer.sim.tasks import TASKS
+
     if args.quick and args.preset not in (None, "quick"):
-        raise ExperimentError(f"--quick contradicts --preset {args.preset}")
-    return PRESETS["quick" if args.quick else (args.preset or "full")]
+        raise UsageError(f"--quick contradicts --preset {args.preset}")
+    preset = PRESETS["quick" if args.quick else (args.preset or "full")]
+    changes: dict[str, Any] = {}
+    for name, _, _ in SIZE_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            changes[name] = value
+    if args.tasks:
+        unknown = [t for t in args.tasks if t not in TASKS]
+        if unknown:
+            raise UsageError(f"--tasks: unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+        changes["tasks"] = tuple(args.tasks)
+    if changes:  # the name says the sizes are not the preset's own
+        described = ", ".join(f"{k}={' '.join(v) if isinstance(v, tuple) else v}" for k, v in changes.items())
+        preset = dataclasses.replace(preset, name=f"{preset.name} ({described})", **changes)
+    if 2 * preset.m > preset.samples_per_state:
+        raise UsageError(f"--m {preset.m} needs --samples-per-state >= {2 * preset.m} (top m and bottom m must not overlap)")
+    return preset
+
+
+class UsageError(Exception):
+    """A flag value out of range (exit 2)."""
 
 
 def describe_plan(preset: Preset) -> list[dict[str, Any]]:
@@ -822,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["grape-experiment", *(sys.argv[1:] if argv is None else argv)])
         exp = run_experiment(Path(args.out), preset, seed=args.seed, policy=args.policy, sft_cache=args.sft_cache,
                              only=args.only, progress=not args.no_progress, command=command, echo=echo)
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        return _fail(str(error), 2)
     except ExperimentError as error:
         return _fail(str(error))
     except KeyboardInterrupt:

@@ -173,6 +173,14 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert main(["paper", "--out", str(tmp_path / "x"), "--only", "bogus"]) == 1
     assert "unknown run 'bogus'" in capsys.readouterr().err
+    assert main(["plan", "--json", "--eval-episodes", "7", "--tasks", "stack"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["preset"]["name"] == "full (eval_episodes=7, tasks=stack)" and plan["preset"]["tasks"] == ["stack"]
+    assert plan["runs"][0]["eval_episodes"] == 7 * len(STATE_SPLITS)
+    assert main(["plan", "--samples-per-state", "3"]) == 2  # m = 2 needs 4
+    assert "--samples-per-state >= 4" in capsys.readouterr().err
+    assert main(["plan", "--eval-episodes", "0"]) == 2
+    assert main(["plan", "--quick", "--preset", "full"]) == 2
     result = run_cli("--help")
     assert result.returncode == 0 and "grape-experiment paper --out runs/paper" in result.stdout
 
