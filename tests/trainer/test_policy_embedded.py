@@ -91,6 +91,7 @@ def test_instruction_changes_the_distribution_and_paraphrases_are_close():
 
 def test_image_variant_round_trips(tmp_path):
     policy = small_policy(use_image=True, image_size=32)
+    assert policy.image_size == 32 and small_policy().image_size is None
     obs, instructions = batch(size=3, image_size=32)
     out = policy.sample(obs, instructions, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out.logprobs, policy.log_prob(obs, instructions, out.tokens).detach(), atol=1e-4, rtol=0)

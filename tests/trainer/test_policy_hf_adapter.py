@@ -98,6 +98,7 @@ def test_sampled_logprobs_equal_recomputed(policy, temperature):
 
 
 def test_action_ids_are_the_last_256_reversed(policy, checkpoint):
+    assert policy.image_size == 32  # the processor's crop size: what rollouts should render
     vocab = policy.model.get_output_embeddings().weight.shape[0]
     assert policy.action_token_end == vocab
     assert policy.bins_to_ids(torch.tensor([0, 255])).tolist() == [vocab - 1, vocab - 256]

@@ -116,6 +116,11 @@ class Policy(torch.nn.Module, abc.ABC):
                 parameter.requires_grad_(trainable[name])
 
     @property
+    def image_size(self) -> int | None:
+        """Side of the square camera image the policy wants in ``obs["image"]``; None: state only."""
+        return None
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -140,6 +140,10 @@ class EmbeddedVLA(Policy):
         self.decoder = LlamaForCausalLM(decoder_config)
         self.eval()
 
+    @property
+    def image_size(self) -> int | None:
+        return self.config.image_size if self.config.use_image else None
+
     # ------------------------------------------------------------------ statistics
     def set_action_tokenizer(self, action_tokenizer: ActionTokenizer) -> None:
         if action_tokenizer.action_dim != self.config.action_dim or action_tokenizer.n_bins != self.config.n_bins:

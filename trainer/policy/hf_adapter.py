@@ -105,6 +105,18 @@ class HFVLAPolicy(Policy):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         self.eval()
 
+    @property
+    def image_size(self) -> int | None:
+        # The processor resizes whatever it gets; ask the env for its native input size.
+        processor = getattr(self.processor, "image_processor", None)
+        for size in (getattr(processor, "crop_size", None), getattr(processor, "size", None)):
+            # dict in older transformers, SizeDict (attribute access) in transformers 5
+            for key in ("height", "shortest_edge"):
+                side = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+                if side:
+                    return int(side)
+        return 224
+
     def _lm_vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
