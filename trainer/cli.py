@@ -82,7 +82,6 @@ def train_main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- grape-eval
 def _eval_parser() -> argparse.ArgumentParser:
-    from trainer.config import STOCK_TASKS
     from trainer.eval import EVAL_SPLITS
 
     parser = argparse.ArgumentParser(

@@ -26,7 +26,6 @@ what the uninterrupted run would have.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -42,9 +41,7 @@ from trainer.config import TrainConfig, config_differences, parse_overrides
 from trainer.gcpg import GcpgWeights, make_pairs, score_columns, write_parquet
 from trainer.losses import Metrics, sft_loss, step_dpo_loss, tpo_loss
 from trainer.policy.base import Policy
-from trainer.rollout import EpisodeSpec, Rollout, collect_rollouts, policy_image_size
-
-log = logging.getLogger("grape.train")
+from trainer.rollout import EpisodeSpec, Rollout, collect_rollouts
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -467,8 +464,6 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
     simulate a run killed between iterations).
     """
-    from tqdm.auto import tqdm
-
     from trainer.policy import add_lora, load_policy, lora_parameters
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
