@@ -349,14 +349,16 @@ def evaluate_checkpoints(run: RunSpec, exp: Experiment, out: Path, progress: boo
             continue
         policy_path = checkpoint_dir(folder / "train", k) / POLICY_DIR if run.trains else Path(exp.policy_dir)
         policy = load_policy(policy_path)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         outcomes, _ = evaluate_policy(policy, list(exp.preset.tasks), exp.splits, exp.preset.eval_episodes,
                                       max_steps=exp.preset.max_steps, progress=progress,
                                       desc=f"{run.name} eval iter {k}")
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         per_iteration[k] = summarize(outcomes)
         atomic_write_text(path, json.dumps({"iteration": k, "policy": str(policy_path), "seconds": seconds,
-                                            "episodes": len(outcomes), "metrics": per_iteration[k]}, indent=2) + "\n")
+                                            "cpu_seconds": cpu_seconds, "episodes": len(outcomes),
+                                            "steps": sum(o.length for o in outcomes), "metrics": per_iteration[k]},
+                                           indent=2) + "\n")
         cells = ", ".join(f"{s} {100 * per_iteration[k][s]['all']['success']['rate']:.0f}%" for s in exp.splits)
         echo(f"  {run.name} iteration {k}: success {cells} ({len(outcomes)} episodes, {seconds:.0f} s)")
     return per_iteration
@@ -368,11 +370,12 @@ def execute_run(run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: 
     from trainer.loop import train
 
     folder = run_dir(out, run.name)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     config = None
     if run.trains:
         config = train_config(run, exp.preset, out, exp.seed, exp.policy_dir)
         train(config, progress=progress, echo=echo)
+    train_cpu_seconds = time.process_time() - cpu_started
     per_iteration = evaluate_checkpoints(run, exp, out, progress, echo)
     info = {
         "policy": config.output_dir if config else exp.policy_dir,
@@ -392,6 +395,10 @@ def execute_run(run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: 
         "eval_seconds": sum(json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text())["seconds"]
                             for k in per_iteration),
         "wall_seconds_this_process": time.perf_counter() - started,
+        # CPU time tells the run's cost apart from the CPU share it got on a shared machine.
+        "train_cpu_seconds_this_process": train_cpu_seconds,
+        "eval_cpu_seconds": sum(json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text()).get("cpu_seconds", math.nan)
+                                for k in per_iteration),
         "grape_train": shlex.join(["grape-train", *train_argv(config)]) if config else None,
         "train_seed": exp.seed if run.trains else None,
     }
@@ -425,6 +432,11 @@ def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | No
     from trainer.policy import load_policy
     from trainer.rollout import policy_image_size
 
+    import torch
+
+    # One thread, as the loop does: the policy is small, and on a shared CPU threads that wait on
+    # each other made evaluation several times slower (measured: 8 episodes in 251 s vs 18 s).
+    torch.set_num_threads(1)
     names = [r.name for r in PLAN] if not only else [get_run(n).name for n in only]
     policy_dir = resolve_policy(preset, policy, sft_cache, progress)
     pixels = policy_image_size(load_policy(policy_dir)) is not None
@@ -684,9 +696,14 @@ def render_report(out: Path, exp: Experiment, results: dict[str, dict[int, dict[
         ["target", "measured", "met"],
         [[c.target, c.measured, "—" if c.met is None else ("yes" if c.met else "**no**")] for c in check_targets(results, exp)]), ""]
     if done:
-        lines += ["## Time per run (this machine; shared CPU, so noisy)", "", markdown_table(
-            ["run", "train s", "eval s"],
-            [[n, f"{d['train_seconds']:.0f}", f"{d['eval_seconds']:.0f}"] for n, d in done.items()]), ""]
+        def cpu(d: dict[str, Any], key: str) -> str:
+            value = d.get(key)
+            return "—" if value is None or math.isnan(value) else f"{value:.0f}"
+
+        lines += ["## Time per run (this machine; shared CPU, so wall times are noisy)", "", markdown_table(
+            ["run", "train s (wall)", "train CPU s", "eval s (wall)", "eval CPU s"],
+            [[n, f"{d['train_seconds']:.0f}", cpu(d, "train_cpu_seconds_this_process"), f"{d['eval_seconds']:.0f}",
+              cpu(d, "eval_cpu_seconds")] for n, d in done.items()]), ""]
         total = sum(d["train_seconds"] + d["eval_seconds"] for d in done.values())
         lines += [f"Total measured: {total / 60:.1f} min of training and evaluation.", ""]
     lines += ["Raw results: `runs/<run>/eval_info.json`; equivalent commands: `commands.sh`.", ""]
