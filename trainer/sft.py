@@ -46,6 +46,7 @@ EXAMPLES = """examples:
   grape-sft --out runs/sft --eval-episodes 100               ... and evaluate (sampling + greedy)
   grape-sft --out runs/pp --tasks pick_place --demos 100 --steps 3000 --lr 5e-4
   grape-sft --out runs/sft --resume --steps 3000             continue an interrupted/finished run
+  grape-sft --out runs/sft --resume --eval-episodes 50 --eval-split semantic   evaluate a finished run
   grape-sim demo --out demos/ -n 50 && grape-sft --out runs/sft --demos-dir demos/
 """
 
@@ -127,6 +128,8 @@ class Demonstrations:
     """object [N]: the task of each step's episode"""
     episodes: int = 0
     per_task: dict[str, int] = field(default_factory=dict)
+    """steps per task"""
+    episodes_per_task: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- demonstrations
@@ -169,7 +172,7 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
     """The first ``per_task`` successful episodes of each task in ``store``, flattened to steps."""
     from trainer.store import StoreError, read_episodes
 
-    states, actions, instructions, task_names, per_task_steps, count = [], [], [], [], {}, 0
+    states, actions, instructions, task_names, per_task_steps, per_task_episodes = [], [], [], [], {}, {}
     for task in tasks:
         try:
             episodes = [e for e in read_episodes(store, task) if e.success][:per_task]
@@ -183,7 +186,7 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
             instructions += [episode.instruction] * episode.length
             task_names += [task] * episode.length
         per_task_steps[task] = sum(e.length for e in episodes)
-        count += len(episodes)
+        per_task_episodes[task] = len(episodes)
     state_dims = {s.shape[1] for s in states}
     if len(state_dims) != 1:
         raise SFTError(f"{store}: episodes disagree on the state size {sorted(state_dims)}")
@@ -192,8 +195,9 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
         actions=np.concatenate(actions).astype(np.float32),
         instructions=np.asarray(instructions, dtype=object),
         tasks=np.asarray(task_names, dtype=object),
-        episodes=count,
+        episodes=sum(per_task_episodes.values()),
         per_task=per_task_steps,
+        episodes_per_task=per_task_episodes,
     )
 
 
@@ -264,6 +268,9 @@ def train_sft(
     demos = load_demonstrations(store, config.tasks, config.demos_per_task)
     _log(f"demonstrations: {demos.episodes} episodes, {len(demos.actions)} steps "
          + ", ".join(f"{task} {steps}" for task, steps in demos.per_task.items()), progress)
+    short = {task: n for task, n in demos.episodes_per_task.items() if n < config.demos_per_task}
+    if short:
+        _log(f"warning: {store} holds fewer successful demonstrations than --demos {config.demos_per_task}: {short}", True)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -336,20 +343,20 @@ def _log(message: str, progress: bool) -> None:
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_sft(policy: Any, tasks: Sequence[str], episodes: int, greedy: bool, temperature: float = 1.0,
-                 seed: int = 0, max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Success per task on the sim's fixed in-domain evaluation seeds (never training seeds)."""
+                 seed: int = 0, max_steps: int | None = None, progress: bool = True, split: str = "in_domain") -> dict[str, Any]:
+    """Success per task on the sim's fixed evaluation seeds of ``split`` (never training seeds)."""
     from tqdm.auto import tqdm
 
     from trainer.eval import evaluation_specs, wilson_interval
     from trainer.rollout import collect_rollouts
 
-    specs = evaluation_specs(list(tasks), ["in_domain"], episodes)
+    specs = evaluation_specs(list(tasks), [split], episodes)
     mode = "greedy" if greedy else f"sampling T={temperature:g}"
     with tqdm(total=len(specs), desc=f"eval ({mode})", unit="ep", disable=not progress, leave=False) as bar:
         rollouts, _ = collect_rollouts(policy, specs, greedy=greedy, temperature=temperature,
                                        generator=torch.Generator().manual_seed(seed), max_steps=max_steps,
                                        on_episode=lambda _: bar.update(1))
-    result: dict[str, Any] = {"mode": mode, "episodes_per_task": episodes, "tasks": {}}
+    result: dict[str, Any] = {"mode": mode, "split": split, "episodes_per_task": episodes, "tasks": {}}
     for task in tasks:
         outcomes = [r.episode for r in rollouts if r.spec.task == task]
         wins = sum(bool(e.success) for e in outcomes)
@@ -411,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="processes recording demonstrations (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU a second thread mostly waits)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="after training, evaluate this many seeds per task (0: skip)")
+    parser.add_argument("--eval-split", default="in_domain", help="split of the evaluation seeds (default in_domain)")
     parser.add_argument("--eval-temperature", type=float, default=1.0, help="sampling temperature of the evaluation (default 1)")
     parser.add_argument("--log-every", type=int, default=100, help="log every N steps (default 100)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
@@ -439,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SFTError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
         if not args.eval_temperature > 0:
             raise SFTError(f"--eval-temperature must be > 0, got {args.eval_temperature}")
+        from trainer.sim.splits import SPLITS
+
+        if args.eval_split not in SPLITS:
+            raise SFTError(f"--eval-split: unknown split {args.eval_split!r}; known splits: {', '.join(SPLITS)}")
         if args.demos_dir is not None and not args.demos_dir.is_dir():
             raise SFTError(f"--demos-dir {args.demos_dir}: no such directory")
         config = _config_from_args(args)
@@ -463,11 +475,13 @@ def main(argv: list[str] | None = None) -> int:
 
             policy = load_policy(policy_dir)
             summary["eval"] = {
-                "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False,
-                                         temperature=args.eval_temperature, seed=config.seed, progress=progress),
-                "greedy": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=True, progress=progress),
+                "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False, temperature=args.eval_temperature,
+                                         seed=config.seed, progress=progress, split=args.eval_split),
+                "greedy": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=True, progress=progress,
+                                       split=args.eval_split),
             }
-            write_json_atomic(args.out / EVAL_FILE, summary["eval"])
+            eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
+            write_json_atomic(args.out / eval_file, summary["eval"])
     except SFTError as error:
         print(f"grape-sft: error: {error}", file=sys.stderr)
         return 1

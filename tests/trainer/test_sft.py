@@ -45,6 +45,7 @@ def test_recording_tops_up_without_duplicates(demo_store, tmp_path):
     demos = load_demonstrations(demo_store, ["push_to_target"], 2)
     assert demos.episodes == 2 and demos.states.shape[0] == demos.actions.shape[0] == len(demos.instructions)
     assert demos.actions.shape[1] == 7 and np.all(np.abs(demos.actions[:, :3]) <= 0.02 + 1e-6)
+    assert load_demonstrations(demo_store, ["push_to_target"], 5).episodes_per_task == {"push_to_target": 2}
     import shutil
 
     store = tmp_path / "store"
@@ -114,6 +115,8 @@ def test_cli_usage_and_bad_input(tmp_path, capsys):
     assert "unknown task(s) ['juggle']" in error and "push_to_target" in error
     assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 1
     assert "--steps must be >= 1" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--eval-split", "mars"]) == 1
+    assert "unknown split 'mars'" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--demos-dir", str(tmp_path / "nowhere")]) == 1
     assert "no such directory" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
