@@ -283,8 +283,9 @@ def train_sft(
     start_step = 0
     if resume:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if _comparable(saved["config"]) != _comparable(dataclasses.asdict(config)):
-            changed = sorted(k for k in _comparable(saved["config"]) if _comparable(saved["config"])[k] != _comparable(dataclasses.asdict(config)).get(k))
+        before, now = _comparable(saved["config"]), _comparable(dataclasses.asdict(config))
+        if before != now:
+            changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
             raise SFTError(f"--resume: {checkpoint_path} was trained with a different recipe (differs in {changed})")
         # Statistics come from the checkpoint, never refitted: tokens must keep their meaning.
         policy.set_action_tokenizer(ActionTokenizer.from_dict(saved["action_stats"], expected_action_dim=7))
