@@ -56,7 +56,8 @@ def _near(name: str, candidates: list[str]) -> str:
 
 
 def _names(value: Any, what: str, expected_len: int, axis_doc: str) -> list[str]:
-    names = [str(n) for n in np.asarray(value).reshape(-1).tolist()] if value is not None else []
+    items = np.asarray(value).reshape(-1).tolist() if value is not None else []
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in items]
     if len(names) != expected_len:
         raise BatchError(
             f"{what} has {len(names)} names but the array has {expected_len} {axis_doc}"

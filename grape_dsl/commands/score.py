@@ -71,9 +71,9 @@ def load_batch(path: str):  # noqa: ANN201 - returns TrajectoryBatch or an error
             return f"{path}: {name} must be an array of strings, got dtype {fields[name].dtype}"
     return TrajectoryBatch(
         keypoints=fields["keypoints"],
-        keypoint_names=[str(n) for n in fields["keypoint_names"].reshape(-1)],
+        keypoint_names=fields["keypoint_names"].reshape(-1).tolist(),
         signals=fields["signals"],
-        signal_names=[str(n) for n in fields["signal_names"].reshape(-1)],
+        signal_names=fields["signal_names"].reshape(-1).tolist(),
         lengths=fields["lengths"],
         success=fields.get("success"),
     )

@@ -62,6 +62,12 @@ def test_missing_names_are_listed_with_near_names() -> None:
     assert "signal 'grasped' (did you mean 'grasp'?)" in text
 
 
+def test_byte_string_names_are_decoded() -> None:
+    prepared = prepare_batch(batch(keypoint_names=np.array([b"object.center", b"gripper.tip", b"x"]),
+                                   signal_names=np.array([b"contact.table", b"grasped"])), KPS, SIGS)
+    assert prepared.keypoint_index == (1, 0) and prepared.signal_index == (1,)
+
+
 def test_float64_batches_are_accepted() -> None:
     prepared = prepare_batch(batch(keypoints=np.zeros((3, 5, 3, 3))), KPS, SIGS)
     assert prepared.keypoints.dtype == np.float64
