@@ -137,7 +137,8 @@ def cmd_expert_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"split": args.split, "tasks": table}, indent=1))
         return 0
-    print(f"scripted expert, split={args.split}, {args.num} eval seeds per task")
+    knobs = "" if (args.noise, args.speed) == (0.0, 1.0) else f", noise={args.noise}, speed={args.speed}"
+    print(f"scripted expert, split={args.split}, {args.num} eval seeds per task{knobs}")
     print(f"{'task':<22} {'success':>8} {'grasp':>7} {'collision':>10} {'length':>7}")
     for task, row in table.items():
         print(f"{task:<22} {row['success']:>8.2f} {row['grasp']:>7.2f} {row['collision']:>10.2f} {row['length']:>7.1f}")
