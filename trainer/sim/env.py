@@ -107,6 +107,11 @@ class GrapeSimEnv(gym.Env):
     def instruction(self) -> str:
         return self.scene.instruction if self.scene else ""
 
+    @property
+    def seed(self) -> int:
+        """The seed of the current (or next) episode's scene."""
+        return self._seed
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Build the scene of `seed` (default: the seed given at construction) from scratch."""
         if seed is not None:

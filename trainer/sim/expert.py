@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.sim.env import MAX_ROTATION, MAX_TRANSLATION, STATE_INDEX
+from trainer.sim.env import MAX_ROTATION, MAX_TRANSLATION, STATE_INDEX, GrapeSimEnv
+from trainer.sim.episode import Episode
 from trainer.sim.tasks import get_task
 
 CLOSE, OPEN = 1.0, -1.0
@@ -82,7 +83,7 @@ class Expert:
         closing = _s(s, "gripper.command") > 0
         opening = _s(s, "gripper.opening")
         # An object lying on its side is lower than its extent says: its centre height bounds it.
-        half_height = min(ext[2] / 2, obj[2]) if not _s(s, "grasped") > 0.5 else ext[2] / 2
+        half_height = ext[2] / 2 if grasped else min(ext[2] / 2, obj[2])
         obj_top, obj_bottom = obj[2] + half_height, obj[2] - half_height
         grasp_z = max(obj_top - 0.025, 0.012)
         yaw_error = _s(s, "grasp.yaw_error")
@@ -171,10 +172,10 @@ class Expert:
         return np.array([*to_start, 0.5 * (push_z - ee[2])]), 0.0, CLOSE
 
 
-def run_expert(env, expert: Expert, seed: int | None = None):
+def run_expert(env: GrapeSimEnv, expert: Expert, seed: int | None = None) -> Episode:
     """Roll the expert out in `env` until the episode ends; returns the Episode."""
     obs, _ = env.reset(seed=seed)
-    expert.reset(env._seed)
+    expert.reset(env.seed)
     done = False
     while not done:
         obs, _, terminated, truncated, _ = env.step(expert.act(obs["state"]))
