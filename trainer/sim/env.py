@@ -333,8 +333,8 @@ class GrapeSimEnv(gym.Env):
     def render_frame(self, size: int = 256) -> np.ndarray:
         """An RGB image (uint8 [size, size, 3]) from a fixed camera in front of the robot."""
         p, c = self.p, self.client
-        view = p.computeViewMatrix([1.05, 0.0, 0.6], [0.35, 0.0, 0.05], [0, 0, 1])
-        proj = p.computeProjectionMatrixFOV(58, 1.0, 0.05, 3.0)
+        view = p.computeViewMatrix([1.0, 0.5, 0.7], [0.35, 0.0, 0.1], [0, 0, 1])  # oblique: arm and table both in view
+        proj = p.computeProjectionMatrixFOV(55, 1.0, 0.05, 3.0)
         light = list(self.scene.light_direction) if self.scene else [1, 1, 2]
         _, _, rgba, _, _ = p.getCameraImage(size, size, view, proj, renderer=p.ER_TINY_RENDERER,
                                             lightDirection=light, shadow=0, physicsClientId=c)
