@@ -331,7 +331,7 @@ class GrapeSimEnv(gym.Env):
 
     # ------------------------------------------------------------------ pixels
     def render_frame(self, size: int = 256) -> np.ndarray:
-        """An RGB image (uint8 [size, size, 3]) from a fixed camera in front of the robot."""
+        """An RGB image (uint8 [size, size, 3]) from a fixed oblique camera (arm and workspace in view)."""
         p, c = self.p, self.client
         view = p.computeViewMatrix([1.0, 0.5, 0.7], [0.35, 0.0, 0.1], [0, 0, 1])  # oblique: arm and table both in view
         proj = p.computeProjectionMatrixFOV(55, 1.0, 0.05, 3.0)
