@@ -87,6 +87,9 @@ class SFTConfig:
     """MLP width of the embedded VLA."""
     max_episode_steps: int = 120
     """Episode step limit for demonstrations (and evaluation)."""
+    image_size: int | None = None
+    """Camera side in pixels for a policy that also sees an image (None: state only). The
+    demonstrations are replayed with the camera on to get their frames (~1-2 s per episode)."""
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -106,6 +109,8 @@ class SFTConfig:
             raise SFTError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.expert_noise <= 1:
             raise SFTError(f"--noise must lie in [0, 1], got {self.expert_noise}")
+        if self.image_size is not None and not 16 <= self.image_size <= 256:
+            raise SFTError(f"--image-size must lie in [16, 256], got {self.image_size}")
         if self.hidden_size % self.num_heads:
             raise SFTError(f"--hidden-size {self.hidden_size} must be divisible by --heads {self.num_heads}")
 
@@ -130,6 +135,10 @@ class Demonstrations:
     per_task: dict[str, int] = field(default_factory=dict)
     """steps per task"""
     episodes_per_task: dict[str, int] = field(default_factory=dict)
+    sources: list[tuple[str, str, int, int]] = field(default_factory=list)
+    """(task, split, seed, length) of each episode, in the order of the flattened steps"""
+    images: np.ndarray | None = None
+    """uint8 [N, S, S, 3] camera frames of the steps (only for pixel policies)"""
 
 
 # ---------------------------------------------------------------------- demonstrations
@@ -172,7 +181,7 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
     """The first ``per_task`` successful episodes of each task in ``store``, flattened to steps."""
     from trainer.store import StoreError, read_episodes
 
-    states, actions, instructions, task_names, per_task_steps, per_task_episodes = [], [], [], [], {}, {}
+    states, actions, instructions, task_names, per_task_steps, per_task_episodes, sources = [], [], [], [], {}, {}, []
     for task in tasks:
         try:
             episodes = [e for e in read_episodes(store, task) if e.success][:per_task]
@@ -185,6 +194,7 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
             actions.append(episode.actions)
             instructions += [episode.instruction] * episode.length
             task_names += [task] * episode.length
+            sources.append((task, episode.split, int(episode.seed), episode.length))
         per_task_steps[task] = sum(e.length for e in episodes)
         per_task_episodes[task] = len(episodes)
     state_dims = {s.shape[1] for s in states}
@@ -198,7 +208,51 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
         episodes=sum(per_task_episodes.values()),
         per_task=per_task_steps,
         episodes_per_task=per_task_episodes,
+        sources=sources,
     )
+
+
+def render_demonstration_images(demos: Demonstrations, size: int, cache: Path, max_steps: int,
+                                progress: bool = True) -> np.ndarray:
+    """Camera frames for every demonstrated step, by replaying each episode's actions.
+
+    The sim is deterministic, so a replay reproduces the recorded states exactly; a replay
+    that drifts (another sim version recorded the store) is an error rather than frames that
+    silently disagree with their states. Frames are cached in ``cache`` (.npy plus the list of
+    episodes they belong to) so a resumed run does not render again.
+    """
+    from tqdm.auto import tqdm
+
+    from trainer.sim.env import make_env
+
+    key = {"size": size, "sources": [list(source) for source in demos.sources]}
+    index_file = cache.with_suffix(".json")
+    if cache.is_file() and index_file.is_file() and json.loads(index_file.read_text()) == key:
+        return np.load(cache)
+    frames = np.empty((len(demos.states), size, size, 3), dtype=np.uint8)
+    offset = 0
+    for task, split, seed, length in tqdm(demos.sources, desc="render demos", unit="ep", disable=not progress, leave=False):
+        env = make_env(task, split, seed, image_size=size, max_steps=max_steps)
+        try:
+            obs, _ = env.reset(seed=seed)
+            for t in range(length):
+                drift = float(np.abs(obs["state"] - demos.states[offset + t]).max())
+                if drift > 1e-4:
+                    raise SFTError(f"replaying demonstration {task}/{split}/{seed} diverged at step {t} (state differs by {drift:.3g}); "
+                                   "was the store recorded with another version of the simulator?")
+                frames[offset + t] = obs["image"]
+                obs, *_ = env.step(demos.actions[offset + t])
+        finally:
+            env.close()
+        offset += length
+    from trainer.policy.tokenizer import write_json_atomic
+
+    handle, temp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npy")
+    os.close(handle)
+    np.save(temp, frames)
+    os.replace(temp, cache)
+    write_json_atomic(index_file, key)
+    return frames
 
 
 # ---------------------------------------------------------------------- training
@@ -276,7 +330,11 @@ def train_sft(
     generator = torch.Generator().manual_seed(config.seed)
     policy_config = EmbeddedVLAConfig(state_dim=demos.states.shape[1], hidden_size=config.hidden_size,
                                       num_layers=config.num_layers, num_heads=config.num_heads,
-                                      intermediate_size=config.intermediate_size)
+                                      intermediate_size=config.intermediate_size, use_image=config.image_size is not None,
+                                      image_size=config.image_size or 64)
+    if config.image_size is not None:
+        demos.images = render_demonstration_images(demos, config.image_size, out / f"demo_images_{config.image_size}.npy",
+                                                   config.max_episode_steps, progress)
     policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
     policy.set_state_statistics(demos.states)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -308,7 +366,10 @@ def train_sft(
             cursor += config.batch_size
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
-            logps = policy.log_prob({"state": demos.states[rows]}, list(demos.instructions[rows]), tokens[rows])
+            obs = {"state": demos.states[rows]}
+            if demos.images is not None:
+                obs["image"] = demos.images[rows]
+            logps = policy.log_prob(obs, list(demos.instructions[rows]), tokens[rows])
             loss, metrics = sft_loss(logps.unsqueeze(1), torch.ones_like(logps, dtype=torch.bool).unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -415,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help=f"model width (default {defaults.hidden_size})")
     parser.add_argument("--layers", type=int, default=defaults.num_layers, help=f"decoder layers (default {defaults.num_layers})")
     parser.add_argument("--heads", type=int, default=defaults.num_heads, help=f"attention heads (default {defaults.num_heads})")
+    parser.add_argument("--image-size", type=int, help="also feed a camera image of this side to the policy (default: state only)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--workers", type=int, default=1, help="processes recording demonstrations (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU a second thread mostly waits)")
@@ -434,7 +496,7 @@ def _config_from_args(args: argparse.Namespace) -> SFTConfig:
     tasks = tuple(TASKS) if args.tasks == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     config = SFTConfig(tasks=tasks, demos_per_task=args.demos, expert_noise=args.noise, steps=args.steps, lr=args.lr,
                        batch_size=args.batch_size, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.layers,
-                       num_heads=args.heads)
+                       num_heads=args.heads, image_size=args.image_size)
     config.validate()
     return config
 

@@ -137,3 +137,27 @@ def test_config_validation_names_the_argument():
         SFTConfig(lr=-1.0).validate()
     with pytest.raises(SFTError, match="--hidden-size 30 must be divisible by --heads 4"):
         SFTConfig(hidden_size=30).validate()
+
+
+def test_pixel_policy_trains_on_replayed_frames(demo_store, tmp_path):
+    config = SFTConfig(**TINY | {"demos_per_task": 1, "steps": 3, "image_size": 32})
+    policy_dir = train_sft(config, tmp_path / "run", demos_dir=demo_store, progress=False)
+    policy = load_policy(policy_dir)
+    assert policy.image_size == 32
+    frames = np.load(tmp_path / "run" / "demo_images_32.npy")
+    demos = load_demonstrations(demo_store, config.tasks, 1)
+    assert frames.shape == (len(demos.states), 32, 32, 3) and frames.dtype == np.uint8
+    assert frames.std() > 0 and not np.array_equal(frames[0], frames[-1])  # real, changing pictures
+    from trainer.sim.env import make_env
+
+    task, split, seed, _ = demos.sources[0]
+    env = make_env(task, split, seed, image_size=32)
+    first, _ = env.reset(seed=seed)
+    env.close()
+    assert np.array_equal(first["image"], frames[0])
+    # A replay that no longer matches its recorded states is refused, not silently used.
+    demos.states[3] += 1.0
+    from trainer.sft import render_demonstration_images
+
+    with pytest.raises(SFTError, match="diverged at step 3"):
+        render_demonstration_images(demos, 32, tmp_path / "other.npy", 120, progress=False)
