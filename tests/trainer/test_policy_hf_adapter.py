@@ -173,6 +173,15 @@ def test_bad_checkpoints_are_refused(checkpoint, tmp_path):
     assert policy.action_tokenizer.action_dim == 6  # a 6-D robot is fine; tokens then must be 6-D
     with pytest.raises(PolicyInputError, match=r"tokens has shape \(3, 7\); expected \[3, 6\]"):
         policy.log_prob(observations(), INSTRUCTIONS, torch.zeros(3, 7, dtype=torch.long))
+    no_processor = tmp_path / "no_processor"
+    shutil.copytree(checkpoint, no_processor)
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (no_processor / name).unlink()
+    with pytest.raises(CheckpointError, match="cannot load the processor/tokenizer"):
+        HFVLAPolicy.from_pretrained(no_processor, action_stats=STATS)
+    (no_processor / "config.json").write_text("{ not json")
+    with pytest.raises(CheckpointError, match=r"config.json:1:3: invalid JSON"):
+        HFVLAPolicy.from_pretrained(no_processor, action_stats=STATS)
     weights = load_file(folder / "model.safetensors")
     dropped = {name: tensor for name, tensor in weights.items() if "layers.1." not in name}
     save_file(dropped, folder / "model.safetensors", metadata={"format": "pt"})
