@@ -563,11 +563,7 @@ class TargetCheck:
     target: str
     measured: str
     met: bool | None
-    """None: not measurable yet (a run is missing)."""
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else (math.inf if a > 0 else 1.0)
+    """None: not measurable (a run is missing, or the SFT baseline is 0 so there is no ratio)."""
 
 
 def check_targets(results: dict[str, dict[int, dict[str, Any]]], exp: Experiment) -> list[TargetCheck]:
@@ -580,7 +576,11 @@ def check_targets(results: dict[str, dict[int, dict[str, Any]]], exp: Experiment
         if a is None or b is None:
             checks.append(TargetCheck(f"GRAPE-TC success >= 1.5x SFT ({split})", "—", None))
             continue
-        r = _ratio(a.value, b.value)
+        if b.value == 0:  # no ratio to a zero baseline
+            checks.append(TargetCheck(f"GRAPE-TC success >= 1.5x SFT ({split})",
+                                      f"{100 * a.value:.1f}% vs SFT 0% (no ratio)", None))
+            continue
+        r = a.value / b.value
         checks.append(TargetCheck(f"GRAPE-TC success >= 1.5x SFT ({split})",
                                   f"{100 * a.value:.1f}% vs {100 * b.value:.1f}% = {r:.2f}x", r >= 1.5))
     dpo = final_summary(results, "step_dpo", preset)
@@ -601,8 +601,11 @@ def check_targets(results: dict[str, dict[int, dict[str, Any]]], exp: Experiment
         if a is None or b is None:
             checks.append(TargetCheck(title, "—", None))
             continue
-        r = _ratio(a.value, b.value)
         percent = metric != "step_length"
+        if b.value == 0:
+            checks.append(TargetCheck(title, f"{format_cell(a, percent)} vs SFT {format_cell(b, percent)} (no ratio to 0)", None))
+            continue
+        r = a.value / b.value
         checks.append(TargetCheck(title, f"{format_cell(a, percent)} vs {format_cell(b, percent)} = {r:.2f}x", r <= bound))
     return checks
 

@@ -125,6 +125,11 @@ def test_report_tables_and_target_checks_from_eval_info_files(tmp_path):
     assert checks["GRAPE-Safety collision rate <= 0.63x SFT (in_domain)"].met is True
     efficiency = checks["GRAPE-Efficiency step length <= 0.89x SFT (in_domain)"]
     assert efficiency.met is False and "0.94x" in efficiency.measured
+    zero = {split: (0, 0, 50, 0) for split in STATE_SPLITS}
+    _plant(out, "sft", {0: _summary(zero)})
+    checks = {c.target: c for c in check_targets(load_results(out), exp)}
+    assert checks["GRAPE-TC success >= 1.5x SFT (in_domain)"].met is None  # no ratio to a 0% baseline
+    assert "no ratio" in checks["GRAPE-Safety collision rate <= 0.63x SFT (in_domain)"].measured
     for plot in ("baselines", "table1", "table2"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "plots" / "fig6_success_per_iteration.png").is_file()  # SFT (iteration 0) and iteration 1
