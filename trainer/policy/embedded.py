@@ -294,8 +294,11 @@ class EmbeddedVLA(Policy):
         if (path / ADAPTER_DIR).is_dir():
             from peft import PeftModel
 
+            from trainer.policy.lora import quiet_peft
+
             policy.requires_grad_(False)  # as after add_lora: only LoRA factors may train
-            policy.decoder = PeftModel.from_pretrained(policy.decoder, str(path / ADAPTER_DIR), is_trainable=is_trainable)
+            with quiet_peft():
+                policy.decoder = PeftModel.from_pretrained(policy.decoder, str(path / ADAPTER_DIR), is_trainable=is_trainable)
         return policy.eval()
 
 

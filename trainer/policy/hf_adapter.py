@@ -181,8 +181,11 @@ class HFVLAPolicy(Policy):
         if (folder / ADAPTER_DIR).is_dir():
             from peft import PeftModel
 
+            from trainer.policy.lora import quiet_peft
+
             policy.requires_grad_(False)  # as after add_lora: only LoRA factors may train
-            policy.model = PeftModel.from_pretrained(policy.model, str(folder / ADAPTER_DIR), is_trainable=is_trainable)
+            with quiet_peft():
+                policy.model = PeftModel.from_pretrained(policy.model, str(folder / ADAPTER_DIR), is_trainable=is_trainable)
         return policy
 
     @staticmethod

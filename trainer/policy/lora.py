@@ -8,7 +8,19 @@ weights ever sits in memory.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 from trainer.policy.base import Policy
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft 0.21 calls a transformers method deprecated in v5; the warning is not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def add_lora(
@@ -41,7 +53,8 @@ def add_lora(
         bias="none",
     )
     policy.requires_grad_(False)
-    setattr(policy, attribute, get_peft_model(module, config))
+    with quiet_peft():
+        setattr(policy, attribute, get_peft_model(module, config))
     return policy
 
 
