@@ -9,11 +9,11 @@ reference  a second full copy of the model is the reference; every pair runs fou
            rejected; one trajectory each), gradients accumulated over the optimizer step's pairs.
 
 Both train the same LoRA policy on the same pairs (same trajectories, beta, pairs per step) for
-one epoch. Each method runs in its own fresh process, so peak RSS (ru_maxrss) is that method's;
+`--epochs` passes (the reference way recomputes reference log-probs on every pass). Each method runs in its own fresh process, so peak RSS (ru_maxrss) is that method's;
 the memory figure is the peak minus the RSS right after the policy is built (which includes the
 reference model copy for the reference way: that copy is part of its cost).
 
-    python bench/tpo.py                      # defaults: 32 pairs, 100-step trajectories
+    python bench/tpo.py                      # defaults: 32 pairs, 50-100-step trajectories, 2 epochs
     python bench/tpo.py --pairs 16 --steps 60 --pairs-per-step 8
 """
 
@@ -41,7 +41,7 @@ def _peak_mib() -> float:
 
 
 def run_method(method: str, pairs: int, steps: int, pairs_per_step: int, chunk_steps: int, seed: int,
-               hidden_size: int, layers: int) -> dict:
+               hidden_size: int, layers: int, epochs: int) -> dict:
     from trainer.loop import StepBank, backward_through_steps, preference_loss_fn, step_logps
     from trainer.losses import tpo_loss
     from trainer.policy import add_lora, lora_parameters, make_policy
@@ -72,29 +72,27 @@ def run_method(method: str, pairs: int, steps: int, pairs_per_step: int, chunk_s
     started = time.perf_counter()
     policy.train()
     if method == "ours":
-        with policy.adapter_disabled():
+        with policy.adapter_disabled():  # once per iteration, whatever the number of epochs
             ref = step_logps(policy, bank, np.arange(total), chunk_steps)
-        for b in range(0, pairs, pairs_per_step):
-            batch = pair_index[b : b + pairs_per_step]
-            steps_ = bank.steps_of(batch.reshape(-1))
-            optimizer.zero_grad()
-            backward_through_steps(policy, bank, steps_, preference_loss_fn("tpo", batch, lengths, ref[steps_], beta), chunk_steps)
-            optimizer.step()
-    else:
+    for _ in range(epochs):
         for b in range(0, pairs, pairs_per_step):
             batch = pair_index[b : b + pairs_per_step]
             optimizer.zero_grad()
-            for chosen, rejected in batch:
-                pc = bank.log_prob(policy, bank.steps_of([chosen])).sum()
-                pr = bank.log_prob(policy, bank.steps_of([rejected])).sum()
-                with torch.no_grad():
-                    rc = bank.log_prob(reference, bank.steps_of([chosen])).sum()
-                    rr = bank.log_prob(reference, bank.steps_of([rejected])).sum()
-                loss, _ = tpo_loss(pc[None], pr[None], rc[None], rr[None], beta)
-                (loss / len(batch)).backward()
+            if method == "ours":
+                steps_ = bank.steps_of(batch.reshape(-1))
+                backward_through_steps(policy, bank, steps_, preference_loss_fn("tpo", batch, lengths, ref[steps_], beta), chunk_steps)
+            else:
+                for chosen, rejected in batch:
+                    pc = bank.log_prob(policy, bank.steps_of([chosen])).sum()
+                    pr = bank.log_prob(policy, bank.steps_of([rejected])).sum()
+                    with torch.no_grad():
+                        rc = bank.log_prob(reference, bank.steps_of([chosen])).sum()
+                        rr = bank.log_prob(reference, bank.steps_of([rejected])).sum()
+                    loss, _ = tpo_loss(pc[None], pr[None], rc[None], rr[None], beta)
+                    (loss / len(batch)).backward()
             optimizer.step()
     seconds = time.perf_counter() - started
-    return {"method": method, "pairs": pairs, "seconds": seconds, "pairs_per_second": pairs / seconds,
+    return {"method": method, "pairs": pairs, "seconds": seconds, "pairs_per_second": epochs * pairs / seconds,
             "peak_rss_mib": _peak_mib(), "rss_after_setup_mib": rss_before,
             "peak_over_setup_mib": _peak_mib() - rss_before, "total_steps": total}
 
@@ -104,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=32, help="preference pairs in the epoch (default 32)")
     parser.add_argument("--steps", type=int, default=100, help="longest trajectory, steps; lengths drawn from [steps/2, steps] (default 100)")
     parser.add_argument("--pairs-per-step", type=int, default=8, help="pairs per optimizer step (default 8)")
-    parser.add_argument("--chunk-steps", type=int, default=512, help="most steps per forward in ours (default 512)")
+    parser.add_argument("--chunk-steps", type=int, default=2048, help="most steps per forward in ours (default 2048, the trainer's)")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the pairs (default 2, the trainer's)")
     parser.add_argument("--hidden-size", type=int, default=128, help="width of the embedded VLA (default 128, the SFT default)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers (default 2, the SFT default)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method, alternating; the median is reported (default 3)")
@@ -113,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     common = [f"--pairs={args.pairs}", f"--steps={args.steps}", f"--pairs-per-step={args.pairs_per_step}",
               f"--chunk-steps={args.chunk_steps}", f"--seed={args.seed}", f"--hidden-size={args.hidden_size}",
-              f"--layers={args.layers}"]
+              f"--layers={args.layers}", f"--epochs={args.epochs}"]
     if args.method:
         print(json.dumps(run_method(args.method, args.pairs, args.steps, args.pairs_per_step, args.chunk_steps, args.seed,
-                                    args.hidden_size, args.layers)))
+                                    args.hidden_size, args.layers, args.epochs)))
         return 0
     runs: dict[str, list[dict]] = {"ours": [], "reference": []}
     for _ in range(args.repeats):  # alternate, so load on a shared machine hits both alike
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run([sys.executable, __file__, f"--method={method}", *common], capture_output=True, text=True, check=True)
             runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
     ours, ref = (sorted(r, key=lambda x: x["pairs_per_second"])[len(r) // 2] for r in runs.values())
-    print(f"TPO step, {args.pairs} pairs, trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, "
+    print(f"TPO step, {args.epochs} epochs over {args.pairs} pairs, trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, "
           f"model hidden {args.hidden_size} x {args.layers} layers, 1 thread, median of {args.repeats}")
     print(f"{'method':<10} {'pairs/s':>9} {'seconds':>9} {'peak RSS MiB':>13} {'peak - setup MiB':>17}")
     for r in (ours, ref):

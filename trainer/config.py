@@ -84,7 +84,7 @@ class OptimConfig:
     """Passes over the iteration's pairs (or successful rollouts, for sft) per iteration."""
     pairs_per_step: int = 8
     """Preference pairs (or trajectories, for sft) per optimizer step."""
-    chunk_steps: int = 512
+    chunk_steps: int = 2048
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this value (0 = no clipping)."""
