@@ -100,7 +100,7 @@ class SFTConfig:
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown or not self.tasks:
             raise SFTError(f"--tasks: unknown task(s) {unknown or '(none given)'}; known tasks: {', '.join(TASKS)}")
-        for name, value, low in (("--demos", self.demos_per_task, 1), ("--steps", self.steps, 1),
+        for name, value, low in (("--demos", self.demos_per_task, 1), ("--steps", self.steps, 1), ("--seed", self.seed, 0),
                                  ("--batch-size", self.batch_size, 1), ("--hidden-size", self.hidden_size, 8),
                                  ("--layers", self.num_layers, 1), ("--max-episode-steps", self.max_episode_steps, 1)):
             if value < low:

@@ -135,6 +135,8 @@ def test_default_policy_is_trained_once_and_cached(demo_store, tmp_path):
 def test_config_validation_names_the_argument():
     with pytest.raises(SFTError, match="--lr must be a positive number"):
         SFTConfig(lr=-1.0).validate()
+    with pytest.raises(SFTError, match="--seed must be >= 0, got -3"):
+        SFTConfig(seed=-3).validate()
     with pytest.raises(SFTError, match="--hidden-size 30 must be divisible by --heads 4"):
         SFTConfig(hidden_size=30).validate()
 
