@@ -398,3 +398,27 @@ def test_random_programs_match_oracle(task: ast.TaskFile, data: st.DataObject, c
     for _ in range(4):
         batch = data.draw(batches())
         assert_tables_match(compiled.score(batch), oracle.score(task, batch))
+
+
+def test_thread_ranges_cover_every_trajectory_once() -> None:
+    from grape_dsl.runtime.kernels import _split_range
+
+    for n, threads in [(0, 2), (1, 2), (255, 2), (10_000, 2), (100_003, 16), (5_000, 1)]:
+        ranges = _split_range(n, threads)
+        covered = [i for lo, hi in ranges for i in range(lo, hi)]
+        assert covered == list(range(n))
+    assert len(_split_range(5_000, 1)) == 1
+
+
+def test_threaded_scoring_equals_single_range(semantics_program: CompiledProgram, monkeypatch) -> None:
+    rng = np.random.default_rng(5)
+    n, t_max = 3_000, 12
+    kp = rng.normal(size=(n, t_max, 1, 3)).astype(np.float32)
+    sig = (rng.random((n, t_max, 2)) > 0.7).astype(np.float32)
+    batch = TrajectoryBatch(kp, ["gripper.tip"], sig, ["grasped", "contact.obstacle"],
+                            rng.integers(1, t_max + 1, size=n))
+    threaded = semantics_program.score(batch)
+    monkeypatch.setenv("GRAPE_DSL_THREADS", "1")
+    single = semantics_program.score(batch)
+    np.testing.assert_array_equal(threaded.constraint_costs, single.constraint_costs)
+    np.testing.assert_array_equal(threaded.stage_bounds, single.stage_bounds)
