@@ -28,6 +28,7 @@ def test_demo_records_a_readable_store(tmp_path):
     assert summary["tasks"]["stack"]["written"] == 2
     episodes = read_episodes(tmp_path / "d")
     assert sorted(e.task for e in episodes) == ["push_to_target"] * 2 + ["stack"] * 2
+    assert sorted({e.seed for e in episodes}) == [0, 1]  # training seeds, never evaluation seeds
     assert all(e.success for e in episodes)
 
 
@@ -58,6 +59,7 @@ def test_render_gif_and_replay_stored_episode(tmp_path):
     (("render", "--task", "stack", "--out", "x.png"), 1, "must end in .gif or .mp4"),
     (("render", "--episode", "/nonexistent/ep", "--out", "x.gif"), 1, "not a readable episode"),
     (("demo", "--out", "x", "-n", "0"), 2, "must be >= 1"),
+    (("demo", "--out", "x", "-n", "2", "--seed-start", "999999"), 1, "training seeds must lie in [0, 1000000)"),
     (("frobnicate",), 2, "invalid choice"),
 ])
 def test_bad_input_exit_codes(args, code, words):

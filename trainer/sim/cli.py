@@ -82,7 +82,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     tasks = _parse_tasks(args.tasks)
     split = get_split(args.split)
-    seeds = Split.train_seeds(args.num, start=args.seed_start) if split.name == "in_domain" else split.eval_seeds(args.num)
+    # Demonstrations always come from training seeds, whatever the split, so that no evaluation
+    # scene ever leaks into training data.
+    seeds = Split.train_seeds(args.num, start=args.seed_start)
     jobs = [ExpertJob(task, split.name, seed, noise=args.noise, speed=args.speed, max_steps=args.max_steps)
             for task in tasks for seed in seeds]
     counts = {task: {"written": 0, "success": 0, "skipped": 0} for task in tasks}
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' (default)")
     p.add_argument("--split", default="in_domain", help="split to draw scenes from (default in_domain)")
     p.add_argument("-n", "--num", type=int, default=100, help="episodes per task (default 100)")
-    p.add_argument("--seed-start", type=int, default=0, help="first training seed (in_domain only)")
+    p.add_argument("--seed-start", type=int, default=0, help="first training seed (seeds 0 .. 999,999; never evaluation seeds)")
     p.add_argument("--out", type=Path, required=True, help="store directory (created if missing)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--noise", type=float, default=0.0, help="expert translation noise, fraction of the step limit")
