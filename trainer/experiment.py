@@ -367,14 +367,17 @@ def evaluate_checkpoints(run: RunSpec, exp: Experiment, out: Path, progress: boo
 def execute_run(run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     """Train (or resume) and evaluate one run, then mark it done atomically; return done.json."""
     from trainer.eval import EVAL_INFO_FILE, write_eval_info
-    from trainer.loop import train
+    from trainer.loop import TrainError, train
 
     folder = run_dir(out, run.name)
     started, cpu_started = time.perf_counter(), time.process_time()
     config = None
     if run.trains:
         config = train_config(run, exp.preset, out, exp.seed, exp.policy_dir)
-        train(config, progress=progress, echo=echo)
+        try:
+            train(config, progress=progress, echo=echo)
+        except TrainError as error:
+            raise ExperimentError(f"run {run.name}: {error}") from None
     train_cpu_seconds = time.process_time() - cpu_started
     per_iteration = evaluate_checkpoints(run, exp, out, progress, echo)
     info = {
@@ -897,12 +900,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted; run the same command again to resume (completed runs are kept)", 130)
     except OSError as error:
         return _fail(f"{error}; completed runs are kept, run the same command again to resume")
-    except Exception as error:  # a TrainError from the loop carries its own clear message
-        from trainer.loop import TrainError
-
-        if isinstance(error, TrainError):
-            return _fail(str(error))
-        raise
     report = Path(args.out) / REPORT_FILE
     if args.json:
         print(json.dumps({"out": args.out, "report": str(report), "runs_done": [n for n in exp.runs if is_done(Path(args.out), n)]}))

@@ -186,6 +186,8 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
     assert "--samples-per-state >= 4" in capsys.readouterr().err
     assert main(["plan", "--eval-episodes", "0"]) == 2
     assert main(["plan", "--quick", "--preset", "full"]) == 2
+    assert main(["paper", "--out", str(tmp_path / "y"), "--policy", str(tmp_path / "missing")]) == 1
+    assert "--policy" in capsys.readouterr().err and not (tmp_path / "y").exists()
     result = run_cli("--help")
     assert result.returncode == 0 and "grape-experiment paper --out runs/paper" in result.stdout
 
