@@ -251,3 +251,15 @@ def test_baseline_losses_run(tmp_path, tiny_policy_dir, loss):
         assert any("no successful rollout" in line for line in lines)
     else:
         assert any(line.startswith("iter 1 step") for line in lines)
+
+
+def test_constraints_objective_applies_to_each_task_and_task_file_selects_its_task():
+    from trainer.loop import resolve_constraints
+
+    both = resolve_constraints("constraints/safety.grc", ["stack", "push_to_target"], {})
+    assert [p.task for p in both] == ["stack", "push_to_target"]
+    assert all(p.path.name == f"{p.task}.grc" for p in both)
+    (one,) = resolve_constraints("constraints/tasks/stack.grc", ["pick_place", "push_to_target"], {})
+    assert one.task == "stack"
+    with pytest.raises(TrainError, match="unknown param|no param|nope"):
+        resolve_constraints("constraints/tasks/stack.grc", [], {"nope": 1.0})
