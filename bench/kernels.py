@@ -418,7 +418,8 @@ def main() -> None:
     configure(compiled.program)
     print(f"task {TASK.name} + {OBJECTIVE.name}; T={args.steps}, K={len(KEYPOINTS)}, S={len(SIGNALS)}; "
           f"kernel threads {_threads()}, cpu count {os.cpu_count()}; numpy single-threaded")
-    header = f"{'N':>8} {'(a) kernel':>12} {'(b) py/step':>12} {'(c) numpy':>12} {'(d) sum':>12} {'a/b':>8} {'a/c':>7} {'a/d':>6}"
+    header = (f"{'N':>8} {'(a) kernel':>12} {'(b) py/step':>12} {'(c) numpy':>12} {'(d) sum':>12} "
+              f"{'a/b':>8} {'a/c':>7} {'a/d':>6} {'a 1 thread':>11} {'a1/d':>6}")
     print("trajectory-steps per second")
     print(header)
     results = []
@@ -426,6 +427,9 @@ def main() -> None:
         batch = make_batch(n, args.steps)
         steps = n * args.steps
         t_a, table = best_of(lambda: compiled.score(batch), args.repeat)
+        os.environ["GRAPE_DSL_THREADS"] = "1"
+        t_a1, _ = best_of(lambda: compiled.score(batch), args.repeat)
+        del os.environ["GRAPE_DSL_THREADS"]
         r_ext = table.r_ext
         sub = min(n, args.python_subsample)
         t_b_sub, r_b = best_of(lambda: per_step_python(batch.keypoints[:sub], batch.signals[:sub], batch.lengths[:sub]), 1)
@@ -435,10 +439,10 @@ def main() -> None:
         np.testing.assert_allclose(r_c, r_ext, rtol=1e-5)
         t_d, _ = best_of(lambda: batch.keypoints.sum(), args.repeat)
         row = {"n": n, "a": steps / t_a, "b": steps / t_b, "c": steps / t_c, "d": steps / t_d}
-        row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a)
+        row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a, a1=steps / t_a1, a1_d=t_d / t_a1)
         results.append(row)
         print(f"{n:>8} {row['a']:>12.3g} {row['b']:>12.3g} {row['c']:>12.3g} {row['d']:>12.3g} "
-              f"{row['a_b']:>8.0f} {row['a_c']:>7.1f} {row['a_d']:>6.2f}")
+              f"{row['a_b']:>8.0f} {row['a_c']:>7.1f} {row['a_d']:>6.2f} {row['a1']:>11.3g} {row['a1_d']:>6.2f}")
         del batch, table
     times = compile_times()
     cold, cached = times["cold"], times["cached"]

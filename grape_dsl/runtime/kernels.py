@@ -145,9 +145,8 @@ def _run_kernel(
         module.score_kernel(*args, 0, n)
     else:
         # The kernel releases the GIL, so threads score disjoint trajectory ranges at once.
-        with ThreadPoolExecutor(min(threads, len(ranges))) as pool:
-            for _ in pool.map(lambda r: module.score_kernel(*args, *r), ranges):
-                pass
+        for _ in _pool(threads).map(lambda r: module.score_kernel(*args, *r), ranges):
+            pass
     table = ScoreTable(
         task_name=program.task_name,
         stage_names=program.stage_names,
@@ -177,6 +176,16 @@ def _threads() -> int:
     import numba
 
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per thread count, so a score call does not pay for thread start-up."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="grape-dsl-score")
+    return _POOLS[threads]
 
 
 def _split_range(n: int, threads: int) -> list[tuple[int, int]]:
