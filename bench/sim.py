@@ -6,6 +6,7 @@ Rows (control steps per second unless noted; one control step = 12 physics steps
   physics        raw p.stepSimulation in a built scene (physics steps/s, and /12 as control steps)
   env.step       env.step with random actions (IK + 12 physics steps + contacts + observation)
   expert         the scripted expert in the loop, resets included (what demo recording costs)
+  expert, 50 ..  the same with pybullet's default 50 solver iterations instead of the env's 20
   expert+image   the same with a 128x128 TinyRenderer image every step
   vector         VectorEnv over --workers processes, expert actions computed in the main process
   pool           whole expert episodes in a process pool of --workers (demo recording)
@@ -71,11 +72,13 @@ def env_step_row(task: str) -> Row:
     return Row(step, env.close)
 
 
-def expert_row(task: str, image_size: int | None = None) -> Row:
+def expert_row(task: str, image_size: int | None = None, solver_iterations: int | None = None) -> Row:
     from trainer.sim.env import make_env
     from trainer.sim.expert import Expert, run_expert
 
     env = make_env(task, image_size=image_size)
+    if solver_iterations is not None:
+        env.solver_iterations = solver_iterations
     expert = Expert(task)
     seeds = iter(range(10**6))
     return Row(lambda: run_expert(env, expert, seed=next(seeds)).length, env.close)
@@ -131,6 +134,7 @@ def main() -> None:
         "physics (control-step equivalent)": physics_row(args.task),
         "env.step (random actions)": env_step_row(args.task),
         "expert": expert_row(args.task),
+        "expert, 50 solver iterations": expert_row(args.task, solver_iterations=50),
         "expert+image128": expert_row(args.task, image_size=128),
         f"vector x{args.workers}": vector_row(args.task, args.workers),
         f"pool x{args.workers}": pool_row(args.task, args.workers),

@@ -70,6 +70,7 @@ class GrapeSimEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    solver_iterations = SOLVER_ITERATIONS  # per instance before the first reset (bench/sim.py compares)
 
     def __init__(self, task: str, split: str = "in_domain", seed: int = 0, image_size: int | None = None,
                  max_steps: int = DEFAULT_MAX_STEPS) -> None:
@@ -129,7 +130,7 @@ class GrapeSimEnv(gym.Env):
             # Sorted contact pairs: the same seed replays identically in a fresh or a reused world.
             # 20 solver iterations (pybullet's default is 50): ~25% more env steps per second, and
             # the same expert success (docs/benchmarks.md, "Simulator throughput").
-            p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, numSolverIterations=SOLVER_ITERATIONS,
+            p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, numSolverIterations=self.solver_iterations,
                                         physicsClientId=c)
             self.robot = panda.Panda(p, c, self.data_path)
             self._resets_since_rebuild = 0
