@@ -153,3 +153,14 @@ def test_passes_gymnasium_env_checker(image_size):
         check_env(e, skip_render_check=True)
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"image_size": 4}, "image_size must be an int in [16, 1024]"),
+    ({"image_size": 64.0}, "image_size must be an int"),
+    ({"max_steps": 0}, "max_steps must be a positive int"),
+])
+def test_bad_env_arguments(kwargs, words):
+    with pytest.raises(ValueError) as err:
+        make_env("stack", **kwargs)
+    assert words in str(err.value)
