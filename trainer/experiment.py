@@ -413,7 +413,7 @@ def _measured_train_seconds(train_dir: Path) -> float:
     """Sum of the loop's own per-iteration timings (so a resumed run counts each iteration once)."""
     from trainer.loop import METRICS_FILE
 
-    seconds: dict[int, float] = {}
+    total = 0.0
     path = train_dir / METRICS_FILE
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -422,8 +422,8 @@ def _measured_train_seconds(train_dir: Path) -> float:
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
             if "perf/iteration_seconds" in record and "rollout/success_rate" in record:
-                seconds[len(seconds) + 1] = float(record["perf/iteration_seconds"])
-    return sum(seconds.values())
+                total += float(record["perf/iteration_seconds"])
+    return total
 
 
 def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | None = None, sft_cache: str = "cache/sft",
@@ -432,13 +432,13 @@ def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | No
     """Run every run of the plan not yet done (or only those named), in plan order; resumable."""
     import datetime as dt
 
+    import torch
+
     from trainer.policy import load_policy
     from trainer.rollout import policy_image_size
 
-    import torch
-
-    # One thread, as the loop does: the policy is small, and on a shared CPU threads that wait on
-    # each other made evaluation several times slower (measured: 8 episodes in 251 s vs 18 s).
+    # One thread, as the loop does: the policy is small, and on the shared CPU two threads waiting
+    # on each other made evaluation many times slower (8 episodes: 251 s with two, 18 s with one).
     torch.set_num_threads(1)
     names = [r.name for r in PLAN] if not only else [get_run(n).name for n in only]
     policy_dir = resolve_policy(preset, policy, sft_cache, progress)
