@@ -61,6 +61,10 @@ class KernelPrinter(PythonCodePrinter):
         self.helpers_used.add("_nan_to_inf")
         return f"_nan_to_inf({self._print(expr.args[0])})"
 
+    def _print_Quotient(self, expr: sp.Basic) -> str:
+        a, b = (self.parenthesize(arg, 1000) for arg in expr.args)
+        return f"({a} / {b})"
+
     def _print_Float(self, expr: sp.Float) -> str:
         return repr(float(expr))
 
@@ -217,22 +221,25 @@ def _stage_lines(
         f"{i8}stage_reached = alive",
         f"{i8}start = t",
         f"{i8}end = L - 1",
-        f"{i8}ended = False",
     ]
-    out += [f"{i8}acc_{c.name} = 0.0  # over {c.over}" for c in path]
-    out += [f"{i8}if stage_reached:", f"{i12}while t < L:"]
-    if stage_sym.step.outputs:
-        out += _block_lines(i16, stage_sym.step, f"s{index}_c", "t", sym, printer, comments)
-    for c in path:
-        if c.over == "max":
-            out.append(f"{i16}acc_{c.name} = max(acc_{c.name}, v_{c.name})")
-        else:
-            out.append(f"{i16}acc_{c.name} += v_{c.name}")
     if stage.until is not None:
-        out += [f"{i16}if until:", f"{i20}ended = True", f"{i20}break"]
-    out.append(f"{i16}t += 1")
+        out.append(f"{i8}ended = False")
+    out += [f"{i8}acc_{c.name} = 0.0  # over {c.over}" for c in path]
+    out.append(f"{i8}if stage_reached:")
+    if stage_sym.step.outputs:
+        out.append(f"{i12}while t < L:")
+        out += _block_lines(i16, stage_sym.step, f"s{index}_c", "t", sym, printer, comments)
+        for c in path:
+            if c.over == "max":
+                out.append(f"{i16}acc_{c.name} = max(acc_{c.name}, v_{c.name})")
+            else:
+                out.append(f"{i16}acc_{c.name} += v_{c.name}")
+        if stage.until is not None:
+            out += [f"{i16}if until:", f"{i20}ended = True", f"{i20}break"]
+        out.append(f"{i16}t += 1")
+    if stage.until is not None:
+        out.append(f"{i12}end = t if ended else L - 1")
     out += [
-        f"{i12}end = t if ended else L - 1",
         f"{i12}t = end + 1",
         f"{i12}bounds[n, {index}, 0] = start",
         f"{i12}bounds[n, {index}, 1] = end",

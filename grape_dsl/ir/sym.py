@@ -40,6 +40,19 @@ class NanToInf(sp.Function):
         return None
 
 
+class Quotient(sp.Function):
+    """a / b kept unevaluated where b is a literal zero: sympy would raise or give `zoo`, while
+    the kernel must do what IEEE floats do (+-inf, or NaN for 0/0), as the oracle does."""
+
+    nargs = 2
+
+
+def _divide(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    if b.is_Number and b.is_zero:
+        return Quotient(a, b)
+    return a / b
+
+
 @dataclass(frozen=True)
 class InputSymbol:
     """Where a free symbol of a block comes from."""
@@ -146,7 +159,9 @@ class _Translator:
             return self.scalar(e.operand, shift) - self.scalar(e.operand, shift + 1)
         if isinstance(e, ir.Arith):
             a, b = self.scalar(e.left, shift), self.scalar(e.right, shift)
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[e.op]
+            if e.op == "/":
+                return _divide(a, b)
+            return {"+": sp.Add, "-": lambda x, y: x - y, "*": sp.Mul}[e.op](a, b)
         if isinstance(e, ir.Call):
             return self.call(e, shift)
         raise TypeError(f"sym: {type(e).__name__} is not a scalar expression")
@@ -201,7 +216,7 @@ class _Translator:
             else:
                 v, k = self.vec(e.right, shift), self.scalar(e.left, shift)
             if e.op == "/":
-                return tuple(x / k for x in v)  # type: ignore[return-value]
+                return tuple(_divide(x, k) for x in v)  # type: ignore[return-value]
             return tuple(x * k for x in v)  # type: ignore[return-value]
         if isinstance(e, ir.Call):
             if e.func == "vec":

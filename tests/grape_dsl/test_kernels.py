@@ -259,6 +259,26 @@ stage only {
     assert_tables_match(table, want)
 
 
+def test_division_by_a_literal_zero_follows_ieee(cache_dir: Path) -> None:
+    text = """
+task div
+signals { g = grasped }
+stage only {
+    subgoal pos: g / 0 >= 1
+    subgoal neg: -g / (g - g) <= 0
+}
+"""
+    module = parse(text, "div.grc")
+    compiled = load_program(lower_task(module), cache_dir)
+    sig = np.array([[[2.0]], [[0.0]]], dtype=np.float32)
+    batch = TrajectoryBatch(np.zeros((2, 1, 0, 3), np.float32), [], sig, ["grasped"], np.array([1, 1]))
+    table = compiled.score(batch)
+    assert_tables_match(table, oracle.score(module, batch))
+    # g = 2: +inf >= 1 holds; -2 / 0 = -inf <= 0 holds.  g = 0: 0 / 0 is NaN: violated by +inf.
+    assert table.constraint_costs[0].tolist() == [0.0, 0.0]
+    assert np.isinf(table.constraint_costs[1]).all() and table.r_ext[1] == 0.0
+
+
 # ---------------------------------------------------------------------------- random programs
 
 KP_POOL = ["gripper.tip", "object.center", "container.top"]
