@@ -31,6 +31,7 @@ MAX_YAW = 2.2  # rad, keeps the wrist joint inside its limits
 KNOCKED_OVER_TILT = 0.5  # rad, ~29 degrees: a body tilted further counts as knocked over
 LIFT_HEIGHT = 0.02  # the object counts as lifted when its bottom is this far above its start
 SETTLED_SPEED = 0.05  # m/s, the object must be this slow for success to count
+MIN_GRASP_OPENING = 0.004  # m, finger gap below which nothing is held between the fingers
 DEFAULT_MAX_STEPS = 120
 REBUILD_EVERY = 50  # resets between full world rebuilds
 SOLVER_ITERATIONS = 20
@@ -263,7 +264,9 @@ class GrapeSimEnv(gym.Env):
         tip, ee_yaw = self.robot.tip_pose()
         opening = self.robot.opening()
         left, right = self._finger_contact()
-        grasped = left and right
+        # Held = touched by both fingers with something between them (closed fingers pressing on
+        # an object's top or side touch it with both tips but hold nothing).
+        grasped = left and right and opening > MIN_GRASP_OPENING
         centre, top, bottom = self._body_points(b.obj)
         points = {"gripper.tip": tip, "object.center": centre, "object.top": top, "object.bottom": bottom}
         if b.container is not None:
