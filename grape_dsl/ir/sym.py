@@ -9,6 +9,11 @@ Non-finite intermediate values follow one rule (documented in grape_dsl/score.py
 comparison's difference is NaN, its violation is +inf (`NanToInf`), so NaN never reaches a sum,
 min or max, and a NaN comparison is false as a truth value.
 
+sympy applies algebraic identities exactly where floats would leave a last-bit residue
+(`cross(k, k / 2)` is exactly 0 here), so a comparison whose two sides are equal up to
+rounding may be decided differently than by naive float evaluation. That is inherent in
+simplifying and is the only way kernels and oracle may differ beyond rtol 1e-5.
+
 Each stage becomes two straight-line blocks, each CSE'd across all its outputs:
 - `step`: the `until` truth (if any) and the violation of every path constraint, evaluated at
   every step of the stage;
