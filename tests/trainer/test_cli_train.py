@@ -120,9 +120,10 @@ def test_eval_bad_input(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- the commands, end to end
-@pytest.mark.slow  # ~60-170 s on the shared 2-core machine (SFT demos, kernel compile, 2 iterations, eval)
 def test_grape_train_then_grape_eval_subprocess(tmp_path):
-    """A fresh default-shaped run at tiny size: SFT (tiny recipe, own cache) -> 2 GRAPE iterations -> eval."""
+    """A fresh default-shaped run at tiny size: SFT (tiny recipe, own cache) -> 2 GRAPE iterations -> eval.
+
+    About 30 s on the 2-core machine at moderate load."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     started = time.perf_counter()
