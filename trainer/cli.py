@@ -102,6 +102,9 @@ def _eval_parser() -> argparse.ArgumentParser:
                         help="with a run folder: only these iterations (default: all; 0 = the base policy)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode (default: each task's limit)")
     parser.add_argument("--batch-envs", type=int, default=24, help="environments stepped in lockstep, one policy batch (default: 24)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sample actions at this temperature (seeded by --seed) instead of greedy decoding (default: greedy)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed with --temperature (default: 0)")
     parser.add_argument("--gifs", type=int, default=1, help="GIFs per task of the last policy, first split (default: 1; 0 = none)")
     parser.add_argument("--output-dir", default=None, help="where results go (default: <run or checkpoint>/eval)")
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
@@ -165,6 +168,8 @@ def eval_main(argv: list[str] | None = None) -> int:
 
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}", 2)
+    if args.temperature is not None and args.temperature <= 0:
+        return _fail(f"--temperature must be > 0, got {args.temperature}", 2)
     if args.batch_envs < 1:
         return _fail(f"--batch-envs must be >= 1, got {args.batch_envs}", 2)
     if args.seed_offset < 0:
@@ -186,7 +191,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.output_dir) if args.output_dir else default_out
     torch.set_num_threads(1)  # small matrices: see trainer.loop.train
     setting = {"policy": str(args.policy), "tasks": tasks, "splits": args.splits, "episodes_per_task_and_split": args.episodes,
-               "seed_offset": args.seed_offset, "max_steps": args.max_steps, "greedy": True}
+               "seed_offset": args.seed_offset, "max_steps": args.max_steps, "greedy": args.temperature is None,
+               **({"temperature": args.temperature, "sample_seed": args.seed} if args.temperature is not None else {})}
     per_iteration = _previous_results(out_dir / EVAL_INFO_FILE, setting)
     reused = sorted(k for k in per_iteration if k in policies)
     if reused:
@@ -205,6 +211,7 @@ def eval_main(argv: list[str] | None = None) -> int:
             policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
             gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
             gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
+            temperature=args.temperature, sample_seed=args.seed,
         )
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]

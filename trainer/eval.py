@@ -3,7 +3,7 @@
 Evaluation seeds are the sim's `eval_seeds` (EVAL_SEED_BASE + i, optionally shifted by
 `seed_offset`), disjoint from every training seed, and the same for every policy evaluated, so
 two policies are compared on identical initial states. Actions are decoded greedily (arg-max
-token per dimension), as OpenVLA is evaluated.
+token per dimension), as OpenVLA is evaluated, or sampled at a temperature with a fixed seed.
 
 Rates carry 95% Wilson score intervals (sound at 0% and 100%, where the normal approximation
 collapses to a zero-width interval); step length carries mean +- 1.96 standard errors.
@@ -175,8 +175,12 @@ def evaluate_policy(
     progress: bool = True,
     desc: str = "eval",
     batch_envs: int = 24,
+    temperature: float | None = None,
+    sample_seed: int = 0,
 ) -> tuple[list[EpisodeOutcome], list[Path]]:
-    """Greedy episodes on the fixed evaluation seeds; optionally a few GIFs (first split only)."""
+    """Episodes on the fixed evaluation seeds, greedy (default) or sampled at `temperature`
+    (one generator seeded by `sample_seed`); optionally a few GIFs (first split only)."""
+    import torch
     from tqdm.auto import tqdm
 
     from trainer.rollout import collect_rollouts
@@ -189,7 +193,9 @@ def evaluate_policy(
         return gif_dir is not None and spec.split == splits[0] and spec.seed in chosen[spec.task]
 
     with tqdm(total=len(specs), desc=desc, unit="ep", disable=not progress, leave=False) as bar:
-        rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=max_steps, batch_envs=batch_envs,
+        generator = torch.Generator().manual_seed(sample_seed) if temperature else None
+        rollouts, frames = collect_rollouts(policy, specs, greedy=not temperature, temperature=temperature or 1.0,
+                                            generator=generator, max_steps=max_steps, batch_envs=batch_envs,
                                             on_episode=lambda _: bar.update(1), record_frames=wants_frames)
     outcomes = [
         EpisodeOutcome(r.spec.task, r.spec.split, r.spec.seed, bool(r.episode.success), bool(r.episode.grasp),

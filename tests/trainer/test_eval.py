@@ -109,3 +109,25 @@ def test_grape_eval_on_a_policy_folder_then_reuses_its_results(tmp_path, capsys)
     again = capsys.readouterr()
     assert "reusing iterations [0]" in again.err
     assert json.loads(again.out)["iterations"] == info["iterations"]
+
+
+def test_grape_eval_sampling_is_seeded(tmp_path, capsys):
+    import torch
+
+    from trainer.cli import eval_main
+    from trainer.policy import make_policy
+    from trainer.sim.env import STATE_DIM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "policy"
+    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    runs = []
+    for out in ("a", "b"):
+        argv = ["--policy", str(folder), "--tasks", "push_to_target", "--splits", "in_domain", "--episodes", "2",
+                "--max-steps", "3", "--gifs", "0", "--no-progress", "--json", "--temperature", "1.0", "--seed", "5",
+                "--output-dir", str(tmp_path / out)]
+        assert eval_main(argv) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    assert runs[0]["greedy"] is False and runs[0]["temperature"] == 1.0
+    assert runs[0]["iterations"] == runs[1]["iterations"]
+    assert eval_main(["--policy", str(folder), "--temperature", "0"]) == 2
