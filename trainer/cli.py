@@ -20,7 +20,7 @@ examples:
       on all four stock tasks, K=3 iterations
   grape-train --constraints constraints/tasks/stack.grc --iterations 5 --samples-per-state 8 --m 3
       train on one task with its own constraints
-  grape-train --constraints constraints/efficiency.grc --loss dpo-step --policy cache/sft/policy
+  grape-train --constraints constraints/efficiency.grc --loss dpo-step --policy cache/sft/sft-<hash>/policy
       the step-wise DPO baseline from a given policy
   grape-train --constraints constraints/safety.grc --output-dir runs/safety
       run again with the same options to resume after an interruption
@@ -32,7 +32,7 @@ examples:
       every iteration's checkpoint of a run (iteration 0 = the base policy): table, eval_info.json,
       success-per-iteration plot, GIFs
   grape-eval --policy runs/.../checkpoints/iter_0003 --splits in_domain visual --episodes 100
-  grape-eval --policy cache/sft/policy --tasks stack --episodes 20 --json
+  grape-eval --policy cache/sft/sft-<hash>/policy --tasks stack --episodes 20 --json
 """
 
 

@@ -50,10 +50,7 @@ class Rollout:
 
 def policy_image_size(policy: Policy) -> int | None:
     """The camera size a policy needs, or None when it reads only the state vector."""
-    config = getattr(policy, "config", None)
-    if config is not None and getattr(config, "use_image", False):
-        return int(config.image_size)
-    return None
+    return policy.image_size
 
 
 def collect_rollouts(
