@@ -88,6 +88,8 @@ class OptimConfig:
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this value (0 = no clipping)."""
+    ref_update: Literal["fixed", "iteration"] = "fixed"
+    """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights and a fresh one attached, so the reference is the previous iteration's policy)."""
 
 
 @dataclass

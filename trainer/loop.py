@@ -5,6 +5,8 @@
         score      R_ext from each task's compiled .grc, R_self, I_success -> R_GCPG
         rank, pair top-m x bottom-m within each initial state
         reference  log pi_ref of every paired step, once, with the LoRA adapter disabled
+                   (--ref-update iteration: for k > 1 the adapter is first merged into the base
+                   weights and a fresh one attached, so pi_ref is iteration k-1's policy)
         train      TPO over the pairs (or step-DPO, or SFT on the successful rollouts)
         checkpoint LoRA adapter + optimizer + config + iteration + RNG state, atomically
 
@@ -14,7 +16,8 @@ Run folder layout:
     metrics.jsonl               one JSON line per optimizer step and per iteration
     tb/                         tensorboard event files
     iterations/iter_000k/       rollouts/ (trajectory store), scores.parquet, pairs.parquet
-    checkpoints/iter_000k/      policy/ (base weights + adapter, loadable by load_policy),
+    checkpoints/iter_000k/      policy/ (base weights + adapter, loadable by load_policy; with
+                                --ref-update iteration the base holds iterations < k merged),
                                 trainer_state.pt (optimizer, iteration, RNG states)
 
 Every folder is written under a temporary name and renamed into place when complete, so a
@@ -464,7 +467,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
     simulate a run killed between iterations).
     """
-    from trainer.policy import add_lora, load_policy, lora_parameters
+    from trainer.policy import add_lora, load_policy, lora_parameters, merge_lora
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
     # CPU is shared (pybullet, other jobs) threads that wait on each other make every call slower.
@@ -501,6 +504,12 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     weights = GcpgWeights(config.gcpg.lambda_self, config.gcpg.lambda_ext, config.gcpg.lambda_success)
     try:
         for k in range(last_done + 1, config.iterations + 1):
+            if config.optim.ref_update == "iteration" and k > 1:
+                # The policy so far becomes the base (and so the reference); the fresh adapter's
+                # factors are new parameters, hence a new optimizer. Checkpoint k saves the merged
+                # base, so a resumed run merges exactly what the uninterrupted one did.
+                add_lora(merge_lora(policy), rank=config.policy.lora_rank, alpha=config.policy.lora_alpha)
+                optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
             result = run_iteration(config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress)
             global_step = result.global_step
             save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics)

@@ -235,6 +235,37 @@ def test_killed_run_resumes_where_it_stopped_and_matches_the_uninterrupted_run(t
     assert any("already done" in line for line in lines)
 
 
+def train_quietly(config, **kwargs):
+    from trainer.loop import train
+
+    return train(config, progress=False, echo=lambda _: None, **kwargs)
+
+
+def _base_weights(run_dir, iteration):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "model.safetensors"))
+
+
+def test_per_iteration_reference_resumes_like_the_uninterrupted_run(tmp_path, tiny_policy_dir):
+    whole = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "whole", ref_update="iteration"))
+    config = _tiny_config(tmp_path, tiny_policy_dir, "resumed", ref_update="iteration")
+    run = train_quietly(config, stop_after=1)
+    train_quietly(config)
+    assert list(completed_checkpoints(run)) == [0, 1, 2]
+    # Iteration 2 trained on top of iteration 1's merged policy: its saved base weights changed
+    # (they hold iteration 1's adapter), identically in the whole and the resumed run.
+    assert any(not torch.equal(tensor, _base_weights(whole, 1)[name]) for name, tensor in _base_weights(whole, 2).items())
+    for name, tensor in _base_weights(whole, 2).items():
+        torch.testing.assert_close(tensor, _base_weights(run, 2)[name])
+    for name, tensor in _adapter(whole, 2).items():
+        torch.testing.assert_close(tensor, _adapter(run, 2)[name])
+    # With the default (fixed) reference the base weights never change.
+    fixed = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "fixed"))
+    for name, tensor in _base_weights(fixed, 2).items():
+        torch.testing.assert_close(tensor, _base_weights(fixed, 0)[name])
+
+
 @pytest.mark.parametrize("loss", ["dpo-step", "sft"])
 def test_baseline_losses_run(tmp_path, tiny_policy_dir, loss):
     from trainer.loop import train

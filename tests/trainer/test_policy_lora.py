@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.policy import add_lora, load_policy, lora_parameters, make_policy
+from trainer.policy import add_lora, load_policy, lora_parameters, make_policy, merge_lora
 
 torch.set_num_threads(1)
 STATE_DIM = 10
@@ -95,3 +95,23 @@ def test_misuse_is_reported():
     add_lora(policy, rank=2)
     with pytest.raises(RuntimeError, match="already carries"):
         add_lora(policy, rank=2)
+
+
+def test_merged_adapter_keeps_the_outputs_and_becomes_the_next_reference():
+    policy = base_policy()
+    obs, tokens = data()
+    base_logprobs = policy.log_prob(obs, INSTRUCTIONS, tokens).detach()
+    add_lora(policy, rank=4, alpha=8)
+    train_steps(policy, obs, tokens)
+    trained = policy.log_prob(obs, INSTRUCTIONS, tokens).detach()
+    assert not torch.allclose(trained, base_logprobs)
+    merge_lora(policy)
+    assert not policy.has_adapter
+    torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, tokens), trained)
+    add_lora(policy, rank=4, alpha=8)
+    torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, tokens), trained)  # fresh B = 0
+    with policy.adapter_disabled():  # the reference is now the trained policy, not the original base
+        torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, tokens), trained)
+    assert all(p.requires_grad == ("lora_" in name) for name, p in policy.named_parameters())
+    with pytest.raises(RuntimeError, match="has none"):
+        merge_lora(base_policy())

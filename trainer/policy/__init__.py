@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.policy.base import POLICY_META_FILE, CheckpointError, Policy, PolicyInputError, SampleOutput
-from trainer.policy.lora import add_lora, lora_parameters
+from trainer.policy.lora import add_lora, lora_parameters, merge_lora
 from trainer.policy.tokenizer import ActionStatsError, ActionTokenizer
 
 
@@ -92,4 +92,5 @@ __all__ = [
     "load_policy",
     "lora_parameters",
     "make_policy",
+    "merge_lora",
 ]

@@ -58,6 +58,20 @@ def add_lora(
     return policy
 
 
+def merge_lora(policy: Policy) -> Policy:
+    """Fold the adapter's update into the base weights and remove the adapter.
+
+    The policy computes the same outputs as before, now without an adapter, so ``add_lora`` can
+    attach a fresh one: the new adapter-disabled reference is then the policy as merged here.
+    """
+    if not policy.has_adapter:
+        raise RuntimeError("merge_lora() needs a LoRA adapter to merge; the policy has none")
+    wrapped, attribute, _ = policy.lora_target()
+    with quiet_peft():
+        setattr(policy, attribute, wrapped.merge_and_unload())
+    return policy
+
+
 def lora_parameters(policy: Policy) -> list:
     """The trainable LoRA factors (what the TPO optimizer should own)."""
     return [parameter for name, parameter in policy.named_parameters() if "lora_" in name and parameter.requires_grad]
