@@ -710,8 +710,11 @@ def render_report(out: Path, exp: Experiment, results: dict[str, dict[int, dict[
             ["run", "train s (wall)", "train CPU s", "eval s (wall)", "eval CPU s"],
             [[n, f"{d['train_seconds']:.0f}", cpu(d, "train_cpu_seconds_this_process"), f"{d['eval_seconds']:.0f}",
               cpu(d, "eval_cpu_seconds")] for n, d in done.items()]), ""]
-        total = sum(d["train_seconds"] + d["eval_seconds"] for d in done.values())
-        lines += [f"Total measured: {total / 60:.1f} min of training and evaluation.", ""]
+        wall = sum(d["train_seconds"] + d["eval_seconds"] for d in done.values())
+        cpu_total = sum(d.get("train_cpu_seconds_this_process", math.nan) + d.get("eval_cpu_seconds", math.nan)
+                        for d in done.values())
+        cpu_text = "" if math.isnan(cpu_total) else f", {cpu_total / 60:.1f} CPU-minutes"
+        lines += [f"Total: {wall / 60:.1f} min wall (summed over runs, which may have run in parallel){cpu_text}.", ""]
     lines += ["Raw results: `runs/<run>/eval_info.json`; equivalent commands: `commands.sh`.", ""]
     return "\n".join(lines)
 
