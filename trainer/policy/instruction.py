@@ -50,19 +50,20 @@ class InstructionEncoder:
         self._lock = threading.Lock()
 
     @torch.no_grad()
-    def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    def _encode_one(self, text: str) -> torch.Tensor:
+        # One string per forward, never a padded batch: padding changes the matmul shapes and
+        # so the last bits of the embedding, which made an instruction's embedding (and then
+        # greedy actions and whole episodes) depend on which other instructions happened to be
+        # encoded with it earlier in the process.
+        batch = self.tokenizer([text], truncation=True, max_length=128, return_tensors="pt")
         hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        return torch.nn.functional.normalize(hidden.mean(1), dim=-1)[0]
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         with self._lock:
-            missing = sorted({text for text in texts if text not in self._cache})
-            if missing:
-                for text, embedding in zip(missing, self._encode_uncached(missing)):
-                    self._cache[text] = embedding
+            for text in texts:
+                if text not in self._cache:
+                    self._cache[text] = self._encode_one(text)
             return torch.stack([self._cache[text] for text in texts])
 
 
