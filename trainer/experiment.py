@@ -435,14 +435,13 @@ def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | No
     import torch
 
     from trainer.policy import load_policy
-    from trainer.rollout import policy_image_size
 
     # One thread, as the loop does: the policy is small, and on the shared CPU two threads waiting
     # on each other made evaluation many times slower (8 episodes: 251 s with two, 18 s with one).
     torch.set_num_threads(1)
     names = [r.name for r in PLAN] if not only else [get_run(n).name for n in only]
     policy_dir = resolve_policy(preset, policy, sft_cache, progress)
-    pixels = policy_image_size(load_policy(policy_dir)) is not None
+    pixels = load_policy(policy_dir).image_size is not None
     splits = [*STATE_SPLITS, "visual"] if pixels else list(STATE_SPLITS)
     exp = open_experiment(Path(out), Experiment(preset, seed, policy_dir, splits, pixels, names, command,
                                                dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))

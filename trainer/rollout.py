@@ -48,11 +48,6 @@ class Rollout:
     """uint8 [T, H, W, 3]: the observation images (None for state-only policies)."""
 
 
-def policy_image_size(policy: Policy) -> int | None:
-    """The camera size a policy needs, or None when it reads only the state vector."""
-    return policy.image_size
-
-
 def collect_rollouts(
     policy: Policy,
     specs: Sequence[EpisodeSpec],
@@ -75,7 +70,7 @@ def collect_rollouts(
 
     if batch_envs < 1:
         raise ValueError(f"batch_envs must be >= 1, got {batch_envs}")
-    image_size = policy_image_size(policy)
+    image_size = policy.image_size  # None: the policy reads only the state vector
     steps_cap = max_steps or DEFAULT_MAX_STEPS
     order = sorted(range(len(specs)), key=lambda i: (specs[i].task, i))
     pending = list(reversed(order))  # pop() takes the next in order
