@@ -40,6 +40,8 @@ class PolicyConfig:
     """Rank of the LoRA adapter trained on top of the frozen base policy."""
     lora_alpha: float = 16.0
     """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
+    lora_targets: Literal["attention", "all-linear"] = "attention"
+    """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as OpenVLA's LoRA fine-tuning does; not the output head)."""
 
 
 @dataclass

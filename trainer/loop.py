@@ -358,6 +358,14 @@ def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: to
 
 
 # ---------------------------------------------------------------------- policy setup
+def attach_adapter(policy: Policy, config: TrainConfig) -> Policy:
+    """A fresh LoRA adapter as the config describes; the policy without it is the reference."""
+    from trainer.policy import add_lora
+
+    targets = "all-linear" if config.policy.lora_targets == "all-linear" else None
+    return add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
+
+
 def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     """The policy to align and where it came from (trains the default SFT policy if needed)."""
     from trainer.policy import CheckpointError, load_policy
@@ -467,7 +475,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
     simulate a run killed between iterations).
     """
-    from trainer.policy import add_lora, load_policy, lora_parameters, merge_lora
+    from trainer.policy import load_policy, lora_parameters, merge_lora
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
     # CPU is shared (pybullet, other jobs) threads that wait on each other make every call slower.
@@ -483,7 +491,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
         _set_seeds(config.seed)
         policy, source = load_base_policy(config, progress)  # before the run folder exists: a bad --policy leaves nothing
         write_run_config(run_dir, config)
-        add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha)
+        attach_adapter(policy, config)
         optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         global_step = 0
         atomic_write_text(run_dir / "base_policy.txt", source + "\n")
@@ -508,7 +516,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
                 # The policy so far becomes the base (and so the reference); the fresh adapter's
                 # factors are new parameters, hence a new optimizer. Checkpoint k saves the merged
                 # base, so a resumed run merges exactly what the uninterrupted one did.
-                add_lora(merge_lora(policy), rank=config.policy.lora_rank, alpha=config.policy.lora_alpha)
+                attach_adapter(merge_lora(policy), config)
                 optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
             result = run_iteration(config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress)
             global_step = result.global_step

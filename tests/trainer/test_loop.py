@@ -266,6 +266,20 @@ def test_per_iteration_reference_resumes_like_the_uninterrupted_run(tmp_path, ti
         torch.testing.assert_close(tensor, _base_weights(fixed, 0)[name])
 
 
+def test_all_linear_adapter_with_per_iteration_reference_resumes(tmp_path, tiny_policy_dir):
+    config = _tiny_config(tmp_path, tiny_policy_dir, "all_linear", ref_update="iteration")
+    config.policy.lora_targets = "all-linear"
+    whole = train_quietly(config)
+    resumed = _tiny_config(tmp_path, tiny_policy_dir, "all_linear_resumed", ref_update="iteration")
+    resumed.policy.lora_targets = "all-linear"
+    run = train_quietly(resumed, stop_after=1)
+    train_quietly(resumed)
+    adapter = _adapter(whole, 2)
+    assert any("mlp.down_proj.lora_A" in name for name in adapter)
+    for name, tensor in adapter.items():
+        torch.testing.assert_close(tensor, _adapter(run, 2)[name])
+
+
 @pytest.mark.parametrize("loss", ["dpo-step", "sft"])
 def test_baseline_losses_run(tmp_path, tiny_policy_dir, loss):
     from trainer.loop import train

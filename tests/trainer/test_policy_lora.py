@@ -115,3 +115,17 @@ def test_merged_adapter_keeps_the_outputs_and_becomes_the_next_reference():
     assert all(p.requires_grad == ("lora_" in name) for name, p in policy.named_parameters())
     with pytest.raises(RuntimeError, match="has none"):
         merge_lora(base_policy())
+
+
+def test_all_linear_adapter_also_adapts_the_mlp_and_round_trips(tmp_path):
+    policy = add_lora(base_policy(), rank=4, alpha=8, target_modules="all-linear")
+    adapted = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name, _ in policy.named_parameters() if "lora_" in name}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # never the head
+    obs, tokens = data()
+    train_steps(policy, obs, tokens)
+    policy.save_pretrained(tmp_path / "aligned")
+    loaded = load_policy(tmp_path / "aligned", is_trainable=True)
+    torch.testing.assert_close(loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0)
+    assert sum(p.numel() for p in lora_parameters(loaded)) == sum(p.numel() for p in lora_parameters(policy))
+    trained = policy.log_prob(obs, INSTRUCTIONS, tokens).detach()
+    torch.testing.assert_close(merge_lora(policy).log_prob(obs, INSTRUCTIONS, tokens), trained)
