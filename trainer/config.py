@@ -80,6 +80,8 @@ class OptimConfig:
     """Inverse temperature of the preference loss (TPO, step-DPO)."""
     lr: float = 5e-4
     """AdamW learning rate of the LoRA parameters."""
+    nll_weight: float = 0.0
+    """Weight of a negative log-likelihood term on the chosen trajectories (mean per step) added to the preference loss, as in RPO; it keeps the chosen actions likely while the rejected ones are pushed down. 0 = the paper's pure TPO."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
@@ -235,6 +237,7 @@ def validate(config: TrainConfig) -> list[str]:
         (config.gcpg.m < 1, f"--m must be >= 1, got {config.gcpg.m}"),
         (config.optim.beta <= 0, f"--beta must be > 0, got {config.optim.beta}"),
         (config.optim.lr <= 0, f"--lr must be > 0, got {config.optim.lr}"),
+        (config.optim.nll_weight < 0, f"--nll-weight must be >= 0, got {config.optim.nll_weight}"),
         (config.optim.epochs < 1, f"--epochs must be >= 1, got {config.optim.epochs}"),
         (config.optim.pairs_per_step < 1, f"--pairs-per-step must be >= 1, got {config.optim.pairs_per_step}"),
         (config.optim.chunk_steps < 1, f"--chunk-steps must be >= 1, got {config.optim.chunk_steps}"),

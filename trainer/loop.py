@@ -236,36 +236,47 @@ def _padded(values: torch.Tensor, lengths: Sequence[int], width: int) -> torch.T
 
 
 def preference_loss_fn(
-    loss: str, pairs: np.ndarray, lengths: np.ndarray, ref_step_logps: torch.Tensor, beta: float
+    loss: str, pairs: np.ndarray, lengths: np.ndarray, ref_step_logps: torch.Tensor, beta: float, nll_weight: float = 0.0
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
     """The loss over the concatenated steps of trajectories [c_0, r_0, c_1, r_1, ...].
 
     `pairs` [P, 2] index into `lengths` (per-trajectory step counts); `ref_step_logps` are the
-    reference log-probs of the same concatenated steps.
+    reference log-probs of the same concatenated steps. With `nll_weight` > 0 the mean per-step
+    negative log-likelihood of the chosen trajectories is added, times the weight.
     """
     order = pairs.reshape(-1)
     seg_lengths = [int(lengths[n]) for n in order]
     chosen, rejected = slice(0, None, 2), slice(1, None, 2)
+    chosen_steps = sum(seg_lengths[0::2])
     if loss == "tpo":
         ref_sums = _segment_sums(ref_step_logps, seg_lengths)
 
-        def tpo(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        def preference(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
             sums = _segment_sums(policy_step_logps, seg_lengths)
             return tpo_loss(sums[chosen], sums[rejected], ref_sums[chosen], ref_sums[rejected], beta)
 
-        return tpo
-    if loss == "dpo-step":
+    elif loss == "dpo-step":
         width = max(seg_lengths)
         overlap = torch.as_tensor([min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))])
         mask = torch.arange(width)[None, :] < overlap[:, None]
         ref = _padded(ref_step_logps, seg_lengths, width)
 
-        def step_dpo(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        def preference(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
             padded = _padded(policy_step_logps, seg_lengths, width)
             return step_dpo_loss(padded[chosen], padded[rejected], ref[chosen], ref[rejected], mask, beta)
 
-        return step_dpo
-    raise ValueError(f"unknown preference loss {loss!r}")
+    else:
+        raise ValueError(f"unknown preference loss {loss!r}")
+    if nll_weight == 0:
+        return preference
+
+    def preference_with_nll(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        loss_value, metrics = preference(policy_step_logps)
+        chosen_nll = -_segment_sums(policy_step_logps, seg_lengths)[chosen].sum() / chosen_steps
+        total = loss_value + nll_weight * chosen_nll
+        return total, {**metrics, "loss": float(total.detach()), "loss/preference": metrics["loss"], "nll/chosen": float(chosen_nll.detach())}
+
+    return preference_with_nll
 
 
 def sft_loss_fn(lengths: Sequence[int]) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
@@ -651,7 +662,7 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                 if opt.loss == "sft":
                     loss_fn = sft_loss_fn([int(lengths[n]) for n in trajectories])
                 else:
-                    loss_fn = preference_loss_fn(opt.loss, batch, lengths, ref_step[torch.as_tensor(steps)], opt.beta)
+                    loss_fn = preference_loss_fn(opt.loss, batch, lengths, ref_step[torch.as_tensor(steps)], opt.beta, opt.nll_weight)
                 step_started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 metrics = backward_through_steps(policy, bank, steps, loss_fn, opt.chunk_steps)

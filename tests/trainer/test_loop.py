@@ -86,6 +86,23 @@ def test_tpo_loss_fn_uses_whole_trajectory_sums(tiny_policy):
     assert metrics["logps/rejected"] == pytest.approx(float(logps[4:].sum()), rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["tpo", "dpo-step"])
+def test_nll_weight_adds_the_chosen_trajectories_mean_step_nll(tiny_policy, loss):
+    lengths = np.array([4, 6, 3, 5])
+    bank = _bank(lengths, seed=2)
+    pairs = np.array([[0, 1], [2, 3]])
+    steps = bank.steps_of(pairs.reshape(-1))
+    logps = step_logps(tiny_policy, bank, steps, 64)
+    ref = logps - 0.1
+    plain, _ = preference_loss_fn(loss, pairs, lengths, ref, beta=0.5)(logps)
+    combined, metrics = preference_loss_fn(loss, pairs, lengths, ref, beta=0.5, nll_weight=0.3)(logps)
+    # chosen trajectories 0 (steps 0-3) and 2 (steps 10-12) of the concatenation [0, 1, 2, 3]
+    chosen_nll = -(logps[0:4].sum() + logps[10:13].sum()) / 7
+    assert float(combined) == pytest.approx(float(plain + 0.3 * chosen_nll), rel=1e-6)
+    assert metrics["nll/chosen"] == pytest.approx(float(chosen_nll), rel=1e-6)
+    assert metrics["loss/preference"] == pytest.approx(float(plain), rel=1e-6)
+
+
 def test_reference_is_the_adapter_free_base(tiny_policy):
     bank = _bank([3])
     steps = bank.steps_of([0])
