@@ -70,6 +70,14 @@ class Preset:
     sft_tasks: tuple[str, ...] | None = None
     """Tasks the SFT policy learns (None: grape-sft's recipe, all stock tasks)."""
     max_steps: int | None = None
+    lr: float = 5e-4
+    """Learning rate of every trained run (grape-train --lr)."""
+    ref_update: str = "fixed"
+    """Reference policy of the preference losses (grape-train --ref-update)."""
+    nll_weight: float = 0.0
+    """NLL on the chosen trajectories added to the preference losses (grape-train --nll-weight)."""
+    lora_targets: str = "attention"
+    """Layers the LoRA adapter adapts (grape-train --lora-targets)."""
 
     @property
     def episodes_per_cell(self) -> int:
@@ -166,12 +174,13 @@ def train_config(run: RunSpec, preset: Preset, out: Path, seed: int, policy_dir:
         iterations=preset.iterations,
         seed=seed,
         output_dir=str(run_dir(out, run.name) / "train"),
-        policy=PolicyConfig(base_policy=policy_dir),
+        policy=PolicyConfig(base_policy=policy_dir, lora_targets=preset.lora_targets),
         rollout=RolloutConfig(tasks=list(preset.tasks), states_per_task=preset.states_per_task,
                               samples_per_state=preset.samples_per_state, max_steps=preset.max_steps),
         gcpg=GcpgConfig(lambda_self=run.lambda_self, lambda_ext=run.lambda_ext, lambda_success=run.lambda_success,
                         m=preset.m, pairing=run.pairing),
-        optim=OptimConfig(loss=run.loss, epochs=preset.epochs, pairs_per_step=preset.pairs_per_step),
+        optim=OptimConfig(loss=run.loss, epochs=preset.epochs, pairs_per_step=preset.pairs_per_step, lr=preset.lr,
+                          ref_update=preset.ref_update, nll_weight=preset.nll_weight),
     )
 
 
@@ -679,6 +688,9 @@ def render_report(out: Path, exp: Experiment, results: dict[str, dict[int, dict[
         f"- Training seed {exp.seed}; tasks: {', '.join(p.tasks)}; K = {p.iterations} iterations; "
         f"{p.states_per_task} initial states per task x {p.samples_per_state} samples; m = {p.m}; "
         f"{p.epochs} epochs, {p.pairs_per_step} pairs per step" + (f"; episodes capped at {p.max_steps} steps" if p.max_steps else ""),
+        f"- Optimiser: AdamW lr {p.lr:g}; reference `{p.ref_update}`; NLL weight on chosen trajectories {p.nll_weight:g}"
+        + (" (0: the paper's pure TPO / step-DPO)" if p.nll_weight == 0 else " (not in the paper: RPO-style, see docs/training.md)")
+        + f"; LoRA on `{p.lora_targets}` layers",
         f"- Evaluation: greedy, the sim's fixed evaluation seeds (`EVAL_SEED_BASE + i`, i < {p.eval_episodes}) for every policy; "
         f"{p.eval_episodes} episodes per task and split = {p.episodes_per_cell} episodes per cell; "
         "95% Wilson intervals for rates, mean ± 1.96 s.e. for step length.",
@@ -775,6 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar="N",
                                help=f"{what} (default: the preset's)")
         group.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="tasks (default: the preset's)")
+        group.add_argument("--lr", type=float, default=None, metavar="LR", help="learning rate of every trained run (default: the preset's)")
+        group.add_argument("--nll-weight", type=float, default=None, metavar="W",
+                           help="NLL on the chosen trajectories added to TPO / step-DPO; 0 = the paper's pure losses (default: the preset's)")
+        group.add_argument("--ref-update", choices=["fixed", "iteration"], default=None, help="reference policy of the preference losses (default: the preset's)")
+        group.add_argument("--lora-targets", choices=["attention", "all-linear"], default=None, help="layers the LoRA adapter adapts (default: the preset's)")
 
     paper = sub.add_parser("paper", help="run (or resume) the experiments", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -820,6 +837,13 @@ def _preset_from(args: argparse.Namespace) -> Preset:
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             changes[name] = value
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if args.nll_weight is not None and not args.nll_weight >= 0:
+        raise UsageError(f"--nll-weight must be >= 0, got {args.nll_weight}")
+    for name in ("lr", "nll_weight", "ref_update", "lora_targets"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
     if args.tasks:
         unknown = [t for t in args.tasks if t not in TASKS]
         if unknown:

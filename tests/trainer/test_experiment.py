@@ -1,5 +1,6 @@
 """grape-experiment: the plan, resume, tables from eval_info.json, and small real end-to-end runs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from trainer.experiment import (
     ExperimentError,
     Preset,
     check_targets,
+    get_run,
     load_results,
     main,
     open_experiment,
@@ -70,13 +72,17 @@ def test_every_trained_run_differs_from_grape_tc_only_in_what_it_ablates(tmp_pat
 
 
 def test_train_argv_reproduces_the_config_through_grape_train_parser(tmp_path):
-    for run in PLAN:
-        if not run.trains:
-            continue
-        config = train_config(run, PRESETS["quick"], tmp_path, 1, str(tmp_path / "sft"))
-        parsed = config_from_args(build_parser().parse_args(train_argv(config)))
-        assert parsed == config, run.name
-        assert validate(parsed) == []
+    tuned = dataclasses.replace(PRESETS["quick"], lr=2e-4, nll_weight=0.5, ref_update="iteration", lora_targets="all-linear")
+    for preset in (PRESETS["quick"], tuned):
+        for run in PLAN:
+            if not run.trains:
+                continue
+            config = train_config(run, preset, tmp_path, 1, str(tmp_path / "sft"))
+            parsed = config_from_args(build_parser().parse_args(train_argv(config)))
+            assert parsed == config, run.name
+            assert validate(parsed) == []
+    config = train_config(get_run("step_dpo"), tuned, tmp_path, 1, str(tmp_path / "sft"))
+    assert (config.optim.lr, config.optim.nll_weight, config.optim.ref_update, config.policy.lora_targets) == (2e-4, 0.5, "iteration", "all-linear")
 
 
 # ---------------------------------------------------------------------- tables from synthetic results
@@ -185,6 +191,11 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
     assert main(["plan", "--samples-per-state", "3"]) == 2  # m = 2 needs 4
     assert "--samples-per-state >= 4" in capsys.readouterr().err
     assert main(["plan", "--eval-episodes", "0"]) == 2
+    assert main(["plan", "--json", "--nll-weight", "0", "--lr", "1e-4", "--ref-update", "fixed"]) == 0
+    preset = json.loads(capsys.readouterr().out)["preset"]
+    assert (preset["nll_weight"], preset["lr"], preset["ref_update"]) == (0.0, 1e-4, "fixed")
+    assert main(["plan", "--lr", "0"]) == 2 and "--lr must be > 0" in capsys.readouterr().err
+    assert main(["plan", "--nll-weight", "-1"]) == 2 and "--nll-weight must be >= 0" in capsys.readouterr().err
     assert main(["plan", "--quick", "--preset", "full"]) == 2
     assert main(["paper", "--out", str(tmp_path / "y"), "--policy", str(tmp_path / "missing")]) == 1
     assert "--policy" in capsys.readouterr().err and not (tmp_path / "y").exists()
