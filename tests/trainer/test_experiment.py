@@ -195,6 +195,9 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
     preset = json.loads(capsys.readouterr().out)["preset"]
     assert (preset["nll_weight"], preset["lr"], preset["ref_update"]) == (0.0, 1e-4, "fixed")
     assert main(["plan", "--lr", "0"]) == 2 and "--lr must be > 0" in capsys.readouterr().err
+    assert main(["plan", "--json", "--eval-temperature", "0"]) == 0  # 0 = greedy
+    assert json.loads(capsys.readouterr().out)["preset"]["eval_temperature"] is None
+    assert main(["plan", "--eval-temperature", "-0.5"]) == 2 and "--eval-temperature" in capsys.readouterr().err
     assert main(["plan", "--nll-weight", "-1"]) == 2 and "--nll-weight must be >= 0" in capsys.readouterr().err
     assert main(["plan", "--quick", "--preset", "full"]) == 2
     assert main(["paper", "--out", str(tmp_path / "y"), "--policy", str(tmp_path / "missing")]) == 1
@@ -217,7 +220,7 @@ def test_tiny_experiment_end_to_end_resumes_a_half_trained_run_and_skips_done_on
     from trainer.loop import completed_checkpoints, train
 
     out = tmp_path / "exp"
-    preset = Preset(**{**TINY.__dict__, "iterations": 2})
+    preset = Preset(**{**TINY.__dict__, "iterations": 2, "eval_temperature": 1.0})
     lines = []
     # A previous invocation that was killed after grape_tc's first iteration: the loop's own
     # checkpoint is there, the run is not marked done.
@@ -237,6 +240,8 @@ def test_tiny_experiment_end_to_end_resumes_a_half_trained_run_and_skips_done_on
     assert (out / "report.md").is_file() and (out / "plots" / "fig6_success_per_iteration.png").is_file()
     commands = (out / "commands.sh").read_text()
     assert "grape-train --constraints" in commands and "--iterations 2" in commands
+    assert info["temperature"] == 1.0 and not info["greedy"] and "--temperature 1 --seed 0" in commands
+    assert "sampled at temperature 1" in (out / "report.md").read_text()
 
     # Done runs are skipped: a second call evaluates and trains nothing.
     done_before = {n: (run_dir(out, n) / DONE_FILE).stat().st_mtime_ns for n in ("sft", "grape_tc")}
