@@ -40,7 +40,7 @@ class PolicyConfig:
     """Rank of the LoRA adapter trained on top of the frozen base policy."""
     lora_alpha: float = 16.0
     """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
-    lora_targets: Literal["attention", "all-linear"] = "attention"
+    lora_targets: Literal["attention", "all-linear"] = "all-linear"
     """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as OpenVLA's LoRA fine-tuning does; not the output head)."""
 
 
@@ -80,8 +80,8 @@ class OptimConfig:
     """Inverse temperature of the preference loss (TPO, step-DPO)."""
     lr: float = 5e-4
     """AdamW learning rate of the LoRA parameters."""
-    nll_weight: float = 0.0
-    """Weight of a negative log-likelihood term on the chosen trajectories (mean per step) added to the preference loss, as in RPO; it keeps the chosen actions likely while the rejected ones are pushed down. 0 = the paper's pure TPO."""
+    nll_weight: float = 1.0
+    """Weight of a negative log-likelihood term on the chosen trajectories (mean per step) added to the preference loss, as in RPO; it keeps the chosen actions likely while the rejected ones are pushed down (without it, TPO at lr 5e-4 collapsed greedy success: docs/results.md). 0 = the paper's pure TPO."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
@@ -92,8 +92,8 @@ class OptimConfig:
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this value (0 = no clipping)."""
-    ref_update: Literal["fixed", "iteration"] = "fixed"
-    """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights and a fresh one attached, so the reference is the previous iteration's policy)."""
+    ref_update: Literal["fixed", "iteration"] = "iteration"
+    """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights and a fresh one attached, so the reference is the previous iteration's policy; the default, since a fixed reference let later iterations start far from it and collapse: docs/results.md)."""
 
 
 @dataclass
@@ -132,6 +132,9 @@ class TrainConfig:
 
 _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
 
+LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed"}
+"""What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
+
 RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes"}
 """Fields a resumed run may change: running more iterations extends a run; where it lives and
 how much it evaluates change no result already computed."""
@@ -149,8 +152,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
                 out[key] = value
         return out
 
-    # A field added since the run was saved takes its default, which kept the old behaviour.
-    a, b = {**flat(TrainConfig().to_dict()), **flat(saved)}, flat(current)
+    # A field added since the run was saved takes the value that reproduces the old behaviour.
+    a, b = {**flat(TrainConfig().to_dict()), **LEGACY_DEFAULTS, **flat(saved)}, flat(current)
     return [
         f"{name}: {a.get(name)!r} -> {b.get(name)!r}"
         for name in sorted(set(a) | set(b))

@@ -75,11 +75,11 @@ class Preset:
     max_steps: int | None = None
     lr: float = 5e-4
     """Learning rate of every trained run (grape-train --lr)."""
-    ref_update: str = "fixed"
+    ref_update: str = "iteration"
     """Reference policy of the preference losses (grape-train --ref-update)."""
-    nll_weight: float = 0.0
+    nll_weight: float = 1.0
     """NLL on the chosen trajectories added to the preference losses (grape-train --nll-weight)."""
-    lora_targets: str = "attention"
+    lora_targets: str = "all-linear"
     """Layers the LoRA adapter adapts (grape-train --lora-targets)."""
     eval_temperature: float | None = None
     """None: evaluate with greedy (arg-max) decoding; else sample actions at this temperature, with one
@@ -96,8 +96,7 @@ PRESETS: dict[str, Preset] = {
     # collapsed greedy success (41.5% -> 8%); the NLL term on chosen trajectories and a per-iteration reference
     # kept it; the aligned policy is the sampling distribution, so that is what is evaluated.
     "full": Preset("full", iterations=3, states_per_task=8, samples_per_state=8, m=2, epochs=2, pairs_per_step=8,
-                   eval_episodes=25, lr=5e-4, ref_update="iteration", nll_weight=1.0, lora_targets="all-linear",
-                   eval_temperature=1.0),
+                   eval_episodes=25, eval_temperature=1.0),
     "quick": Preset("quick", iterations=2, states_per_task=2, samples_per_state=4, m=1, epochs=1, pairs_per_step=4,
                     eval_episodes=2, tasks=("pick_place",), sft_demos=6, sft_steps=60, sft_tasks=("pick_place",), max_steps=60),
 }

@@ -150,6 +150,19 @@ def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
     assert json.loads((run_dir / CONFIG_FILE).read_text())["optim"]["beta"] == 0.1
 
 
+def test_a_run_saved_before_the_nll_and_lora_target_fields_resumes_only_with_its_old_behaviour():
+    from trainer.config import config_differences
+
+    saved = TrainConfig(constraints="constraints/safety.grc").to_dict()
+    for section, name in (("optim", "nll_weight"), ("policy", "lora_targets"), ("optim", "ref_update")):
+        del saved[section][name]  # what an older grape-train wrote
+    today = TrainConfig(constraints="constraints/safety.grc")
+    assert config_differences(saved, today.to_dict()) == [
+        "lora_targets: 'attention' -> 'all-linear'", "nll_weight: 0.0 -> 1.0", "ref_update: 'fixed' -> 'iteration'"]
+    today.optim.nll_weight, today.policy.lora_targets, today.optim.ref_update = 0.0, "attention", "fixed"
+    assert config_differences(saved, today.to_dict()) == []
+
+
 def test_foreign_output_dir_is_refused(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(TrainError, match="not a grape-train run folder"):
@@ -278,7 +291,7 @@ def test_per_iteration_reference_resumes_like_the_uninterrupted_run(tmp_path, ti
     for name, tensor in _adapter(whole, 2).items():
         torch.testing.assert_close(tensor, _adapter(run, 2)[name])
     # With the default (fixed) reference the base weights never change.
-    fixed = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "fixed"))
+    fixed = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "fixed", ref_update="fixed"))
     for name, tensor in _base_weights(fixed, 2).items():
         torch.testing.assert_close(tensor, _base_weights(fixed, 0)[name])
 
