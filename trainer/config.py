@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import datetime as dt
 import inspect
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgCon
 LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed"}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
+PATH_FIELDS = {"constraints", "base_policy", "sft_cache"}
+"""Fields naming files: a relative and an absolute spelling of one path are the same setting."""
+
 RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes"}
 """Fields a resumed run may change: running more iterations extends a run; where it lives and
 how much it evaluates change no result already computed."""
@@ -152,12 +156,17 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
                 out[key] = value
         return out
 
+    def same(name: str, x: Any, y: Any) -> bool:
+        if name in PATH_FIELDS and isinstance(x, str) and isinstance(y, str):
+            return os.path.realpath(x) == os.path.realpath(y)  # one file, spelled two ways
+        return x == y
+
     # A field added since the run was saved takes the value that reproduces the old behaviour.
     a, b = {**flat(TrainConfig().to_dict()), **LEGACY_DEFAULTS, **flat(saved)}, flat(current)
     return [
         f"{name}: {a.get(name)!r} -> {b.get(name)!r}"
         for name in sorted(set(a) | set(b))
-        if name not in RESUMABLE_FIELDS and a.get(name) != b.get(name)
+        if name not in RESUMABLE_FIELDS and not same(name, a.get(name), b.get(name))
     ]
 
 

@@ -148,6 +148,9 @@ def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
     message = str(info.value)
     assert "beta: 0.1 -> 0.5" in message and "tasks:" in message and "different configuration" in message
     assert json.loads((run_dir / CONFIG_FILE).read_text())["optim"]["beta"] == 0.1
+    # the same constraint file spelled as an absolute path is the same setting
+    absolute = TrainConfig(constraints=os.path.abspath("constraints/safety.grc"), output_dir=str(tmp_path / "run"))
+    assert open_run_dir(absolute)[0] == run_dir
 
 
 def test_a_run_saved_before_the_nll_and_lora_target_fields_resumes_only_with_its_old_behaviour():
