@@ -731,7 +731,7 @@ def render_report(out: Path, exp: Experiment, results: dict[str, dict[int, dict[
             value = d.get(key)
             return "—" if value is None or math.isnan(value) else f"{value:.0f}"
 
-        lines += ["## Time per run (this machine; shared CPU, so wall times are noisy)", "", markdown_table(
+        lines += ["## Time per run (wall time depends on what else the machine runs; CPU time does not)", "", markdown_table(
             ["run", "train s (wall)", "train CPU s", "eval s (wall)", "eval CPU s"],
             [[n, f"{d['train_seconds']:.0f}", cpu(d, "train_cpu_seconds_this_process"), f"{d['eval_seconds']:.0f}",
               cpu(d, "eval_cpu_seconds")] for n, d in done.items()]), ""]
