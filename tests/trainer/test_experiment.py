@@ -268,6 +268,7 @@ def test_random_success_ablation_trains_on_success_failure_pairs(tmp_path, tiny_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # every run of the plan, twice over (the second call must skip them all)
 def test_quick_preset_end_to_end_subprocess(tmp_path):
     out = tmp_path / "paper"
     result = run_cli("paper", "--out", str(out), "--quick", "--no-progress", "--sft-cache", str(tmp_path / "sft"),
