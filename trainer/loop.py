@@ -674,6 +674,8 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                            "iteration": float(k), "perf/step_seconds": seconds,
                            "perf/pairs_per_second" if opt.loss != "sft" else "perf/trajectories_per_second": len(batch) / seconds}
                 line = f"iter {k} step {global_step} loss {metrics['loss']:.4f}"
+                if "nll/chosen" in metrics:
+                    line += f" (preference {metrics['loss/preference']:.4f} + nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
                 if "rewards/margins" in metrics:
                     line += f" margin {metrics['rewards/margins']:.4f} acc {metrics['rewards/accuracies']:.2f}"
                 bar.update(1)
