@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.atomic import atomic_write, atomic_write_text
-from trainer.config import STOCK_TASKS, TrainConfig
+from trainer.config import STOCK_TASKS, OptimConfig, PolicyConfig, TrainConfig, validate
 
 EXPERIMENT_FILE = "experiment.json"
 DONE_FILE = "done.json"
@@ -73,13 +73,14 @@ class Preset:
     sft_tasks: tuple[str, ...] | None = None
     """Tasks the SFT policy learns (None: grape-sft's recipe, all stock tasks)."""
     max_steps: int | None = None
-    lr: float = 5e-4
+    # Training settings default to grape-train's own.
+    lr: float = OptimConfig.lr
     """Learning rate of every trained run (grape-train --lr)."""
-    ref_update: str = "iteration"
+    ref_update: str = OptimConfig.ref_update
     """Reference policy of the preference losses (grape-train --ref-update)."""
-    nll_weight: float = 1.0
+    nll_weight: float = OptimConfig.nll_weight
     """NLL on the chosen trajectories added to the preference losses (grape-train --nll-weight)."""
-    lora_targets: str = "all-linear"
+    lora_targets: str = PolicyConfig.lora_targets
     """Layers the LoRA adapter adapts (grape-train --lora-targets)."""
     eval_temperature: float | None = None
     """None: evaluate with greedy (arg-max) decoding; else sample actions at this temperature, with one
@@ -174,7 +175,7 @@ def get_run(name: str) -> RunSpec:
 def train_config(run: RunSpec, preset: Preset, out: Path, seed: int, policy_dir: str,
                  constraints_dir: Path = CONSTRAINTS_DIR) -> TrainConfig:
     """The grape-train configuration of a trained run: the preset's sizes, the run's reward."""
-    from trainer.config import GcpgConfig, OptimConfig, PolicyConfig, RolloutConfig
+    from trainer.config import GcpgConfig, RolloutConfig
 
     if not run.trains:
         raise ValueError(f"run {run.name} is evaluation only")
@@ -853,10 +854,6 @@ def _preset_from(args: argparse.Namespace) -> Preset:
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             changes[name] = value
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
-    if args.nll_weight is not None and not args.nll_weight >= 0:
-        raise UsageError(f"--nll-weight must be >= 0, got {args.nll_weight}")
     if args.eval_temperature is not None and not args.eval_temperature >= 0:
         raise UsageError(f"--eval-temperature must be >= 0 (0 = greedy), got {args.eval_temperature}")
     for name in ("lr", "nll_weight", "ref_update", "lora_targets", "eval_temperature"):
@@ -872,8 +869,10 @@ def _preset_from(args: argparse.Namespace) -> Preset:
     if changes:  # the name says the sizes are not the preset's own
         described = ", ".join(f"{k}={' '.join(v) if isinstance(v, tuple) else v}" for k, v in changes.items())
         preset = dataclasses.replace(preset, name=f"{preset.name} ({described})", **changes)
-    if 2 * preset.m > preset.samples_per_state:
-        raise UsageError(f"--m {preset.m} needs --samples-per-state >= {2 * preset.m} (top m and bottom m must not overlap)")
+    # The training settings are grape-train's: its own checks, with its flag names, judge them.
+    problems = validate(train_config(get_run("grape_tc"), preset, Path("."), 0, "policy"))
+    if problems:
+        raise UsageError("; ".join(problems))
     return preset
 
 
