@@ -27,7 +27,8 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from grape_dsl import ast
-from grape_dsl.diagnostics import Diagnostic, GrcError, near_name
+from grape_dsl.diagnostics import Diagnostic, GrcError
+from grape_dsl.util.nearname import near_name
 
 MAX_SOURCE_CHARS = 200_000  # the stock files are ~2 kB; 200 kB parses in about 2 s (bench/parser.py)
 MAX_NESTING = 100  # expression depth; keeps every recursive pass far from Python's limit

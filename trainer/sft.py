@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from grape_dsl.util.atomic import atomic_write, atomic_write_json
 
 SFT_RECIPE_VERSION = 1
 """Bumped when the training code changes what a given config produces (invalidates caches)."""
@@ -245,13 +246,9 @@ def render_demonstration_images(demos: Demonstrations, size: int, cache: Path, m
         finally:
             env.close()
         offset += length
-    from trainer.policy.tokenizer import write_json_atomic
-
-    handle, temp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npy")
-    os.close(handle)
-    np.save(temp, frames)
-    os.replace(temp, cache)
-    write_json_atomic(index_file, key)
+    with atomic_write(cache, "wb") as stream:
+        np.save(stream, frames)
+    atomic_write_json(index_file, key)
     return frames
 
 
@@ -274,14 +271,8 @@ def _save_checkpoint(path: Path, policy: Any, optimizer: torch.optim.Optimizer, 
         "action_stats": policy.action_tokenizer.to_dict(),
         "recipe": SFT_RECIPE_VERSION,
     }
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_write(path, "wb") as stream:
+        torch.save(state, stream)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -305,7 +296,7 @@ def train_sft(
 
     from trainer.losses import sft_loss
     from trainer.policy.embedded import EmbeddedVLA, EmbeddedVLAConfig
-    from trainer.policy.tokenizer import ActionTokenizer, write_json_atomic
+    from trainer.policy.tokenizer import ActionTokenizer
 
     config.validate()
     out = Path(out_dir)
@@ -351,7 +342,7 @@ def train_sft(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         start_step = int(saved["step"])
-    write_json_atomic(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()})
+    atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()})
 
     tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions))
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -534,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
                                    "config": dataclasses.asdict(config)}
         if args.eval_episodes:
             from trainer.policy import load_policy
-            from trainer.policy.tokenizer import write_json_atomic
 
             policy = load_policy(policy_dir)
             summary["eval"] = {
@@ -544,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                                        split=args.eval_split),
             }
             eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
-            write_json_atomic(args.out / eval_file, summary["eval"])
+            atomic_write_json(args.out / eval_file, summary["eval"])
     except SFTError as error:
         print(f"grape-sft: error: {error}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write, atomic_write_text
+from grape_dsl.util.atomic import atomic_write, atomic_write_text
 from trainer.experiment.plan import DONE_FILE, PLAN, TABLE2_SPLIT, TABLES, TableSpec, get_run, is_done, run_dir
 from trainer.experiment.presets import Preset, decoding
 from trainer.experiment.state import Experiment, load_experiment

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write_text
+from grape_dsl.util.atomic import atomic_write_text
 from trainer.experiment.plan import (
     DONE_FILE,
     PLAN,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write_text
+from grape_dsl.util.atomic import atomic_write_text
 from trainer.experiment.plan import ExperimentError, evaluated_iterations, get_run, run_dir, train_argv, train_config
 from trainer.experiment.presets import EVAL_SAMPLE_SEED, Preset
 

@@ -7,8 +7,9 @@ schema"); change it there first. Templates use `{object}`, `{container}`, `{obst
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+
+from grape_dsl.util.nearname import did_you_mean
 
 SIGNAL_NAMES: tuple[str, ...] = (
     "gripper.opening",
@@ -121,9 +122,7 @@ def lookup(kind: str, name: str, known: dict) -> object:
     """Return `known[name]`, or raise UnknownNameError naming the near match and every known name."""
     if name in known:
         return known[name]
-    near = difflib.get_close_matches(str(name), list(known), n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    raise UnknownNameError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")
+    raise UnknownNameError(f"unknown {kind} '{name}'{did_you_mean(str(name), known)} (known: {', '.join(known)})")
 
 
 def get_task(name: str) -> TaskSpec:
