@@ -31,6 +31,6 @@ def near_name(name: str, candidates: Iterable[str]) -> str | None:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """"; did you mean 'x'?" or "": the tail of an "unknown ..." message."""
+    """The tail of an "unknown ..." message: "; did you mean 'x'?", or "" when nothing is close."""
     near = near_name(name, candidates)
     return f"; did you mean '{near}'?" if near else ""

@@ -85,7 +85,11 @@ def test_atomic_directory_replaces_the_whole_folder_with_plain_mkdir_permissions
         (staging / "weights.bin").write_bytes(b"w")
         (staging / "sub").mkdir()
         (staging / "sub" / "meta.json").write_text("{}")
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == ["sub", "sub/meta.json", "weights.bin"]
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "sub",
+        "sub/meta.json",
+        "weights.bin",
+    ]
     assert target.stat().st_mode & 0o777 == 0o750
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
@@ -111,8 +115,10 @@ def test_a_killed_writer_leaves_the_old_content(tmp_path, kind):
         target.mkdir()
         (target / "a.txt").write_text("old")
         body = "with atomic_directory(target) as d:\n    (d / 'a.txt').write_text('new'); os._exit(9)\n"
-    script = ("import os, sys\nfrom pathlib import Path\nfrom grape_dsl.util.atomic import atomic_write, atomic_directory\n"
-              f"target = Path({str(target)!r})\n" + body)
+    script = (
+        "import os, sys\nfrom pathlib import Path\nfrom grape_dsl.util.atomic import atomic_write, atomic_directory\n"
+        f"target = Path({str(target)!r})\n" + body
+    )
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 9
     assert (target.read_text() if kind == "file" else (target / "a.txt").read_text()) == "old"

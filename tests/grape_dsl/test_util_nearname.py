@@ -26,7 +26,10 @@ def test_near_name(name: str, candidates: list[str], expected: str | None) -> No
 
 
 def test_near_names_best_first_up_to_the_limit() -> None:
-    assert near_names("gripper.tip", ["gripper.tips", "gripper.top", "object.top"], limit=2) == ["gripper.tips", "gripper.top"]
+    assert near_names("gripper.tip", ["gripper.tips", "gripper.top", "object.top"], limit=2) == [
+        "gripper.tips",
+        "gripper.top",
+    ]
     assert near_names("zzz", ["gripper.tips"], limit=3) == []
 
 

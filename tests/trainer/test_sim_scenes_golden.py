@@ -41,19 +41,29 @@ def _plain(value: Any) -> Any:
 
 
 def _scenes() -> dict[str, Any]:
-    return {f"{task}/{split}/{seed}": _plain(sample_scene(task, split, seed))
-            for task in TASKS for split in SPLITS for seed in SEEDS}
+    return {
+        f"{task}/{split}/{seed}": _plain(sample_scene(task, split, seed))
+        for task in TASKS
+        for split in SPLITS
+        for seed in SEEDS
+    }
 
 
 def _differences(want: Any, got: Any, where: str = "") -> list[str]:
     """Paths where `got` differs from `want`; floats may differ by rounding (1e-12 relative) only."""
     if isinstance(want, dict) and isinstance(got, dict):
         keys = sorted(set(want) | set(got))
-        return [d for k in keys for d in _differences(want.get(k, "<missing>"), got.get(k, "<missing>"), f"{where}.{k}")]
+        return [
+            d for k in keys for d in _differences(want.get(k, "<missing>"), got.get(k, "<missing>"), f"{where}.{k}")
+        ]
     if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
         return [d for i, (a, b) in enumerate(zip(want, got)) for d in _differences(a, b, f"{where}[{i}]")]
-    if (isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool)
-            and math.isclose(want, got, rel_tol=1e-12, abs_tol=1e-15)):
+    if (
+        isinstance(want, float)
+        and isinstance(got, (int, float))
+        and not isinstance(got, bool)
+        and math.isclose(want, got, rel_tol=1e-12, abs_tol=1e-15)
+    ):
         return []
     return [] if want == got else [f"{where}: {want!r} -> {got!r}"]
 
@@ -62,8 +72,10 @@ def test_sampled_scenes_match_the_golden_file():
     scenes = _scenes()
     if os.environ.get("GRAPE_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{json.dumps(key)}: {json.dumps(scene, sort_keys=True, separators=(',', ':'))}"
-                 for key, scene in sorted(scenes.items())]
+        lines = [
+            f"{json.dumps(key)}: {json.dumps(scene, sort_keys=True, separators=(',', ':'))}"
+            for key, scene in sorted(scenes.items())
+        ]
         GOLDEN.write_text("{\n" + ",\n".join(lines) + "\n}\n")  # one scene per line: readable diffs
         pytest.skip(f"rewrote {GOLDEN}")
     golden = json.loads(GOLDEN.read_text())
@@ -75,6 +87,7 @@ def test_sampled_scenes_match_the_golden_file():
 def test_the_golden_file_tells_scenes_apart():
     """The pin is not vacuous: different seeds, splits and tasks give different scenes."""
     golden = json.loads(GOLDEN.read_text())
-    bodies = [json.dumps({k: v for k, v in scene.items() if k not in ("seed",)}, sort_keys=True)
-              for scene in golden.values()]
+    bodies = [
+        json.dumps({k: v for k, v in scene.items() if k not in ("seed",)}, sort_keys=True) for scene in golden.values()
+    ]
     assert len(set(bodies)) == len(bodies)

@@ -14,8 +14,8 @@ from trainer.config import validate
 from trainer.experiment.plan import PLAN, ExperimentError, describe_plan, get_run, is_done, train_config
 from trainer.experiment.presets import PRESETS, Preset
 from trainer.experiment.report import REPORT_FILE, check_targets, load_results, write_report
-from trainer.experiment.state import load_experiment
 from trainer.experiment.runner import run_experiment
+from trainer.experiment.state import load_experiment
 
 EXAMPLES = """\
 examples:
@@ -38,9 +38,11 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grape-experiment",
-        description="Reproduce the GRAPE paper's experiments (Fig. 6, Table I, Table II, baselines) on the pybullet suite, "
-                    "from one SFT policy, resumable after a kill.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reproduce the GRAPE paper's experiments (Fig. 6, Table I, Table II, baselines) "
+        "on the pybullet suite, "
+        "from one SFT policy, resumable after a kill.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{paper,report,plan}")
 
@@ -49,28 +51,76 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sizes of every run (default: full)")
         group = p.add_argument_group("preset overrides (the report lists the sizes used)")
         for name, kind, what in SIZE_FLAGS:
-            group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar="N",
-                               help=f"{what} (default: the preset's)")
+            group.add_argument(
+                "--" + name.replace("_", "-"),
+                type=kind,
+                default=None,
+                metavar="N",
+                help=f"{what} (default: the preset's)",
+            )
         group.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="tasks (default: the preset's)")
-        group.add_argument("--lr", type=float, default=None, metavar="LR", help="learning rate of every trained run (default: the preset's)")
-        group.add_argument("--nll-weight", type=float, default=None, metavar="W",
-                           help="NLL on the chosen trajectories added to TPO / step-DPO; 0 = the paper's pure losses (default: the preset's)")
-        group.add_argument("--ref-update", choices=["fixed", "iteration"], default=None, help="reference policy of the preference losses (default: the preset's)")
-        group.add_argument("--eval-temperature", type=float, default=None, metavar="T",
-                           help="evaluate by sampling at temperature T (seeded alike for every policy); 0 = greedy (default: the preset's)")
-        group.add_argument("--lora-targets", choices=["attention", "all-linear"], default=None, help="layers the LoRA adapter adapts (default: the preset's)")
+        group.add_argument(
+            "--lr",
+            type=float,
+            default=None,
+            metavar="LR",
+            help="learning rate of every trained run (default: the preset's)",
+        )
+        group.add_argument(
+            "--nll-weight",
+            type=float,
+            default=None,
+            metavar="W",
+            help="NLL on the chosen trajectories added to TPO / step-DPO; 0 = the paper's pure losses "
+            "(default: the preset's)",
+        )
+        group.add_argument(
+            "--ref-update",
+            choices=["fixed", "iteration"],
+            default=None,
+            help="reference policy of the preference losses (default: the preset's)",
+        )
+        group.add_argument(
+            "--eval-temperature",
+            type=float,
+            default=None,
+            metavar="T",
+            help="evaluate by sampling at temperature T (seeded alike for every policy); 0 = greedy "
+            "(default: the preset's)",
+        )
+        group.add_argument(
+            "--lora-targets",
+            choices=["attention", "all-linear"],
+            default=None,
+            help="layers the LoRA adapter adapts (default: the preset's)",
+        )
 
-    paper = sub.add_parser("paper", help="run (or resume) the experiments", epilog=EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    paper = sub.add_parser(
+        "paper",
+        help="run (or resume) the experiments",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     paper.add_argument("--out", required=True, help="experiment folder (created, or resumed if it holds one)")
     sizes(paper)
     paper.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
-    paper.add_argument("--policy", default=None, help="SFT policy folder to start from (default: the cached default SFT policy)")
-    paper.add_argument("--sft-cache", default="cache/sft", help="where the default SFT policy is trained once and cached")
-    paper.add_argument("--only", nargs="+", metavar="RUN", default=None,
-                       help=f"only these runs, in plan order: {' '.join(r.name for r in PLAN)}")
+    paper.add_argument(
+        "--policy", default=None, help="SFT policy folder to start from (default: the cached default SFT policy)"
+    )
+    paper.add_argument(
+        "--sft-cache", default="cache/sft", help="where the default SFT policy is trained once and cached"
+    )
+    paper.add_argument(
+        "--only",
+        nargs="+",
+        metavar="RUN",
+        default=None,
+        help=f"only these runs, in plan order: {' '.join(r.name for r in PLAN)}",
+    )
     paper.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
-    paper.add_argument("--json", action="store_true", help="print a JSON summary (folder, report, runs done) when finished")
+    paper.add_argument(
+        "--json", action="store_true", help="print a JSON summary (folder, report, runs done) when finished"
+    )
     report = sub.add_parser("report", help="re-render report.md and plots from an experiment folder")
     report.add_argument("--out", required=True, help="experiment folder")
     report.add_argument("--json", action="store_true", help="print the target checks as JSON")
@@ -126,7 +176,6 @@ def _preset_from(args: argparse.Namespace) -> Preset:
     return preset
 
 
-
 class UsageError(Exception):
     """A flag value out of range (exit 2)."""
 
@@ -149,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"preset {preset.name}: {dataclasses.asdict(preset)}")
                 for row in rows:
                     flags = shlex.join(row["grape_train"]) if row["grape_train"] else "(evaluation only)"
-                    print(f"- {row['run']:17} {row['label']:20} train {row['train_episodes']:4} ep, "
-                          f"eval {row['eval_episodes']:5} ep (state splits) at iterations {row['eval_iterations']}\n    {flags}")
+                    print(
+                        f"- {row['run']:17} {row['label']:20} train {row['train_episodes']:4} ep, "
+                        f"eval {row['eval_episodes']:5} ep (state splits) "
+                        f"at iterations {row['eval_iterations']}\n    {flags}"
+                    )
             return 0
         if args.command == "report":
             path = write_report(Path(args.out))
@@ -170,8 +222,17 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(line, file=sys.stderr)
 
         command = shlex.join(["grape-experiment", *(sys.argv[1:] if argv is None else argv)])
-        exp = run_experiment(Path(args.out), preset, seed=args.seed, policy=args.policy, sft_cache=args.sft_cache,
-                             only=args.only, progress=not args.no_progress, command=command, echo=echo)
+        exp = run_experiment(
+            Path(args.out),
+            preset,
+            seed=args.seed,
+            policy=args.policy,
+            sft_cache=args.sft_cache,
+            only=args.only,
+            progress=not args.no_progress,
+            command=command,
+            echo=echo,
+        )
     except UsageError as error:
         parser.print_usage(sys.stderr)
         return _fail(str(error), 2)
@@ -183,8 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{error}; completed runs are kept, run the same command again to resume")
     report = Path(args.out) / REPORT_FILE
     if args.json:
-        print(json.dumps({"out": args.out, "report": str(report), "runs_done": [n for n in exp.runs if is_done(Path(args.out), n)]}))
+        print(
+            json.dumps(
+                {
+                    "out": args.out,
+                    "report": str(report),
+                    "runs_done": [n for n in exp.runs if is_done(Path(args.out), n)],
+                }
+            )
+        )
     else:
         print(f"done: {report}")
     return 0
-

@@ -50,11 +50,19 @@ class RunSpec:
 
 PLAN: tuple[RunSpec, ...] = (
     RunSpec("sft", "SFT", "the SFT policy every other run starts from (evaluation only)", loss=None),
-    RunSpec("grape_tc", "GRAPE-TC", "TPO on R_GCPG under the task-completion objective; evaluated after every iteration",
-            eval_every_iteration=True),
+    RunSpec(
+        "grape_tc",
+        "GRAPE-TC",
+        "TPO on R_GCPG under the task-completion objective; evaluated after every iteration",
+        eval_every_iteration=True,
+    ),
     RunSpec("step_dpo", "step-DPO", "per-step DPO on the same GCPG pairs (the OpenVLA-DPO baseline)", loss="dpo-step"),
-    RunSpec("random_success", "Random w/ I_success", "pairs drawn at random among successes vs failures of each initial state",
-            pairing="random-success"),
+    RunSpec(
+        "random_success",
+        "Random w/ I_success",
+        "pairs drawn at random among successes vs failures of each initial state",
+        pairing="random-success",
+    ),
     RunSpec("no_r_self", "GRAPE w/o R_self", "GCPG with lambda_self = 0", lambda_self=0.0),
     RunSpec("no_r_ext", "GRAPE w/o R_ext", "GCPG with lambda_ext = 0 (no guided costs)", lambda_ext=0.0),
     RunSpec("no_success", "GRAPE w/o I_success", "GCPG with lambda_success = 0", lambda_success=0.0),
@@ -74,15 +82,35 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("baselines", "Baselines: success rate per split",
-              (("sft", "SFT"), ("step_dpo", "step-DPO"), ("grape_tc", "GRAPE-TC (TPO)")), "splits"),
-    TableSpec("table1", "Table I: reward ablation, success rate per split",
-              (("random_success", "Random w/ I_success"), ("no_r_self", "GRAPE w/o R_self"),
-               ("no_r_ext", "GRAPE w/o R_ext"), ("no_success", "GRAPE w/o I_success"), ("grape_tc", "GRAPE (full)")),
-              "splits"),
-    TableSpec("table2", f"Table II: objectives ({TABLE2_SPLIT} split)",
-              (("sft", "SFT"), ("grape_tc", "GRAPE-TC"), ("grape_safety", "GRAPE-Safety"),
-               ("grape_efficiency", "GRAPE-Efficiency")), "objectives"),
+    TableSpec(
+        "baselines",
+        "Baselines: success rate per split",
+        (("sft", "SFT"), ("step_dpo", "step-DPO"), ("grape_tc", "GRAPE-TC (TPO)")),
+        "splits",
+    ),
+    TableSpec(
+        "table1",
+        "Table I: reward ablation, success rate per split",
+        (
+            ("random_success", "Random w/ I_success"),
+            ("no_r_self", "GRAPE w/o R_self"),
+            ("no_r_ext", "GRAPE w/o R_ext"),
+            ("no_success", "GRAPE w/o I_success"),
+            ("grape_tc", "GRAPE (full)"),
+        ),
+        "splits",
+    ),
+    TableSpec(
+        "table2",
+        f"Table II: objectives ({TABLE2_SPLIT} split)",
+        (
+            ("sft", "SFT"),
+            ("grape_tc", "GRAPE-TC"),
+            ("grape_safety", "GRAPE-Safety"),
+            ("grape_efficiency", "GRAPE-Efficiency"),
+        ),
+        "objectives",
+    ),
 )
 
 
@@ -93,8 +121,9 @@ def get_run(name: str) -> RunSpec:
     raise ExperimentError(f"unknown run '{name}'; the plan has: {', '.join(r.name for r in PLAN)}")
 
 
-def train_config(run: RunSpec, preset: Preset, out: Path, seed: int, policy_dir: str,
-                 constraints_dir: Path = CONSTRAINTS_DIR) -> TrainConfig:
+def train_config(
+    run: RunSpec, preset: Preset, out: Path, seed: int, policy_dir: str, constraints_dir: Path = CONSTRAINTS_DIR
+) -> TrainConfig:
     """The grape-train configuration of a trained run: the preset's sizes, the run's reward."""
     from trainer.config import GcpgConfig, RolloutConfig
 
@@ -106,12 +135,27 @@ def train_config(run: RunSpec, preset: Preset, out: Path, seed: int, policy_dir:
         seed=seed,
         output_dir=str(run_dir(out, run.name) / "train"),
         policy=PolicyConfig(base_policy=policy_dir, lora_targets=preset.lora_targets),
-        rollout=RolloutConfig(tasks=list(preset.tasks), states_per_task=preset.states_per_task,
-                              samples_per_state=preset.samples_per_state, max_steps=preset.max_steps),
-        gcpg=GcpgConfig(lambda_self=run.lambda_self, lambda_ext=run.lambda_ext, lambda_success=run.lambda_success,
-                        m=preset.m, pairing=run.pairing),
-        optim=OptimConfig(loss=run.loss, epochs=preset.epochs, pairs_per_step=preset.pairs_per_step, lr=preset.lr,
-                          ref_update=preset.ref_update, nll_weight=preset.nll_weight),
+        rollout=RolloutConfig(
+            tasks=list(preset.tasks),
+            states_per_task=preset.states_per_task,
+            samples_per_state=preset.samples_per_state,
+            max_steps=preset.max_steps,
+        ),
+        gcpg=GcpgConfig(
+            lambda_self=run.lambda_self,
+            lambda_ext=run.lambda_ext,
+            lambda_success=run.lambda_success,
+            m=preset.m,
+            pairing=run.pairing,
+        ),
+        optim=OptimConfig(
+            loss=run.loss,
+            epochs=preset.epochs,
+            pairs_per_step=preset.pairs_per_step,
+            lr=preset.lr,
+            ref_update=preset.ref_update,
+            nll_weight=preset.nll_weight,
+        ),
     )
 
 
@@ -159,18 +203,26 @@ def evaluated_iterations(run: RunSpec, preset: Preset) -> list[int]:
     return list(range(1, preset.iterations + 1)) if run.eval_every_iteration else [preset.iterations]
 
 
-
 def describe_plan(preset: Preset) -> list[dict[str, Any]]:
     out = Path("<out>")
     rows = []
     for run in PLAN:
         iterations = evaluated_iterations(run, preset)
         episodes = len(iterations) * preset.eval_episodes * len(preset.tasks) * len(STATE_SPLITS)
-        rows.append({
-            "run": run.name, "label": run.label, "description": run.description,
-            "grape_train": train_argv(train_config(run, preset, out, 0, "<sft policy>")) if run.trains else None,
-            "train_episodes": preset.iterations * len(preset.tasks) * preset.states_per_task * preset.samples_per_state if run.trains else 0,
-            "eval_iterations": iterations, "eval_episodes": episodes,
-        })
+        rows.append(
+            {
+                "run": run.name,
+                "label": run.label,
+                "description": run.description,
+                "grape_train": train_argv(train_config(run, preset, out, 0, "<sft policy>")) if run.trains else None,
+                "train_episodes": preset.iterations
+                * len(preset.tasks)
+                * preset.states_per_task
+                * preset.samples_per_state
+                if run.trains
+                else 0,
+                "eval_iterations": iterations,
+                "eval_episodes": episodes,
+            }
+        )
     return rows
-

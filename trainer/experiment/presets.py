@@ -12,6 +12,7 @@ from trainer.config import STOCK_TASKS, OptimConfig, PolicyConfig
 EVAL_SAMPLE_SEED = 0
 """Seed of the action-sampling generator when a preset evaluates with sampling: the same for every policy."""
 
+
 @dataclass(frozen=True)
 class Preset:
     """The sizes of one experiment; every run of the plan uses the same ones."""
@@ -56,15 +57,39 @@ PRESETS: dict[str, Preset] = {
     # Training settings from docs/results.md "Choosing the full preset's settings": the paper's pure TPO at lr 5e-4
     # collapsed greedy success (41.5% -> 8%); the NLL term on chosen trajectories and a per-iteration reference
     # kept it; the aligned policy is the sampling distribution, so that is what is evaluated.
-    "full": Preset("full", iterations=3, states_per_task=8, samples_per_state=8, m=2, epochs=2, pairs_per_step=8,
-                   eval_episodes=25, eval_temperature=1.0),
-    "quick": Preset("quick", iterations=2, states_per_task=2, samples_per_state=4, m=1, epochs=1, pairs_per_step=4,
-                    eval_episodes=2, tasks=("pick_place",), sft_demos=6, sft_steps=60, sft_tasks=("pick_place",), max_steps=60),
+    "full": Preset(
+        "full",
+        iterations=3,
+        states_per_task=8,
+        samples_per_state=8,
+        m=2,
+        epochs=2,
+        pairs_per_step=8,
+        eval_episodes=25,
+        eval_temperature=1.0,
+    ),
+    "quick": Preset(
+        "quick",
+        iterations=2,
+        states_per_task=2,
+        samples_per_state=4,
+        m=1,
+        epochs=1,
+        pairs_per_step=4,
+        eval_episodes=2,
+        tasks=("pick_place",),
+        sft_demos=6,
+        sft_steps=60,
+        sft_tasks=("pick_place",),
+        max_steps=60,
+    ),
 }
 
 
 def decoding(preset: Preset) -> str:
     if preset.eval_temperature is None:
         return "greedy"
-    return f"sampled at temperature {preset.eval_temperature:g} (generator seed {EVAL_SAMPLE_SEED}, the same for every policy)"
-
+    return (
+        f"sampled at temperature {preset.eval_temperature:g} "
+        f"(generator seed {EVAL_SAMPLE_SEED}, the same for every policy)"
+    )

@@ -53,8 +53,9 @@ def resolve_policy(preset: Preset, policy: str | None, sft_cache: str, progress:
         raise ExperimentError(f"training the SFT policy failed: {error}") from None
 
 
-def evaluate_checkpoints(run: RunSpec, exp: Experiment, out: Path, progress: bool,
-                         echo: Callable[[str], None]) -> dict[int, dict[str, Any]]:
+def evaluate_checkpoints(
+    run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: Callable[[str], None]
+) -> dict[int, dict[str, Any]]:
     """Evaluate each wanted checkpoint once; summaries already written are reused (resume)."""
     from trainer.eval import evaluate_policy, summarize
     from trainer.loop import POLICY_DIR, checkpoint_dir
@@ -70,22 +71,43 @@ def evaluate_checkpoints(run: RunSpec, exp: Experiment, out: Path, progress: boo
         policy_path = checkpoint_dir(folder / "train", k) / POLICY_DIR if run.trains else Path(exp.policy_dir)
         policy = load_policy(policy_path)
         started, cpu_started = time.perf_counter(), time.process_time()
-        outcomes, _ = evaluate_policy(policy, list(exp.preset.tasks), exp.splits, exp.preset.eval_episodes,
-                                      max_steps=exp.preset.max_steps, progress=progress,
-                                      desc=f"{run.name} eval iter {k}", temperature=exp.preset.eval_temperature,
-                                      sample_seed=EVAL_SAMPLE_SEED)
+        outcomes, _ = evaluate_policy(
+            policy,
+            list(exp.preset.tasks),
+            exp.splits,
+            exp.preset.eval_episodes,
+            max_steps=exp.preset.max_steps,
+            progress=progress,
+            desc=f"{run.name} eval iter {k}",
+            temperature=exp.preset.eval_temperature,
+            sample_seed=EVAL_SAMPLE_SEED,
+        )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         per_iteration[k] = summarize(outcomes)
-        atomic_write_text(path, json.dumps({"iteration": k, "policy": str(policy_path), "seconds": seconds,
-                                            "cpu_seconds": cpu_seconds, "episodes": len(outcomes),
-                                            "steps": sum(o.length for o in outcomes), "metrics": per_iteration[k]},
-                                           indent=2) + "\n")
+        atomic_write_text(
+            path,
+            json.dumps(
+                {
+                    "iteration": k,
+                    "policy": str(policy_path),
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "episodes": len(outcomes),
+                    "steps": sum(o.length for o in outcomes),
+                    "metrics": per_iteration[k],
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         cells = ", ".join(f"{s} {100 * per_iteration[k][s]['all']['success']['rate']:.0f}%" for s in exp.splits)
         echo(f"  {run.name} iteration {k}: success {cells} ({len(outcomes)} episodes, {seconds:.0f} s)")
     return per_iteration
 
 
-def execute_run(run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+def execute_run(
+    run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: Callable[[str], None]
+) -> dict[str, Any]:
     """Train (or resume) and evaluate one run, then mark it done atomically; return done.json."""
     from trainer.eval import EVAL_INFO_FILE, write_eval_info
     from trainer.loop import TrainError, train
@@ -118,13 +140,16 @@ def execute_run(run: RunSpec, exp: Experiment, out: Path, progress: bool, echo: 
     done = {
         "run": run.name,
         "train_seconds": _measured_train_seconds(folder / "train") if run.trains else 0.0,
-        "eval_seconds": sum(json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text())["seconds"]
-                            for k in per_iteration),
+        "eval_seconds": sum(
+            json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text())["seconds"] for k in per_iteration
+        ),
         "wall_seconds_this_process": time.perf_counter() - started,
         # CPU time tells the run's cost apart from the CPU share it got on a shared machine.
         "train_cpu_seconds_this_process": train_cpu_seconds,
-        "eval_cpu_seconds": sum(json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text()).get("cpu_seconds", math.nan)
-                                for k in per_iteration),
+        "eval_cpu_seconds": sum(
+            json.loads((folder / "eval" / f"iter_{k:04d}.json").read_text()).get("cpu_seconds", math.nan)
+            for k in per_iteration
+        ),
         "grape_train": shlex.join(["grape-train", *train_argv(config)]) if config else None,
         "train_seed": exp.seed if run.trains else None,
     }
@@ -149,9 +174,18 @@ def _measured_train_seconds(train_dir: Path) -> float:
     return total
 
 
-def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | None = None, sft_cache: str = "cache/sft",
-                   only: Sequence[str] | None = None, progress: bool = True, command: str = "",
-                   echo: Callable[[str], None] = print) -> Experiment:
+def run_experiment(
+    out: Path,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    policy: str | None = None,
+    sft_cache: str = "cache/sft",
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+    command: str = "",
+    echo: Callable[[str], None] = print,
+) -> Experiment:
     """Run every run of the plan not yet done (or only those named), in plan order; resumable."""
     import datetime as dt
 
@@ -166,22 +200,39 @@ def run_experiment(out: Path, preset: Preset, *, seed: int = 0, policy: str | No
     policy_dir = resolve_policy(preset, policy, sft_cache, progress)
     pixels = load_policy(policy_dir).image_size is not None
     splits = [*STATE_SPLITS, "visual"] if pixels else list(STATE_SPLITS)
-    exp = open_experiment(Path(out), Experiment(preset, seed, policy_dir, splits, pixels, names, command,
-                                               dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    exp = open_experiment(
+        Path(out),
+        Experiment(
+            preset,
+            seed,
+            policy_dir,
+            splits,
+            pixels,
+            names,
+            command,
+            dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        ),
+    )
     if not pixels:
-        echo("the policy reads the state vector only (no camera), so the visual split, which changes only colours, "
-             "is not evaluated: it would repeat in_domain")
+        echo(
+            "the policy reads the state vector only (no camera), so the visual split, which changes only colours, "
+            "is not evaluated: it would repeat in_domain"
+        )
     atomic_write_text(Path(out) / "commands.sh", commands_script(exp, Path(out)))
     todo = [n for n in names if not is_done(Path(out), n)]
-    echo(f"experiment {out}: preset {preset.name}, seed {seed}, {len(names) - len(todo)} of {len(names)} runs already done")
+    echo(
+        f"experiment {out}: preset {preset.name}, seed {seed}, "
+        f"{len(names) - len(todo)} of {len(names)} runs already done"
+    )
     started = time.perf_counter()
     for i, name in enumerate(todo, 1):
         run = get_run(name)
         elapsed = time.perf_counter() - started
         echo(f"[{i}/{len(todo)}] {run.name}: {run.description} (elapsed {elapsed / 60:.1f} min)")
         done = execute_run(run, exp, Path(out), progress, echo)
-        echo(f"[{i}/{len(todo)}] {run.name} done: train {done['train_seconds']:.0f} s, eval {done['eval_seconds']:.0f} s")
+        echo(
+            f"[{i}/{len(todo)}] {run.name} done: train {done['train_seconds']:.0f} s, eval {done['eval_seconds']:.0f} s"
+        )
         write_report(Path(out))
     write_report(Path(out))
     return exp
-

@@ -38,7 +38,7 @@ class Experiment:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Experiment":
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
         preset = dict(data["preset"])
         preset["tasks"] = tuple(preset["tasks"])
         if preset.get("sft_tasks") is not None:
@@ -49,7 +49,9 @@ class Experiment:
 def load_experiment(out: Path) -> Experiment:
     path = Path(out) / EXPERIMENT_FILE
     if not path.is_file():
-        raise ExperimentError(f"{out} is not an experiment folder (no {EXPERIMENT_FILE}); run `grape-experiment paper --out {out}` first")
+        raise ExperimentError(
+            f"{out} is not an experiment folder (no {EXPERIMENT_FILE}); run `grape-experiment paper --out {out}` first"
+        )
     try:
         return Experiment.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
@@ -72,12 +74,15 @@ def open_experiment(out: Path, current: Experiment) -> Experiment:
         if differences:
             raise ExperimentError(
                 f"{out} holds an experiment made with other settings; resume it with the same options or choose "
-                "another --out. Differences (saved -> now):\n  " + "\n  ".join(differences))
+                "another --out. Differences (saved -> now):\n  " + "\n  ".join(differences)
+            )
         saved.runs = list(dict.fromkeys([*saved.runs, *current.runs]))
         atomic_write_text(path, json.dumps(saved.to_dict(), indent=2) + "\n")
         return saved
     if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
-        raise ExperimentError(f"--out {out} exists and is not an experiment folder (no {EXPERIMENT_FILE}); choose an empty or new folder")
+        raise ExperimentError(
+            f"--out {out} exists and is not an experiment folder (no {EXPERIMENT_FILE}); choose an empty or new folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(current.to_dict(), indent=2) + "\n")
     return current
@@ -85,25 +90,37 @@ def open_experiment(out: Path, current: Experiment) -> Experiment:
 
 def commands_script(exp: Experiment, out: Path) -> str:
     """Shell lines equivalent to the experiment, run by run (for the record and by hand)."""
-    lines = ["#!/bin/sh", "# Written by grape-experiment; the same runs by hand, one grape-train / grape-eval per run.",
-             f"# {exp.command}", "set -e"]
+    lines = [
+        "#!/bin/sh",
+        "# Written by grape-experiment; the same runs by hand, one grape-train / grape-eval per run.",
+        f"# {exp.command}",
+        "set -e",
+    ]
     splits = " ".join(exp.splits)
     tasks = " ".join(exp.preset.tasks)
     for name in exp.runs:
         run = get_run(name)
         lines.append(f"\n# {run.name}: {run.description}")
-        eval_common = (f"--splits {splits} --tasks {tasks} --episodes {exp.preset.eval_episodes} --gifs 0"
-                       + (f" --max-steps {exp.preset.max_steps}" if exp.preset.max_steps else "")
-                       + (f" --temperature {exp.preset.eval_temperature:g} --seed {EVAL_SAMPLE_SEED}"
-                          if exp.preset.eval_temperature is not None else ""))
+        eval_common = (
+            f"--splits {splits} --tasks {tasks} --episodes {exp.preset.eval_episodes} --gifs 0"
+            + (f" --max-steps {exp.preset.max_steps}" if exp.preset.max_steps else "")
+            + (
+                f" --temperature {exp.preset.eval_temperature:g} --seed {EVAL_SAMPLE_SEED}"
+                if exp.preset.eval_temperature is not None
+                else ""
+            )
+        )
         if run.trains:
             config = train_config(run, exp.preset, out, exp.seed, exp.policy_dir)
             lines.append(shlex.join(["grape-train", *train_argv(config)]))
             iterations = " ".join(map(str, evaluated_iterations(run, exp.preset)))
-            lines.append(f"grape-eval --policy {shlex.quote(config.output_dir)} --iterations {iterations} {eval_common} "
-                         f"--output-dir {shlex.quote(str(run_dir(out, name) / 'eval'))}")
+            lines.append(
+                f"grape-eval --policy {shlex.quote(config.output_dir)} --iterations {iterations} {eval_common} "
+                f"--output-dir {shlex.quote(str(run_dir(out, name) / 'eval'))}"
+            )
         else:
-            lines.append(f"grape-eval --policy {shlex.quote(exp.policy_dir)} {eval_common} "
-                         f"--output-dir {shlex.quote(str(run_dir(out, name) / 'eval'))}")
+            lines.append(
+                f"grape-eval --policy {shlex.quote(exp.policy_dir)} {eval_common} "
+                f"--output-dir {shlex.quote(str(run_dir(out, name) / 'eval'))}"
+            )
     return "\n".join(lines) + "\n"
-
