@@ -125,6 +125,16 @@ def lookup(kind: str, name: str, known: dict) -> object:
     raise UnknownNameError(f"unknown {kind} '{name}'{did_you_mean(str(name), known)} (known: {', '.join(known)})")
 
 
+def task_names(values: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Task names as given to a `--tasks` flag: `a b`, the older `a,b`, or `all` (every stock task).
+
+    Names are not checked here: callers report unknown ones in their own words (`get_task`).
+    """
+    items = [values] if isinstance(values, str) else list(values)
+    names = [name.strip() for item in items for name in item.split(",") if name.strip()]
+    return list(TASKS) if names == ["all"] else names
+
+
 def get_task(name: str) -> TaskSpec:
     """The TaskSpec called `name`; an unknown name raises UnknownNameError listing the known tasks."""
     return lookup("task", name, TASKS)  # type: ignore[return-value]
