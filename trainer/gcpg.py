@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_write
+from grape_dsl.util.atomic import atomic_write
 
 TIE_TOLERANCE = 1e-9
 """Two scores closer than this are a tie: no preference, so the pair is skipped."""

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.atomic import atomic_directory, atomic_write_text
+from grape_dsl.util.atomic import atomic_directory, atomic_write_text
 from trainer.config import TrainConfig, config_differences, parse_overrides
 from trainer.gcpg import (
     GcpgWeights,
