@@ -81,6 +81,8 @@ def position(text: str, offset: int) -> types.Position:
 
 def offset(text: str, pos: types.Position) -> int:
     lines = text.split("\n")
+    if pos.line >= len(lines):
+        return len(text)
     start = sum(len(line) + 1 for line in lines[:pos.line])
     line = lines[pos.line]
     units = 0
