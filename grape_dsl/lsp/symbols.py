@@ -10,6 +10,7 @@ errors) stays with the checker; this only says where names are declared and used
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from grape_dsl.builtins import BUILTINS
@@ -286,12 +287,19 @@ class _Walker:
     def _extend(self, position: int, end: int) -> None:
         self._set(position, full_end=end)
 
+    def _tokens_between(self, start: int, limit: int) -> list[Token]:
+        """Tokens lying wholly within [start, limit)."""
+        first = bisect_left(self.starts, start)
+        last = bisect_left(self.starts, limit)
+        return [t for t in self.toks[first:last] if t.end <= limit]
+
     def _close_lets(self, pending: list[tuple[int, Token]]) -> None:
         """A let's value runs from its `=` to the next top-level item (or the end)."""
+        self.starts = [t.start for t in self.toks]
         for position, equals in pending:
-            following = [s for s in self.item_starts if s > equals.end]
-            limit = following[0] if following else len(self.index.text)
-            inside = [t for t in self.toks if equals.end <= t.start and t.end <= limit]
+            following = bisect_right(self.item_starts, equals.end)
+            limit = self.item_starts[following] if following < len(self.item_starts) else len(self.index.text)
+            inside = self._tokens_between(equals.end, limit)
             if inside:
                 value = self.index.text[inside[0].start:inside[-1].end]
                 self._set(position, detail=" ".join(value.split()), full_end=inside[-1].end)
@@ -299,16 +307,23 @@ class _Walker:
     def _close_constraints(self) -> None:
         """A constraint runs to the next constraint of its stage or the stage's end."""
         decls = self.index.decls
+        self.starts = [t.start for t in self.toks]
+        next_start = [len(self.index.text)] * len(decls)  # full_start of the next constraint or stage
+        upcoming = len(self.index.text)
+        for n in range(len(decls) - 1, -1, -1):
+            next_start[n] = upcoming
+            if decls[n].kind in ("constraint", "stage"):
+                upcoming = decls[n].full_start
+        stage: Decl | None = None
         for n, decl in enumerate(decls):
+            if decl.kind == "stage":
+                stage = decl
             if decl.kind != "constraint":
                 continue
-            stage = next((d for d in decls if d.kind == "stage" and d.name == decl.parent
-                          and d.full_start < decl.start), None)
-            later = [d.full_start for d in decls[n + 1:] if d.kind in ("constraint", "stage")]
-            end = later[0] if later else len(self.index.text)
-            if stage is not None and stage.full_end > decl.start:
+            end = next_start[n]
+            if stage is not None and stage.name == decl.parent and stage.full_end > decl.start:
                 end = min(end, stage.full_end)
-            inside = [t for t in self.toks if decl.end <= t.start and t.end <= end and t.text != "}"]
+            inside = [t for t in self._tokens_between(decl.end, end) if t.text != "}"]
             self._set(n, full_end=inside[-1].end if inside else decl.end)
 
 

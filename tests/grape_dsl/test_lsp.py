@@ -188,3 +188,28 @@ async def test_bad_input_never_kills_the_server(client: LanguageClient, tmp_path
     symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc_id(uri)))
     assert symbols is not None
 
+
+
+async def test_a_scene_setting_checks_ones_own_environment(client: LanguageClient, tmp_path: Path):
+    scene = tmp_path / "kitchen.json"
+    scene.write_text('{"objects": [{"name": "pot", "keypoints": {"rim": "the pot\'s rim"}}], '
+                     '"keypoints": {"robot.hand": "the hand"}, "signals": ["robot.closed"]}')
+    text = ("task kitchen\nkeypoints {\n    hand = robot.hnd\n    rim = pot.rim\n}\n"
+            "stage s {\n    subgoal near: dist(hand, rim) <= 0.01\n}\n")
+    uri = open_document(client, tmp_path / "kitchen.grc", text)
+    assert await published(client, uri, 1) == []  # not a stock task: no names to check against
+    client.published.clear()
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"grapec": {"scene": str(scene)}}))
+    try:
+        got = await published(client, uri, 1)
+        assert [d.code for d in got] == ["GRC225"] and "did you mean 'robot.hand'" in got[0].message
+        result = await client.text_document_completion_async(
+            types.CompletionParams(doc_id(uri), at(text, "robot.hnd", 6)))
+        assert {"robot.hand", "pot.rim", "robot.closed"} <= {item.label for item in result.items}
+        hover = await client.text_document_hover_async(types.HoverParams(doc_id(uri), at(text, "pot.rim", 5)))
+        assert "the pot's rim" in hover.contents.value
+    finally:
+        client.published.clear()
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"grapec": {"scene": ""}}))
+        assert await published(client, uri, 1) == []
