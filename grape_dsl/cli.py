@@ -20,7 +20,7 @@ from types import ModuleType
 
 from grape_dsl.diagnostics import Diagnostic, GrcError, render
 
-COMMANDS: tuple[str, ...] = ("check", "fmt", "generate", "compile", "score")
+COMMANDS: tuple[str, ...] = ("check", "fmt", "generate", "compile", "score", "lsp")
 
 EXAMPLES = """\
 examples:
@@ -29,6 +29,7 @@ examples:
   grapec fmt --check constraints/        # exit 1 if any file is not canonical
   grapec fmt task.grc                    # rewrite in place
   cat task.grc | grapec fmt -            # stdin to stdout
+  grapec lsp                             # language server for editors (docs/editor.md)
 
 Run `grapec COMMAND --help` for a command's options.
 Exit codes: 0 ok, 1 errors in the input, 2 usage.
