@@ -487,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    from trainer.envs import add_env_arguments
+
+    add_env_arguments(parser)  # with --env: --demos-dir holds that env's demonstrations (no scripted expert)
     return parser
 
 
@@ -503,7 +506,19 @@ def _config_from_args(args: argparse.Namespace) -> SFTConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from trainer.envs import EnvError, register_from_args
+
     try:
+        try:
+            own_task = register_from_args(args)
+        except EnvError as error:
+            raise SFTError(str(error)) from None
+        if own_task is not None:
+            if args.demos_dir is None:
+                raise SFTError("--env needs --demos-dir: a trajectory store of that environment's demonstrations "
+                               "(the scripted experts know only the stock tasks)")
+            if args.tasks == "all":
+                args.tasks = own_task
         if args.threads < 1:
             raise SFTError(f"--threads must be >= 1, got {args.threads}")
         if args.eval_episodes < 0:
@@ -545,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
             write_json_atomic(args.out / eval_file, summary["eval"])
-    except SFTError as error:
+    except (SFTError, EnvError) as error:
         print(f"grape-sft: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
