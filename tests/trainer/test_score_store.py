@@ -69,3 +69,19 @@ def test_store_errors_are_one_clear_line(one_iteration_run: Path, tmp_path: Path
     assert grapec("score", ROOT / "constraints/tasks/pick_place.grc", "--batch", rollouts) == 1
     err = capsys.readouterr().err
     assert "push_to_target, stack" in err and "none named 'pick_place'" in err and "Traceback" not in err
+
+
+def test_checkpoints_carry_a_model_card_and_model_type(one_iteration_run: Path) -> None:
+    import hashlib
+
+    from trainer.policy import load_policy
+
+    policy_dir = one_iteration_run / "checkpoints" / "iter_0001" / "policy"
+    assert json.loads((policy_dir / "config.json").read_text())["model_type"] == "grape_embedded_vla"
+    card = (policy_dir / "README.md").read_text()
+    assert card.startswith("---\n") and "base_model:" in card
+    for name in ("safety.grc", "task_completion.grc"):  # the objective and what it imports
+        digest = hashlib.sha256((ROOT / "constraints" / name).read_bytes()).hexdigest()
+        assert f"{name}` sha256 `{digest}`" in card
+    assert "rollout/r_ext_mean" in card and "`stack`" in card
+    load_policy(policy_dir)  # the added config key does not break loading
