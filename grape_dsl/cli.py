@@ -127,5 +127,31 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], sources: dict[str, str]
         print(render(diag, sources[diag.path]), file=sys.stderr)
 
 
+def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--task NAME` / `--scene FILE`: the environment names a task file may bind to."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--task", dest="schema_task", metavar="NAME",
+                       help="check keypoint/signal sources against this built-in task's names "
+                            "(pick_place, pick_place_obstacle, push_to_target, stack)")
+    where.add_argument("--scene", dest="schema_scene", metavar="FILE",
+                       help="check keypoint/signal sources against a scene JSON (docs/generate.md)")
+
+
+def schema_from_args(args: argparse.Namespace, command: str) -> tuple[list[str], list[str]] | None | int:
+    """(keypoint names, signal names) named by --task/--scene, None when neither was given,
+    or exit code 1 after printing why the task or scene cannot be used."""
+    from grape_dsl import llm  # the schema tables live beside the generator that also reads them
+
+    try:
+        if getattr(args, "schema_task", None):
+            return llm.builtin_schema(args.schema_task).names
+        if getattr(args, "schema_scene", None):
+            return llm.load_scene(args.schema_scene).names
+    except llm.InputError as err:
+        print(f"grapec {command}: {err}", file=sys.stderr)
+        return 1
+    return None
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -391,12 +391,23 @@ def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: to
     target = checkpoint_dir(run_dir, iteration)
     with atomic_directory(target) as staging:
         policy.save_pretrained(staging / POLICY_DIR)
+        _write_model_card(staging / POLICY_DIR, run_dir, iteration, config, summary)
         torch.save(
             {"iteration": iteration, "global_step": global_step, "optimizer": optimizer.state_dict(),
              "config": config.to_dict(), "rng": _rng_state(), "summary": summary},
             staging / TRAINER_STATE_FILE,
         )
     return target
+
+
+def _write_model_card(folder: Path, run_dir: Path, iteration: int, config: TrainConfig, summary: dict[str, Any]) -> None:
+    from trainer.modelcard import CARD_FILE, render_card
+
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    text = render_card(title=f"{run_dir.name} iteration {iteration}", base_policy=config.policy.base_policy,
+                       tasks=list(config.rollout.tasks), constraints=config.constraints, iteration=iteration,
+                       metrics=metrics, settings=config.to_dict())
+    (folder / CARD_FILE).write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------- policy setup

@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    from trainer.envs import add_env_arguments
+
+    add_env_arguments(parser)  # with --env: --demos-dir holds that env's demonstrations (no scripted expert)
     return parser
 
 
@@ -494,6 +497,18 @@ def _config_from_args(args: argparse.Namespace) -> SFTConfig:
 
 def _checked_config(args: argparse.Namespace) -> SFTConfig:
     """The run's config from the flags; a bad flag value raises SFTError (a usage error, exit 2)."""
+    from trainer.envs import EnvError, register_from_args
+
+    try:
+        own_task = register_from_args(args)
+    except EnvError as error:
+        raise SFTError(str(error)) from None
+    if own_task is not None:
+        if args.demos_dir is None:
+            raise SFTError("--env needs --demos-dir: a trajectory store of that environment's demonstrations "
+                           "(the scripted experts know only the stock tasks)")
+        if args.tasks == ["all"]:
+            args.tasks = [own_task]
     if args.threads < 1:
         raise SFTError(f"--threads must be >= 1, got {args.threads}")
     if args.eval_episodes < 0:
