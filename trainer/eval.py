@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,57 @@ Z_95 = 1.959963984540054
 EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")
 RATE_METRICS = ("success", "grasp", "collision")
 EVAL_INFO_FILE = "eval_info.json"
+EVAL_CONFIG_FILE = "eval_config.json"
+"""The EvalConfig grape-eval ran with, saved in its output folder (`grape-eval --config FOLDER` replays it)."""
+
+
+@dataclass
+class EvalConfig:
+    """Every setting of `grape-eval`: one flag per field, the docstring is its --help (trainer.flags)."""
+
+    policy: str = field(default="", metadata={"required": True, "metavar": "RUN_OR_CHECKPOINT"})
+    """A grape-train run folder (evaluates each iteration's checkpoint), a checkpoint folder, or a policy folder."""
+    splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS))
+    """Splits to evaluate."""
+    tasks: list[str] | None = None
+    """Tasks (default: the run's tasks, else all four stock tasks)."""
+    episodes: int = 10
+    """Episodes per task and split."""
+    seed_offset: int = 0
+    """Skip this many evaluation seeds."""
+    iterations: list[int] | None = None
+    """With a run folder: only these iterations (default: all; 0 = the base policy)."""
+    max_steps: int | None = None
+    """Cap on steps per episode (default: each task's limit)."""
+    batch_envs: int = 24
+    """Environments stepped in lockstep, one policy batch."""
+    temperature: float | None = None
+    """Sample actions at this temperature (seeded by --seed) instead of greedy decoding (default: greedy)."""
+    seed: int = 0
+    """Sampling seed with --temperature."""
+    gifs: int = 1
+    """GIFs per task of the last policy, first split (0 = none)."""
+    output_dir: str | None = None
+    """Where results go (default: <run or checkpoint>/eval)."""
+
+    def problems(self) -> list[str]:
+        """Values argparse cannot judge; each names its flag."""
+        from trainer.sim.splits import SPLITS
+        from trainer.sim.tasks import TASKS
+
+        checks = [
+            (self.episodes < 1, f"--episodes must be >= 1, got {self.episodes}"),
+            (self.temperature is not None and not self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
+            (self.batch_envs < 1, f"--batch-envs must be >= 1, got {self.batch_envs}"),
+            (self.seed_offset < 0, f"--seed-offset must be >= 0, got {self.seed_offset}"),
+            (self.gifs < 0, f"--gifs must be >= 0, got {self.gifs}"),
+            (self.max_steps is not None and self.max_steps < 1, f"--max-steps must be >= 1, got {self.max_steps}"),
+        ]
+        found = [message for failed, message in checks if failed]
+        unknown = [s for s in self.splits if s not in SPLITS] + [t for t in (self.tasks or []) if t not in TASKS]
+        if unknown:
+            found.append(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}")
+        return found
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
