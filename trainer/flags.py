@@ -127,7 +127,8 @@ def _add_field(group: argparse._ActionsContainer, path: tuple[str, ...], cls: ty
     doc = field_docs(cls).get(f.name, "")
     default = _default(f)
     shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-    help_text = f"{doc} (default: {shown})".strip().replace("%", "%%")  # argparse formats help with %
+    tail = "(required)" if f.metadata.get("required") else f"(default: {shown})"
+    help_text = f"{doc} {tail}".strip().replace("%", "%%")  # argparse formats help with %
     kwargs: dict[str, Any] = {"dest": _dest(path), "help": help_text}
     if origin is Literal:
         kwargs.update(choices=list(args), type=type(args[0]))
