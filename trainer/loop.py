@@ -556,11 +556,12 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         for seed in initial_states(config, task, k)
         for sample in range(config.rollout.samples_per_state)
     ]
-    generator = torch.Generator().manual_seed(int(np.random.default_rng([config.seed, k, 7]).integers(2**62)))
+    # One sampling stream per episode: its tokens do not depend on the batch or worker it ran in.
+    sample_seed = int(np.random.default_rng([config.seed, k, 7]).integers(2**62))
     with tqdm(total=len(specs), desc=f"iter {k} rollouts", unit="ep", disable=not progress, leave=False) as bar:
         policy.eval()
         rollouts, _ = collect_rollouts(
-            policy, specs, temperature=config.rollout.temperature, generator=generator,
+            policy, specs, temperature=config.rollout.temperature, sample_seed=sample_seed,
             max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1),
         )
     rollout_seconds = time.perf_counter() - started
