@@ -560,10 +560,20 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
     sample_seed = int(np.random.default_rng([config.seed, k, 7]).integers(2**62))
     with tqdm(total=len(specs), desc=f"iter {k} rollouts", unit="ep", disable=not progress, leave=False) as bar:
         policy.eval()
-        rollouts, _ = collect_rollouts(
-            policy, specs, temperature=config.rollout.temperature, sample_seed=sample_seed,
-            max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1),
-        )
+        if config.rollout.rollout_workers:
+            from trainer.workers import RolloutWorkerError, shared_rollout_workers
+
+            try:
+                workers = shared_rollout_workers(config.rollout.rollout_workers, config.rollout.ray_address)
+                rollouts = workers.collect(policy, specs, temperature=config.rollout.temperature, sample_seed=sample_seed,
+                                           max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1))
+            except RolloutWorkerError as error:
+                raise TrainError(str(error)) from None
+        else:
+            rollouts, _ = collect_rollouts(
+                policy, specs, temperature=config.rollout.temperature, sample_seed=sample_seed,
+                max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1),
+            )
     rollout_seconds = time.perf_counter() - started
 
     columns = score_rollouts(rollouts, programs, weights)
