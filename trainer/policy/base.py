@@ -15,8 +15,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,29 +206,6 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     token = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
     last_positive = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
     return torch.minimum(token, last_positive)
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``directory`` in one rename.
-
-    A reader never sees a half-written checkpoint: either the old folder or the new one.
-    """
-    target = Path(directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-            os.replace(target, retired / "old")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def require_files(directory: str | os.PathLike, names: list[str], what: str) -> Path:
