@@ -27,7 +27,8 @@ import torch
 
 
 def load_policy(folder: str | None, sft_cache: str):
-    from trainer.policy import load_policy as load, make_policy
+    from trainer.policy import load_policy as load
+    from trainer.policy import make_policy
     from trainer.sft import POLICY_DIR, SFTConfig
     from trainer.sim.env import STATE_DIM
 
@@ -80,8 +81,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    from trainer.rollout import EnvPool, EpisodeSpec, collect_rollouts, shared_env_pool
     from trainer.loop import TRAIN_SPLIT
+    from trainer.rollout import EnvPool, EpisodeSpec, collect_rollouts, shared_env_pool
 
     policy, source = load_policy(args.policy, args.sft_cache)
     pool = shared_env_pool()

@@ -2,12 +2,17 @@
 
     python bench/rollout_workers.py
 """
-import time, os, torch
+import os
+import time
+
+import torch
+
 torch.set_num_threads(1)
-from trainer.rollout import EpisodeSpec
-from trainer.workers import RolloutWorkers
 from trainer.policy import make_policy
+from trainer.rollout import EpisodeSpec
 from trainer.sim.env import STATE_DIM
+from trainer.workers import RolloutWorkers
+
 torch.manual_seed(0)
 p = make_policy("embedded", state_dim=STATE_DIM, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256).eval()
 specs = [EpisodeSpec("pick_place", "in_domain", s) for s in range(32)]

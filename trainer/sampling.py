@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from trainer.config import TrainConfig
 from trainer.gcpg import informative_groups
