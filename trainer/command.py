@@ -12,8 +12,11 @@ Errors go to stderr as one line `PROG: error: MESSAGE`, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
 
@@ -34,6 +37,32 @@ def report(prog: str, message: str, code: int, parser: argparse.ArgumentParser |
     return code
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, raised by our SIGINT handler.
+
+    A subclass on purpose: when a bare KeyboardInterrupt passes through code that a C extension
+    runs with PyRun_*, CPython marks it "unhandled" and, at exit, kills the process with SIGINT
+    even though the command caught it and asked for 130 (seen as exit -2 now and then).
+    CPython checks for exactly KeyboardInterrupt, so a subclass keeps the exit status ours.
+    """
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
+@contextlib.contextmanager
+def _sigint_raises_interrupted() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_command(
     prog: str,
     body: Callable[[], int],
@@ -48,7 +77,8 @@ def run_command(
     `interrupted` is the Ctrl-C message (say how to resume).
     """
     try:
-        return body()
+        with _sigint_raises_interrupted():
+            return body()
     except UsageError as error:
         return report(prog, str(error), USAGE, parser)
     except (CommandError, *failures) as error:

@@ -164,13 +164,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
     add(parser.add_argument_group(title) if title else parser, cls, ())
 
 
-def add_config_file_argument(parser: argparse.ArgumentParser, saved_as: str) -> None:
+def add_config_file_argument(parser: argparse.ArgumentParser, saved_as: str | None) -> None:
+    """`--config FILE`; `saved_as` is the file name the command saves its config under (None: it saves none)."""
+    where = f"a JSON file, or a folder holding {saved_as}" if saved_as else "a JSON file of these settings"
     parser.add_argument(
         CONFIG_FLAG,
         metavar="FILE",
         default=None,
-        help=f"replay a saved config: a JSON file, or a folder holding {saved_as}; "
-        "flags given as well override its values",
+        help=f"replay a saved config ({where}); flags given as well override its values",
     )
 
 
@@ -260,10 +261,10 @@ def missing_required(cls: type, config: Any) -> list[str]:
     return problems
 
 
-def read_config_file(path: str | Path, saved_as: str) -> dict[str, Any]:
+def read_config_file(path: str | Path, saved_as: str | None) -> dict[str, Any]:
     """The JSON object in `path`, or in `path/saved_as` when `path` is a folder."""
     file = Path(path)
-    if file.is_dir():
+    if file.is_dir() and saved_as:
         file = file / saved_as
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -282,7 +283,7 @@ def parse_config(
     parser: argparse.ArgumentParser,
     cls: type[T],
     argv: list[str] | None,
-    saved_as: str,
+    saved_as: str | None,
     missing: dict[str, Any] | None = None,
 ) -> tuple[T, argparse.Namespace]:
     """Parse `argv` into `cls` (over a `--config` file's values) and the remaining, non-config flags.
@@ -297,7 +298,7 @@ def config_and_rest(
     parser: argparse.ArgumentParser,
     cls: type[T],
     args: argparse.Namespace,
-    saved_as: str,
+    saved_as: str | None,
     missing: dict[str, Any] | None = None,
 ) -> tuple[T, argparse.Namespace]:
     """`parse_config` for an already parsed namespace (e.g. from a subcommand's parser)."""
