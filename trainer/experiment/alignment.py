@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -263,14 +264,29 @@ def _mean_length(outcomes: list[Any], split: str) -> float | None:
     return sum(lengths) / len(lengths) if lengths else None
 
 
+def _finite_or_none(value: Any) -> Any:
+    """NaN and infinity become null, so summary.json is strict JSON that any tool reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else fmt.format(x)
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def _interval(ci: list[float], percent: bool = True, signed: bool = False) -> str:
+def _interval(ci: list[float | None], percent: bool = True, signed: bool = False) -> str:
     scale = 100 if percent else 1
     fmt = "{:+.1f}" if signed else "{:.1f}" if percent else "{:.2f}"
-    return "[" + ", ".join(fmt.format(scale * v) for v in ci) + "]"
+    return "[" + ", ".join("–" if v is None else fmt.format(scale * v) for v in ci) + "]"
 
 
 def render_report(out: Path, summary: dict[str, Any], info: dict[str, Any]) -> str:
@@ -296,12 +312,13 @@ def render_report(out: Path, summary: dict[str, Any], info: dict[str, Any]) -> s
             lines.append(
                 f"| {r['label']} | {r['split']} | {r['n']} | {_pct(r['success'])} {_interval(r['success_ci95'])} | "
                 + (f"{100 * v['success_difference']:+.1f} {_interval(v['success_difference_ci95'], signed=True)} | "
-                   f"{v['success_ratio']:.2f}x | {v['success_mcnemar_p']:.3g} | " if v else "– | – | – | ")
+                   f"{_num(v['success_ratio'], '{:.2f}x')} | {v['success_mcnemar_p']:.3g} | " if v else "– | – | – | ")
                 + f"{_pct(r['collision'])} | "
                 + (f"{100 * v['collision_difference']:+.1f} {_interval(v['collision_difference_ci95'], signed=True)} | "
                    if v else "– | ")
                 + (f"{r['step_length_successful']:.1f} | " if r["step_length_successful"] is not None else "– | ")
-                + (f"{v['step_length_ratio']:.3f} {_interval(v['step_length_ratio_ci95'], percent=False)} |" if v else "– |")
+                + (f"{_num(v['step_length_ratio'], '{:.3f}')} {_interval(v['step_length_ratio_ci95'], percent=False)} |"
+                   if v else "– |")
             )
         lines.append("")
     if (Path(out) / "plots" / "success_vs_sft.png").is_file():
@@ -338,7 +355,7 @@ def plot_differences(summary: dict[str, Any], path: Path, decoding: str) -> Path
 
 def write_outputs(out: Path, info: dict[str, Any]) -> dict[str, Any]:
     summary = summarize_experiment(out)
-    summary = {"preset": info["preset"], "seed": info["seed"], "policy_dir": info["policy_dir"], **summary}
+    summary = _finite_or_none({"preset": info["preset"], "seed": info["seed"], "policy_dir": info["policy_dir"], **summary})
     atomic_write_text(Path(out) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     plot_differences(summary, Path(out) / "plots" / "success_vs_sft.png", info["preset"]["headline_decoding"])
     atomic_write_text(Path(out) / REPORT_FILE, render_report(out, summary, info))
