@@ -13,14 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def interrupt_when(module_argv: list[str], started: str, timeout: float = 180.0) -> tuple[int, str]:
-    """Run `python -m MODULE ARGS...`; once `started` shows on its stderr, SIGINT it.
+def interrupt_when(python_argv: list[str], started: str, timeout: float = 180.0) -> tuple[int, str]:
+    """Run `python PYTHON_ARGV...` (e.g. `-m MODULE ARGS`); once `started` shows on its stderr, SIGINT it.
 
     Returns its exit status and whole stderr. Fails if the command ends or stays silent first.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", *module_argv], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, *python_argv], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     seen = b""
     deadline = time.monotonic() + timeout
@@ -28,12 +28,12 @@ def interrupt_when(module_argv: list[str], started: str, timeout: float = 180.0)
         while started.encode() not in seen:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{module_argv}: no {started!r} on stderr within {timeout} s: {seen[-2000:]!r}")
+                raise AssertionError(f"{python_argv}: no {started!r} on stderr within {timeout} s: {seen[-2000:]!r}")
             ready, _, _ = select.select([process.stderr], [], [], min(remaining, 1.0))
             if ready:
                 chunk = os.read(process.stderr.fileno(), 65536)
                 if not chunk:
-                    raise AssertionError(f"{module_argv} ended before {started!r}: {seen[-2000:]!r}")
+                    raise AssertionError(f"{python_argv} ended before {started!r}: {seen[-2000:]!r}")
                 seen += chunk
         process.send_signal(signal.SIGINT)
         _, rest = process.communicate(timeout=60)
@@ -42,3 +42,9 @@ def interrupt_when(module_argv: list[str], started: str, timeout: float = 180.0)
             process.kill()
             process.wait()
     return process.returncode, (seen + rest).decode(errors="replace")
+
+
+def entry_point(function: str) -> list[str]:
+    """`python -c` arguments that run a console entry point such as `trainer.cli:eval_main`."""
+    module, name = function.split(":")
+    return ["-c", f"import sys; from {module} import {name}; sys.exit({name}())"]

@@ -193,3 +193,11 @@ def test_pixel_policy_trains_on_replayed_frames(demo_store, tmp_path):
 
     with pytest.raises(SFTError, match="diverged at step 3"):
         render_demonstration_images(demos, 32, tmp_path / "other.npy", 120, progress=False)
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    from interrupting import interrupt_when
+
+    code, err = interrupt_when(["-m", "trainer.sft", "--out", str(tmp_path / "run"), "--tasks", "stack",
+                                "--demos-per-task", "5000"], "demos")
+    assert code == 130 and "continue with --resume" in err and "Traceback" not in err

@@ -81,5 +81,5 @@ def test_bad_input_exit_codes(args, code, words):
 
 
 def test_ctrl_c_exits_130():
-    code, err = interrupt_when(["trainer.sim.cli", "expert-eval", "--tasks", "all", "-n", "5000"], "expert-eval")
+    code, err = interrupt_when(["-m", "trainer.sim.cli", "expert-eval", "--tasks", "all", "-n", "5000"], "expert-eval")
     assert code == 130 and "interrupted" in err and "Traceback" not in err
