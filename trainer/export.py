@@ -49,8 +49,14 @@ DEFAULT_DATA_FILE_MB = 100.0  # data file size limit, as LeRobot writes
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 # Per-rollout columns of scores.parquet repeated on every frame, so a frame-level loader sees them.
-FRAME_SCORES = {"r_ext": "float64", "r_self": "float64", "r_gcpg": "float64", "outcome": "float64",
-                "rank": "int64", "success": "bool"}
+FRAME_SCORES = {
+    "r_ext": "float64",
+    "r_self": "float64",
+    "r_gcpg": "float64",
+    "outcome": "float64",
+    "rank": "int64",
+    "success": "bool",
+}
 # Columns that name the episode rather than score it; the episode row has them already.
 SCORE_IDENTITY = {"task", "split", "seed", "instruction", "length"}
 
@@ -124,8 +130,10 @@ def _load_iteration(folder: Path, iteration: int, tasks: Sequence[str] | None) -
     for episode_folder in episode_folders(folder / "rollouts"):
         index = _episode_extra(episode_folder).get("index")
         if not isinstance(index, int) or not 0 <= index < rows or index in by_index:
-            raise ExportError(f"{episode_folder}: its meta.json extra.index {index!r} names no distinct row "
-                              f"of {folder / 'scores.parquet'} ({rows} rows)")
+            raise ExportError(
+                f"{episode_folder}: its meta.json extra.index {index!r} names no distinct row "
+                f"of {folder / 'scores.parquet'} ({rows} rows)"
+            )
         by_index[index] = episode_folder
     if len(by_index) != rows:
         raise ExportError(f"{folder}: {len(by_index)} stored rollouts but scores.parquet has {rows} rows")
@@ -136,8 +144,11 @@ def _load_iteration(folder: Path, iteration: int, tasks: Sequence[str] | None) -
     for name, values in scores.items():
         if name not in SCORE_IDENTITY:
             columns[f"scores/{name}"] = [values[i] for i in keep]
-    frame_scores = {name: np.asarray([scores[name][i] for i in keep], dtype=dtype)
-                    for name, dtype in FRAME_SCORES.items() if name in scores}
+    frame_scores = {
+        name: np.asarray([scores[name][i] for i in keep], dtype=dtype)
+        for name, dtype in FRAME_SCORES.items()
+        if name in scores
+    }
     pairs = None
     if (folder / "pairs.parquet").is_file():
         raw = _read_parquet(folder / "pairs.parquet")
@@ -152,8 +163,13 @@ def _load_iteration(folder: Path, iteration: int, tasks: Sequence[str] | None) -
             pairs["rejected_episode"].append(position[rejected])
             for n in extra_names:
                 pairs[n].append(raw[n][j])
-    return ExportInput(episodes=episodes, folders=[by_index[i].name for i in keep], episode_columns=columns,
-                       frame_scores=frame_scores, pairs=pairs)
+    return ExportInput(
+        episodes=episodes,
+        folders=[by_index[i].name for i in keep],
+        episode_columns=columns,
+        frame_scores=frame_scores,
+        pairs=pairs,
+    )
 
 
 def _concat(parts: list[ExportInput]) -> ExportInput:
@@ -226,7 +242,7 @@ def _spread(values: np.ndarray, own: Sequence[str], union: list[str], per_name: 
     flat = values.reshape(t, len(own), per_name)
     for j, name in enumerate(own):
         k = union.index(name)
-        out[:, k * per_name:(k + 1) * per_name] = flat[:, j]
+        out[:, k * per_name : (k + 1) * per_name] = flat[:, j]
     return out
 
 
@@ -235,8 +251,13 @@ def _stats(values: np.ndarray) -> dict[str, list]:
     data = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column has NaN statistics
-        stats = {"min": np.nanmin(data, axis=0), "max": np.nanmax(data, axis=0), "mean": np.nanmean(data, axis=0),
-                 "std": np.nanstd(data, axis=0), "count": np.array([len(data)])}
+        stats = {
+            "min": np.nanmin(data, axis=0),
+            "max": np.nanmax(data, axis=0),
+            "mean": np.nanmean(data, axis=0),
+            "std": np.nanstd(data, axis=0),
+            "count": np.array([len(data)]),
+        }
         for q in QUANTILES:
             stats[f"q{round(q * 100):02d}"] = np.nanquantile(data, q, axis=0)
     return {name: [float(v) if name != "count" else int(v) for v in array] for name, array in stats.items()}
@@ -244,8 +265,13 @@ def _stats(values: np.ndarray) -> dict[str, list]:
 
 def _json_safe(stats: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
     """stats.json is strict JSON: a statistic with no finite value becomes null."""
-    return {feature: {name: [v if not (isinstance(v, float) and not math.isfinite(v)) else None for v in values]
-                      for name, values in by_stat.items()} for feature, by_stat in stats.items()}
+    return {
+        feature: {
+            name: [v if not (isinstance(v, float) and not math.isfinite(v)) else None for v in values]
+            for name, values in by_stat.items()
+        }
+        for feature, by_stat in stats.items()
+    }
 
 
 def _feature(dtype: str, shape: int, names: list[str] | None) -> dict[str, Any]:
@@ -263,21 +289,38 @@ def _tasks_table(instructions: list[str]) -> pa.Table:
     """meta/tasks.parquet as LeRobot reads it with pandas: the text is the index (named "task"),
     `task_index` the one column; the pandas metadata (Arrow's documented format) says so."""
     pandas_meta = {
-        "index_columns": ["task"], "column_indexes": [],
-        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-                     "metadata": None},
-                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
-                     "metadata": None}],
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+        ],
         "creator": {"library": "grape-dsl", "version": "0.1.0"},
     }
-    table = pa.table({"task_index": pa.array(range(len(instructions)), type=pa.int64()),
-                      "task": pa.array(instructions, type=pa.string())})
+    table = pa.table(
+        {
+            "task_index": pa.array(range(len(instructions)), type=pa.int64()),
+            "task": pa.array(instructions, type=pa.string()),
+        }
+    )
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
 def export_lerobot(
-    source: str | os.PathLike, out: str | os.PathLike, *, tasks: Sequence[str] | None = None, fps: int | None = None,
-    data_file_mb: float = DEFAULT_DATA_FILE_MB, chunks_size: int = DEFAULT_CHUNKS_SIZE, overwrite: bool = False,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tasks: Sequence[str] | None = None,
+    fps: int | None = None,
+    data_file_mb: float = DEFAULT_DATA_FILE_MB,
+    chunks_size: int = DEFAULT_CHUNKS_SIZE,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Write `source`'s episodes to `out` as a LeRobotDataset v3.0 (atomically: all of it or nothing)."""
     from trainer.sim.env import CONTROL_HZ, STATE_NAMES
@@ -295,8 +338,10 @@ def export_lerobot(
     episodes = data.episodes
     state_dims = {e.states.shape[1] for e in episodes}
     if len(state_dims) != 1:
-        raise ExportError(f"episodes of different state widths {sorted(state_dims)} cannot share one dataset; "
-                          "export one task at a time (--tasks)")
+        raise ExportError(
+            f"episodes of different state widths {sorted(state_dims)} cannot share one dataset; "
+            "export one task at a time (--tasks)"
+        )
     state_dim = state_dims.pop()
     keypoint_names = _union([list(e.keypoint_names) for e in episodes])
     signal_names = _union([list(e.signal_names) for e in episodes])
@@ -304,10 +349,12 @@ def export_lerobot(
 
     features: dict[str, dict[str, Any]] = {
         "action": _feature("float32", 7, list(ACTION_NAMES)),
-        "observation.state": _feature("float32", state_dim,
-                                      list(STATE_NAMES) if state_dim == len(STATE_NAMES) else None),
-        "observation.keypoints": _feature("float32", 3 * len(keypoint_names),
-                                          [f"{n}.{axis}" for n in keypoint_names for axis in "xyz"]),
+        "observation.state": _feature(
+            "float32", state_dim, list(STATE_NAMES) if state_dim == len(STATE_NAMES) else None
+        ),
+        "observation.keypoints": _feature(
+            "float32", 3 * len(keypoint_names), [f"{n}.{axis}" for n in keypoint_names for axis in "xyz"]
+        ),
         "observation.signals": _feature("float32", len(signal_names), signal_names),
         "next.done": _feature("bool", 1, None),
     }
@@ -316,8 +363,13 @@ def export_lerobot(
         features["grape.action_tokens"] = _feature("int64", 7, list(ACTION_NAMES))
     for name in data.frame_scores:
         features[f"score.{name}"] = _feature(FRAME_SCORES[name], 1, None)
-    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                        ("index", "int64"), ("task_index", "int64")):
+    for name, dtype in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
         features[name] = _feature(dtype, 1, None)
 
     instructions = list(dict.fromkeys(e.instruction for e in episodes))
@@ -350,8 +402,12 @@ def export_lerobot(
                     columns["grape.action_tokens"] = np.asarray(episode.action_tokens, dtype=np.int64)
                 for name, values in data.frame_scores.items():
                     columns[f"score.{name}"] = np.full(t, values[e_index], dtype=FRAME_SCORES[name])
-                table = pa.table({name: _arrow(columns[name], None if f["shape"] == [1] else f["shape"][0])
-                                  for name, f in features.items()})
+                table = pa.table(
+                    {
+                        name: _arrow(columns[name], None if f["shape"] == [1] else f["shape"][0])
+                        for name, f in features.items()
+                    }
+                )
                 if writer is not None and file_bytes + table.nbytes > limit_bytes:
                     writer.close()
                     writer, file_bytes = None, 0.0
@@ -364,15 +420,26 @@ def export_lerobot(
                     writer = pq.ParquetWriter(path, table.schema)
                 writer.write_table(table)  # one row group per episode
                 file_bytes += table.nbytes
-                row = {"episode_index": e_index, "tasks": [episode.instruction], "length": t,
-                       "data/chunk_index": chunk, "data/file_index": file,
-                       "dataset_from_index": start, "dataset_to_index": start + t,
-                       "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-                       "grape/task": episode.task, "grape/split": episode.split, "grape/seed": int(episode.seed),
-                       "grape/success": bool(episode.success), "grape/grasp": bool(episode.grasp),
-                       "grape/collision": bool(episode.collision), "grape/source": data.folders[e_index],
-                       "grape/keypoint_names": list(episode.keypoint_names),
-                       "grape/signal_names": list(episode.signal_names)}
+                row = {
+                    "episode_index": e_index,
+                    "tasks": [episode.instruction],
+                    "length": t,
+                    "data/chunk_index": chunk,
+                    "data/file_index": file,
+                    "dataset_from_index": start,
+                    "dataset_to_index": start + t,
+                    "meta/episodes/chunk_index": 0,
+                    "meta/episodes/file_index": 0,
+                    "grape/task": episode.task,
+                    "grape/split": episode.split,
+                    "grape/seed": int(episode.seed),
+                    "grape/success": bool(episode.success),
+                    "grape/grasp": bool(episode.grasp),
+                    "grape/collision": bool(episode.collision),
+                    "grape/source": data.folders[e_index],
+                    "grape/keypoint_names": list(episode.keypoint_names),
+                    "grape/signal_names": list(episode.signal_names),
+                }
                 for name, values in data.episode_columns.items():
                     row[name] = values[e_index]
                 for name, values in columns.items():
@@ -406,13 +473,27 @@ def export_lerobot(
         stats = {name: _stats(np.concatenate(chunks)) for name, chunks in frames_of.items()}
         (meta / "stats.json").write_text(json.dumps(_json_safe(stats), indent=2))
         info = {
-            "codebase_version": CODEBASE_VERSION, "robot_type": "franka_panda (pybullet, GRAPE-DSL)"
-            if state_dim == len(STATE_NAMES) else None,
-            "total_episodes": len(episodes), "total_frames": start, "total_tasks": len(instructions),
-            "chunks_size": chunks_size, "data_files_size_in_mb": data_file_mb, "video_files_size_in_mb": 200,
-            "fps": fps, "splits": {"train": f"0:{len(episodes)}"},
-            "data_path": DATA_PATH, "video_path": None, "features": features,
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": "franka_panda (pybullet, GRAPE-DSL)" if state_dim == len(STATE_NAMES) else None,
+            "total_episodes": len(episodes),
+            "total_frames": start,
+            "total_tasks": len(instructions),
+            "chunks_size": chunks_size,
+            "data_files_size_in_mb": data_file_mb,
+            "video_files_size_in_mb": 200,
+            "fps": fps,
+            "splits": {"train": f"0:{len(episodes)}"},
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "features": features,
         }
         (meta / "info.json").write_text(json.dumps(info, indent=2))
-    return ExportSummary(out=out, episodes=len(episodes), frames=start, tasks=len(instructions),
-                         data_files=chunk * chunks_size + file + 1, pairs=pairs_count, source_kind=kind)
+    return ExportSummary(
+        out=out,
+        episodes=len(episodes),
+        frames=start,
+        tasks=len(instructions),
+        data_files=chunk * chunks_size + file + 1,
+        pairs=pairs_count,
+        source_kind=kind,
+    )
