@@ -57,6 +57,10 @@ class RolloutConfig:
     """Sampling temperature of the policy during rollouts (1 = the policy's own distribution)."""
     max_steps: int | None = None
     """Cap on steps per episode (default: each task's own limit)."""
+    rollout_workers: int = 0
+    """Ray worker processes for rollouts, each with its own envs and policy copy (0: in the training process; needs Ray). Episodes do not depend on the count."""
+    ray_address: str | None = None
+    """Run the rollout workers on this Ray cluster (e.g. ray://head:10001 or auto) instead of a local one."""
     dynamic_sampling: bool = False
     """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached). Without it every drawn state is used."""
     max_rollouts: int | None = None
@@ -262,6 +266,8 @@ def validate(config: TrainConfig) -> list[str]:
         (config.rollout.samples_per_state < 2, f"--samples-per-state must be >= 2 to form pairs, got {config.rollout.samples_per_state}"),
         (config.rollout.temperature <= 0, f"--temperature must be > 0, got {config.rollout.temperature}"),
         (config.rollout.max_steps is not None and config.rollout.max_steps < 1, f"--max-steps must be >= 1, got {config.rollout.max_steps}"),
+        (config.rollout.rollout_workers < 0, f"--rollout-workers must be >= 0, got {config.rollout.rollout_workers}"),
+        (config.rollout.ray_address is not None and not config.rollout.rollout_workers, "--ray-address needs --rollout-workers N (N >= 1)"),
         (config.gcpg.m < 1, f"--m must be >= 1, got {config.gcpg.m}"),
         (config.optim.beta <= 0, f"--beta must be > 0, got {config.optim.beta}"),
         (config.optim.lr <= 0, f"--lr must be > 0, got {config.optim.lr}"),
