@@ -101,7 +101,7 @@ METHODS: tuple[Method, ...] = (
 
 PRESETS: dict[str, AlignmentPreset] = {
     "full": AlignmentPreset(
-        "full", iterations=6, states_per_task=6, samples_per_state=8, max_rollouts=192, epochs=2, batch=16,
+        "full", iterations=6, states_per_task=4, samples_per_state=8, max_rollouts=192, epochs=2, batch=16,
         lr=3e-4, eval_episodes=100,
     ),
     "quick": AlignmentPreset(
@@ -348,12 +348,14 @@ def write_outputs(out: Path, info: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the runner
 def run_alignment(out: Path, preset: AlignmentPreset, *, seed: int = 0, policy: str | None = None,
                   sft_cache: str = "cache/sft", only: list[str] | None = None, progress: bool = True,
-                  command: str = "", echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train every method not yet trained, evaluate every policy not yet evaluated, write the summary."""
+                  command: str = "", echo: Callable[[str], None] = print, jobs: int = 1) -> dict[str, Any]:
+    """Train every method not yet trained, evaluate every policy not yet evaluated, write the summary.
+
+    `jobs` > 1 runs that many methods at once, each in its own process.
+    """
     import torch
 
     from trainer.experiment.runner import resolve_policy
-    from trainer.loop import TrainError, train
 
     torch.set_num_threads(1)
     out = Path(out)
@@ -373,16 +375,47 @@ def run_alignment(out: Path, preset: AlignmentPreset, *, seed: int = 0, policy: 
     chosen = [method(n) for n in only] if only else list(METHODS)
     if only and "sft" not in only:
         chosen.insert(0, method("sft"))
-    started = time.perf_counter()
-    for m in chosen:
-        if m.trains:
-            echo(f"[{m.name}] training {m.label} ({(time.perf_counter() - started) / 60:.1f} min elapsed)")
-            try:
-                train(train_config(m, preset, out, seed, policy_dir), progress=progress, echo=echo)
-            except TrainError as error:
-                raise ExperimentError(f"method {m.name}: {error}") from None
-        for planned, decoding, splits in evaluation_plan(preset):
-            if planned.name == m.name:
-                evaluate(m, decoding, splits, preset, out, policy_dir, progress, echo)
-        write_outputs(out, info)
+    if jobs <= 1:
+        for m in chosen:
+            run_method(m.name, preset, out, seed, policy_dir, progress, echo)
+            write_outputs(out, info)
+        return write_outputs(out, info)
+    # Methods are independent (each trains from the SFT policy into its own folder and evaluates
+    # into its own files), so they run in parallel processes; the summary is re-rendered as each ends.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_method, m.name, preset, out, seed, policy_dir, False, _stderr_echo): m for m in chosen}
+        for future in as_completed(futures):
+            future.result()
+            echo(f"[{futures[future].name}] done")
+            write_outputs(out, info)
     return write_outputs(out, info)
+
+
+def _stderr_echo(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_method(name: str, preset: AlignmentPreset, out: Path, seed: int, policy_dir: str, progress: bool,
+               echo: Callable[[str], None]) -> None:
+    """Train one method (resuming its run folder) and evaluate its final policy as planned."""
+    import torch
+
+    from trainer.loop import TrainError, train
+
+    torch.set_num_threads(1)
+    m = method(name)
+    if m.trains:
+        echo(f"[{m.name}] training {m.label}")
+        try:
+            train(train_config(m, preset, out, seed, policy_dir), progress=progress,
+                  echo=lambda line: echo(f"[{m.name}] {line}"))
+        except TrainError as error:
+            raise ExperimentError(f"method {m.name}: {error}") from None
+    for planned, decoding, splits in evaluation_plan(preset):
+        if planned.name == m.name:
+            evaluate(m, decoding, splits, preset, out, policy_dir, progress, echo)

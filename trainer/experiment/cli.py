@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     alignment.add_argument("--sft-cache", default="cache/sft", help="where the default SFT policy is cached")
     alignment.add_argument("--only", nargs="+", metavar="METHOD", default=None,
                            help=f"only these methods (SFT is always evaluated): {' '.join(m.name for m in METHODS)}")
+    alignment.add_argument("--jobs", type=int, default=1,
+                           help="methods run at once, each in its own process (default: 1; 2 uses both cores here)")
     alignment.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     alignment.add_argument("--json", action="store_true", help="print summary.json's path and records when done")
     report = sub.add_parser("report", help="re-render report.md and plots from an experiment folder")
@@ -215,6 +217,8 @@ ALIGNMENT_OVERRIDES = (
 def _alignment_preset(args: argparse.Namespace) -> AlignmentPreset:
     if args.quick and args.preset not in (None, "quick"):
         raise UsageError(f"--quick contradicts --preset {args.preset}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     preset = ALIGNMENT_PRESETS["quick" if args.quick else (args.preset or "full")]
     changes = {name: getattr(args, name) for name, _, _ in ALIGNMENT_OVERRIDES if getattr(args, name) is not None}
     for name, value in changes.items():
@@ -239,7 +243,7 @@ def _run_alignment(args: argparse.Namespace, argv: list[str] | None) -> int:
     command = shlex.join(["grape-experiment", *(sys.argv[1:] if argv is None else argv)])
     summary = run_alignment(Path(args.out), preset, seed=args.seed, policy=args.policy, sft_cache=args.sft_cache,
                             only=args.only, progress=not args.no_progress, command=command,
-                            echo=lambda line: tqdm.write(line, file=sys.stderr))
+                            echo=lambda line: tqdm.write(line, file=sys.stderr), jobs=args.jobs)
     if args.json:
         print(json.dumps({"out": args.out, "summary": str(Path(args.out) / "summary.json"), **summary}))
     else:
