@@ -147,6 +147,20 @@ def cmd_expert_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_frames(path: Path) -> int:
+    """Frames the written file holds (a GIF writer merges identical consecutive frames, so this
+    can be fewer than were rendered)."""
+    import imageio.v2 as imageio
+
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.n_frames)
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return int(reader.count_frames())
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
     import numpy as np
@@ -180,15 +194,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         episode = env.episode()
     finally:
         env.close()
-    frames += [frames[-1]] * (CONTROL_HZ // 2)  # hold the last frame so the ending is visible
+    hold = CONTROL_HZ // 2  # show the last frame this many frame-times longer, so the ending is visible
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
     if out.suffix.lower() == ".gif":
-        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=1000 / args.fps, loop=0)
+        # A GIF frame carries its own duration: the hold is one longer last frame.
+        durations = [1000 / args.fps] * (len(frames) - 1) + [1000 / args.fps * (1 + hold)]
+        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=durations, loop=0)
     else:
-        imageio.mimsave(tmp, frames, format="FFMPEG", fps=args.fps)
+        imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=args.fps)
+    written = _count_frames(tmp)
     tmp.replace(out)
-    print(f"{out}: {len(frames)} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
+    print(f"{out}: {written} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
           f"success={episode.success} grasp={episode.grasp} collision={episode.collision} length={episode.length}")
     return 0
 
