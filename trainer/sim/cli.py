@@ -224,7 +224,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({args.source}): "
               f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
-              f"{summary.data_files} data file(s)" + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
+              f"{summary.data_files} data file(s)"
+              + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
     return 0
 
 
@@ -286,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="a trajectory store, a run folder, or a run's iterations/iter_k")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (written whole, atomically)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' episodes (default: all)")
-    p.add_argument("--fps", type=int, default=None, help="frames per second recorded in info.json (default 20, the control rate)")
-    p.add_argument("--file-size-mb", type=float, default=100.0, help="start a new data file past this size (default 100)")
+    p.add_argument("--fps", type=int, default=None,
+                   help="frames per second recorded in info.json (default 20, the control rate)")
+    p.add_argument("--file-size-mb", type=float, default=100.0,
+                   help="start a new data file past this size (default 100)")
     p.add_argument("--chunks-size", type=int, default=1000, help="data files per chunk folder (default 1000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
