@@ -241,7 +241,10 @@ def eval_main(argv: list[str] | None = None) -> int:
         # written after every policy, so an interrupted evaluation keeps what it finished
         info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs}
         write_eval_info(info, out_dir / EVAL_INFO_FILE)
-    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png", title=Path(args.policy).name)
+    from trainer.evalreport import comparison_table, plot_title
+
+    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png",
+                           title=plot_title(Path(args.policy).name, per_iteration))
     info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
     write_eval_info(info, out_dir / EVAL_INFO_FILE)
     if args.json:
@@ -252,5 +255,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         console = Console(width=max(Console().width, 120))
         for iteration, metrics in sorted(per_iteration.items()):
             console.print(render_table(metrics, title=f"{Path(args.policy).name}: iteration {iteration}"))
+        if len(per_iteration) > 1:
+            console.print(comparison_table(per_iteration, title=f"{Path(args.policy).name}: iterations compared (all tasks)"))
         console.print(f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))
     return 0

@@ -419,6 +419,16 @@ def attach_adapter(policy: Policy, config: TrainConfig) -> Policy:
     return add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
 
 
+def sft_recipe_tasks(run_tasks: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The tasks the default SFT policy learns for a run on `run_tasks`: the default recipe's
+    (so its cache is shared) unless the run names a different set of stock tasks, then those,
+    in the default's order (so one set in any order shares one cached policy)."""
+    stock = {task for task in run_tasks if task in default}
+    if not stock or stock == set(default):
+        return default
+    return tuple(task for task in default if task in stock)
+
+
 def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     """The policy to align and where it came from (trains the default SFT policy if needed)."""
     from trainer.policy import CheckpointError, load_policy
@@ -431,6 +441,7 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     from trainer.sft import SFTConfig, SFTError, ensure_default_sft_policy
 
     recipe = SFTConfig()
+    recipe.tasks = sft_recipe_tasks(config.rollout.tasks, recipe.tasks)
     if config.policy.sft_demos is not None:
         recipe.demos_per_task = config.policy.sft_demos
     if config.policy.sft_steps is not None:

@@ -1,4 +1,4 @@
-"""`grape-sim`: record expert demonstrations, evaluate the experts, render episodes, list tasks.
+"""`grape-sim`: record expert demonstrations, evaluate the experts, render episodes, list tasks, export datasets.
 
 Exit status: 0 ok, 1 bad input (unknown task/split, bad seed, unreadable store), 2 usage.
 """
@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   grape-sim expert-eval --tasks push_to_target --split physical --json
   grape-sim render --task pick_place_obstacle --seed 7 --out obstacle.gif
   grape-sim render --episode data/demos/stack-in_domain-0000000003-1a2b3c4d5e --out stack.mp4
+  grape-sim export data/demos --out exports/demos                 # a LeRobotDataset v3.0 folder
+  grape-sim export runs/grape --out exports/grape --tasks stack   # every iteration, scores and pairs
 """
 
 
@@ -145,6 +147,20 @@ def cmd_expert_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_frames(path: Path) -> int:
+    """Frames the written file holds (a GIF writer merges identical consecutive frames, so this
+    can be fewer than were rendered)."""
+    import imageio.v2 as imageio
+
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.n_frames)
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return int(reader.count_frames())
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
     import numpy as np
@@ -178,16 +194,38 @@ def cmd_render(args: argparse.Namespace) -> int:
         episode = env.episode()
     finally:
         env.close()
-    frames += [frames[-1]] * (CONTROL_HZ // 2)  # hold the last frame so the ending is visible
+    hold = CONTROL_HZ // 2  # show the last frame this many frame-times longer, so the ending is visible
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
     if out.suffix.lower() == ".gif":
-        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=1000 / args.fps, loop=0)
+        # A GIF frame carries its own duration: the hold is one longer last frame.
+        durations = [1000 / args.fps] * (len(frames) - 1) + [1000 / args.fps * (1 + hold)]
+        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=durations, loop=0)
     else:
-        imageio.mimsave(tmp, frames, format="FFMPEG", fps=args.fps)
+        imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=args.fps)
+    written = _count_frames(tmp)
     tmp.replace(out)
-    print(f"{out}: {len(frames)} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
+    print(f"{out}: {written} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
           f"success={episode.success} grasp={episode.grasp} collision={episode.collision} length={episode.length}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from trainer.export import export_lerobot
+
+    tasks = _parse_tasks(args.tasks) if args.tasks else None
+    summary = export_lerobot(args.source, args.out, tasks=tasks, fps=args.fps, data_file_mb=args.file_size_mb,
+                             chunks_size=args.chunks_size, overwrite=args.overwrite)
+    report = {"out": str(summary.out), "source": str(args.source), "source_kind": summary.source_kind,
+              "episodes": summary.episodes, "frames": summary.frames, "tasks": summary.tasks,
+              "data_files": summary.data_files, "pairs": summary.pairs}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({args.source}): "
+              f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
+              f"{summary.data_files} data file(s)"
+              + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
     return 0
 
 
@@ -241,21 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brush", type=float, default=0.0, help="expert carries this far below the obstacle top (m)")
     p.add_argument("--max-steps", type=int, default=120, help="episode step limit (default 120)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("export", help="write a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder",
+                       description="Export episodes (with a run's scores, ranks and pairs) in the LeRobotDataset "
+                                   "v3.0 layout (docs/export.md).",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", type=Path, help="a trajectory store, a run folder, or a run's iterations/iter_k")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write (written whole, atomically)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' episodes (default: all)")
+    p.add_argument("--fps", type=int, default=None,
+                   help="frames per second recorded in info.json (default 20, the control rate)")
+    p.add_argument("--file-size-mb", type=float, default=100.0,
+                   help="start a new data file past this size (default 100)")
+    p.add_argument("--chunks-size", type=int, default=1000, help="data files per chunk folder (default 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer.export import ExportError
     from trainer.sim.tasks import UnknownNameError
     from trainer.store import StoreError
 
     args = build_parser().parse_args(argv)
-    for name in ("num", "workers", "max_steps", "size", "fps"):
+    for name in ("num", "workers", "max_steps", "size", "fps", "chunks_size"):
         if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
             print(f"grape-sim: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     try:
         return args.func(args)
-    except (CliError, UnknownNameError, StoreError, ValueError) as exc:
+    except (CliError, UnknownNameError, StoreError, ExportError, ValueError) as exc:
         print(f"grape-sim {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
