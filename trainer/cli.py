@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, namespace_problems
+
 TRAIN_EXAMPLES = """\
 examples:
   grape-train --constraints constraints/safety.grc
@@ -159,21 +161,21 @@ def _previous_results(path: Path, setting: dict[str, Any]) -> dict[int, dict[str
     return {int(k): v for k, v in previous.get("iterations", {}).items()}
 
 
+EVAL_BOUNDS = {"episodes": AT_LEAST_ONE, "max_steps": AT_LEAST_ONE, "batch_envs": AT_LEAST_ONE,
+               "temperature": POSITIVE, "seed": SEED}
+"""grape-eval's flags with ranges of their own; every other number must be finite and >= 0."""
+
+
 def eval_main(argv: list[str] | None = None) -> int:
     parser = _eval_parser()
     args = parser.parse_args(argv)
+    problems = namespace_problems(args, EVAL_BOUNDS)
+    if problems:
+        return _fail("; ".join(problems), 2)
     from trainer.config import STOCK_TASKS
     from trainer.sim.splits import SPLITS
     from trainer.sim.tasks import TASKS
 
-    if args.episodes < 1:
-        return _fail(f"--episodes must be >= 1, got {args.episodes}", 2)
-    if args.temperature is not None and args.temperature <= 0:
-        return _fail(f"--temperature must be > 0, got {args.temperature}", 2)
-    if args.batch_envs < 1:
-        return _fail(f"--batch-envs must be >= 1, got {args.batch_envs}", 2)
-    if args.seed_offset < 0:
-        return _fail(f"--seed-offset must be >= 0, got {args.seed_offset}", 2)
     unknown = [s for s in args.splits if s not in SPLITS] + [t for t in (args.tasks or []) if t not in TASKS]
     if unknown:
         return _fail(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}", 2)

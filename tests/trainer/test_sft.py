@@ -113,7 +113,7 @@ def test_cli_usage_and_bad_input(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x"), "--tasks", "juggle"]) == 1
     error = capsys.readouterr().err
     assert "unknown task(s) ['juggle']" in error and "push_to_target" in error
-    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 1
+    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 2  # a flag out of range is a usage error
     assert "--steps must be >= 1" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--eval-split", "mars"]) == 1
     assert "unknown split 'mars'" in capsys.readouterr().err
@@ -133,7 +133,7 @@ def test_default_policy_is_trained_once_and_cached(demo_store, tmp_path):
 
 
 def test_config_validation_names_the_argument():
-    with pytest.raises(SFTError, match="--lr must be a positive number"):
+    with pytest.raises(SFTError, match="--lr must be > 0, got -1.0"):
         SFTConfig(lr=-1.0).validate()
     with pytest.raises(SFTError, match="--seed must be >= 0, got -3"):
         SFTConfig(seed=-3).validate()
