@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, namespace_problems
+from trainer.runfolder import RESUME_CHOICES
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -50,9 +52,13 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument("--resume-from", choices=RESUME_CHOICES, default="latest",
+                        help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
+                             "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
+                             "one that verifies is used) (default: latest)")
     args = parser.parse_args(argv)
-    as_json, progress = args.json, not args.no_progress
-    del args.json, args.no_progress
+    as_json, progress, resume_from = args.json, not args.no_progress, args.resume_from
+    del args.json, args.no_progress, args.resume_from
     config = config_from_args(args)
     problems = validate(config)
     if problems:
@@ -62,18 +68,23 @@ def train_main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from trainer.loop import TrainError, train
+    from trainer.runfolder import CorruptCheckpointError, describe_write_failure
 
     def echo(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
     try:
-        run_dir = train(config, progress=progress, echo=echo)
+        run_dir = train(config, progress=progress, echo=echo, resume_from=resume_from)
     except TrainError as error:
+        if isinstance(error.__cause__, CorruptCheckpointError):
+            command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
+            return _fail(f"{error}: {shlex.join(command)}")
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted; run the same command again to resume from the last complete iteration", 130)
     except OSError as error:
-        return _fail(f"{error}; completed iterations are kept, run the same command again to resume")
+        where = config.output_dir or "the run folder"
+        return _fail(f"{describe_write_failure(error, where)}; completed iterations are kept, run the same command again to resume")
     summary = {"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / f"iter_{config.iterations:04d}")}
     if as_json:
         print(json.dumps(summary))
