@@ -560,6 +560,8 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
     run_dir, _ = open_run_dir(config, resume_from)  # again, now that this process holds the folder
     last_done = select_checkpoint(run_dir, completed_checkpoints(run_dir), resume_from, (TRAINER_STATE_FILE,),
                                   _checkpoint_loads, echo)
+    if resume_from == "previous" and last_done >= 0:
+        write_run_config(run_dir, config)  # restores a corrupt config.json (the settings matched the checkpoint's)
     if last_done >= config.iterations:
         echo(f"{run_dir}: all {config.iterations} iterations already done")
         return run_dir

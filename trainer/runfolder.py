@@ -262,13 +262,13 @@ def count_lines(path: Path) -> int:
 
 
 # ---------------------------------------------------------------------- write failures
-_RUST_IO_CODE = re.compile(r"code: (\d+)")
+_RUST_IO_CODE = re.compile(r"(?:os error |code: )(\d+)")
 
 
 def _errno_of(error: BaseException) -> int | None:
     if isinstance(error, OSError) and error.errno:
         return error.errno
-    match = _RUST_IO_CODE.search(str(error))  # safetensors reports Rust's io::Error: "Os { code: 28, ..."
+    match = _RUST_IO_CODE.search(str(error))  # Rust's io::Error, as safetensors words it: "... (os error 28)"
     return int(match.group(1)) if match else None
 
 
