@@ -56,10 +56,19 @@ def train_main(argv: list[str] | None = None) -> int:
                         help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
                              "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
                              "one that verifies is used) (default: latest)")
+    from trainer.envs import EnvError, add_env_arguments, register_from_args
+
+    add_env_arguments(parser)
     args = parser.parse_args(argv)
     as_json, progress, resume_from = args.json, not args.no_progress, args.resume_from
     del args.json, args.no_progress, args.resume_from
+    try:
+        own_task = register_from_args(args)
+    except EnvError as error:
+        return _fail(str(error))
     config = config_from_args(args)
+    if own_task is not None and config.policy.base_policy is None:
+        return _fail("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)", 2)
     problems = validate(config)
     if problems:
         parser.print_usage(sys.stderr)
@@ -75,7 +84,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
     try:
         run_dir = train(config, progress=progress, echo=echo, resume_from=resume_from)
-    except TrainError as error:
+    except (TrainError, EnvError) as error:
         if isinstance(error.__cause__, CorruptCheckpointError):
             command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
             return _fail(f"{error}: {shlex.join(command)}")
@@ -122,6 +131,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, help="where results go (default: <run or checkpoint>/eval)")
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from trainer.envs import add_env_arguments
+
+    add_env_arguments(parser)
     return parser
 
 
@@ -184,8 +196,16 @@ def eval_main(argv: list[str] | None = None) -> int:
     if problems:
         return _fail("; ".join(problems), 2)
     from trainer.config import STOCK_TASKS
+    from trainer.envs import EnvError, register_from_args
     from trainer.sim.splits import SPLITS
     from trainer.sim.tasks import TASKS
+
+    try:
+        own_task = register_from_args(args)
+    except EnvError as error:
+        return _fail(str(error))
+    if own_task is not None and args.tasks is None:
+        args.tasks = [own_task]
 
     unknown = [s for s in args.splits if s not in SPLITS] + [t for t in (args.tasks or []) if t not in TASKS]
     if unknown:
@@ -220,12 +240,15 @@ def eval_main(argv: list[str] | None = None) -> int:
             policy = load_policy(folder)
         except (CheckpointError, OSError, ValueError) as error:
             return _fail(f"--policy {folder}: cannot load the policy: {error}")
-        outcomes, written = evaluate_policy(
-            policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
-            gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
-            gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
-            temperature=args.temperature, sample_seed=args.seed,
-        )
+        try:
+            outcomes, written = evaluate_policy(
+                policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
+                gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
+                gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
+                temperature=args.temperature, sample_seed=args.seed,
+            )
+        except EnvError as error:
+            return _fail(str(error))
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]
         # written after every policy, so an interrupted evaluation keeps what it finished

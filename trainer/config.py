@@ -27,7 +27,7 @@ from typing import Any, Literal
 from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
 
 STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
-LOSSES = ("tpo", "dpo-step", "sft")
+LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
 
 
 @dataclass
@@ -60,6 +60,10 @@ class RolloutConfig:
     """Sampling temperature of the policy during rollouts (1 = the policy's own distribution)."""
     max_steps: int | None = None
     """Cap on steps per episode (default: each task's own limit)."""
+    dynamic_sampling: bool = False
+    """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached). Without it every drawn state is used."""
+    max_rollouts: int | None = None
+    """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x samples-per-state)."""
 
 
 @dataclass
@@ -74,12 +78,16 @@ class GcpgConfig:
     """Pair the top m with the bottom m trajectories of each initial state (m^2 pairs per state)."""
     pairing: Literal["gcpg", "random-success"] = "gcpg"
     """How pairs are chosen within an initial state: gcpg (top m x bottom m by R_GCPG) or random-success (up to m^2 random success-vs-failure pairs, the paper's Table I ablation)."""
+    min_gap: float = 0.01
+    """A pair is made only when the chosen trajectory's outcome score (lambda-ext * R_ext + lambda-success * I_success) beats the rejected one's by more than this; R_self only breaks ties among outcomes. Also the spread an initial state needs to count as informative under --dynamic-sampling."""
+    self_pairs: bool = False
+    """Let R_self differences alone make a pair (the paper's rule: any R_GCPG difference counts, so two equally good successes are paired by their likelihood)."""
 
 
 @dataclass
 class OptimConfig:
-    loss: Literal["tpo", "dpo-step", "sft"] = "tpo"
-    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline) or sft (imitation of the successful rollouts)."""
+    loss: Literal["tpo", "dpo-step", "sft", "grpo", "rloo"] = "tpo"
+    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline), sft (imitation of the successful rollouts), or a group-relative policy gradient with a clipped ratio: rloo (advantage = R_GCPG minus the mean of the other samples of the same initial state) or grpo (advantage = R_GCPG minus the group mean, divided by the group's standard deviation)."""
     beta: float = 0.1
     """Inverse temperature of the preference loss (TPO, step-DPO)."""
     lr: float = 5e-4
@@ -89,9 +97,17 @@ class OptimConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
-    """Passes over the iteration's pairs (or successful rollouts, for sft) per iteration."""
+    """Passes over the iteration's pairs (or trajectories, for sft, grpo and rloo) per iteration; the optimizer steps of an iteration scale with its data."""
     pairs_per_step: int = 8
-    """Preference pairs (or trajectories, for sft) per optimizer step."""
+    """Preference pairs (or trajectories, for sft, grpo and rloo) per optimizer step."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning rate within each iteration: constant, or cosine (decays from --lr to 0 over the iteration's optimizer steps)."""
+    clip_eps: float = 0.2
+    """grpo/rloo: the policy ratio of each action step is clipped to [1 - eps, 1 + eps] (PPO)."""
+    kl_coef: float = 0.0
+    """grpo/rloo: weight of a KL(policy || reference) penalty per step (0 = none)."""
+    holdout_fraction: float = 0.0
+    """Fraction of each iteration's initial states whose pairs (or trajectories) are held out of training; their loss is logged as heldout/loss after every epoch, so over-fitting shows (0 = none)."""
     chunk_steps: int = 2048
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
@@ -136,7 +152,7 @@ class TrainConfig:
 
 _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
 
-LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed"}
+LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed", "min_gap": 1e-9, "self_pairs": True}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
 PATH_FIELDS = {"constraints", "base_policy", "sft_cache"}
@@ -245,6 +261,8 @@ FIELD_BOUNDS: dict[str, Bound] = {
     "states_per_task": AT_LEAST_ONE, "samples_per_state": Bound(low=2, note="to form pairs"),
     "temperature": POSITIVE, "max_steps": AT_LEAST_ONE, "m": AT_LEAST_ONE,
     "beta": POSITIVE, "lr": POSITIVE, "epochs": AT_LEAST_ONE, "pairs_per_step": AT_LEAST_ONE, "chunk_steps": AT_LEAST_ONE,
+    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True), "holdout_fraction": Bound(low=0, high=1, high_open=True),
+    "max_rollouts": AT_LEAST_ONE,
 }
 """Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
 "bounds" entry in its metadata) must be a finite number >= 0: lambdas, weights, grad clip, ..."""

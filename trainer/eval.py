@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.atomic import atomic_write, atomic_write_text
+from grape_dsl.util.atomic import atomic_write, atomic_write_text
 
 Z_95 = 1.959963984540054
 EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")

@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 from grape_dsl.batch import TrajectoryBatch
 from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir.lower import Program
+from grape_dsl.util.atomic import atomic_write_text
 from grape_dsl.score import (
     BatchError,
     NonFinitePolicy,
@@ -197,18 +197,6 @@ def _split_range(n: int, threads: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _import(path: Path, key: str) -> ModuleType:
     name = f"grape_dsl_kernels_{key}"
     if name in sys.modules:
@@ -259,7 +247,7 @@ def load_program(
         source = generate_program(program, source_name)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, source)
+            atomic_write_text(path, source)
         except OSError as err:
             raise KernelCacheError(
                 f"cannot write kernels to the cache directory {directory}: {err.strerror or err}. "

@@ -15,8 +15,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,29 +181,6 @@ def sample_from_logits(logits: torch.Tensor, temperature: float, greedy: bool, g
         tempered = torch.softmax(logits.float() / temperature, dim=-1)
         token = torch.multinomial(tempered, 1, generator=generator).squeeze(-1)
     return token, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``directory`` in one rename.
-
-    A reader never sees a half-written checkpoint: either the old folder or the new one.
-    """
-    target = Path(directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-            os.replace(target, retired / "old")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def require_files(directory: str | os.PathLike, names: list[str], what: str) -> Path:

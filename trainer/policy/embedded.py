@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from grape_dsl.util.atomic import atomic_directory, atomic_write_json
 from trainer.policy.base import (
     ACTION_STATS_FILE,
     ADAPTER_DIR,
@@ -36,16 +37,16 @@ from trainer.policy.base import (
     PolicyInputError,
     SampleOutput,
     as_float_tensor,
-    atomic_directory,
     check_batch,
     check_tokens,
     require_files,
     sample_from_logits,
 )
 from trainer.policy.instruction import EMBEDDING_DIM, shared_instruction_encoder
-from trainer.policy.tokenizer import ActionTokenizer, write_json_atomic
+from trainer.policy.tokenizer import ActionTokenizer
 
 CONFIG_FILE = "config.json"
+MODEL_TYPE = "grape_embedded_vla"  # config.json's model_type: what a model hub reads to tell the architecture
 WEIGHTS_FILE = "model.safetensors"
 POLICY_TYPE = "embedded"
 
@@ -258,8 +259,8 @@ class EmbeddedVLA(Policy):
         from safetensors.torch import save_file
 
         with atomic_directory(directory) as staging:
-            write_json_atomic(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE})
-            write_json_atomic(staging / CONFIG_FILE, dataclasses.asdict(self.config))
+            atomic_write_json(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE})
+            atomic_write_json(staging / CONFIG_FILE, {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)})
             self.action_tokenizer.save(staging / ACTION_STATS_FILE)
             save_file(self._base_state_dict(), str(staging / WEIGHTS_FILE))
             if self.has_adapter:
@@ -273,7 +274,9 @@ class EmbeddedVLA(Policy):
 
         path = require_files(directory, [CONFIG_FILE, WEIGHTS_FILE, ACTION_STATS_FILE], "embedded policy")
         try:
-            config = EmbeddedVLAConfig(**json.loads((path / CONFIG_FILE).read_text()))
+            fields = json.loads((path / CONFIG_FILE).read_text())
+            fields.pop("model_type", None)  # for hub tools; folders saved before it lack it
+            config = EmbeddedVLAConfig(**fields)
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path / CONFIG_FILE}: not a valid EmbeddedVLAConfig: {error}") from None
         tokenizer = ActionTokenizer.load(path / ACTION_STATS_FILE, expected_action_dim=config.action_dim)
