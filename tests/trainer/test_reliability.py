@@ -66,21 +66,27 @@ def test_bound_messages_and_the_default_rule():
 
 
 # ---------------------------------------------------------------------- every numeric flag
-ZERO_IS_VALID = {"seed", "eval_episodes", "lambda_self", "lambda_ext", "lambda_success", "nll_weight", "weight_decay", "grad_clip"}
+ZERO_IS_VALID = {"seed", "eval_episodes", "lambda_self", "lambda_ext", "lambda_success", "nll_weight", "weight_decay",
+                 "grad_clip", "min_gap", "kl_coef", "holdout_fraction"}
+ZERO_IS_REFUSED = {"iterations", "lora_rank", "lora_alpha", "states_per_task", "samples_per_state", "temperature", "max_steps",
+                   "m", "beta", "lr", "epochs", "pairs_per_step", "chunk_steps", "sft_demos", "sft_steps", "clip_eps",
+                   "max_rollouts"}
 
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_every_numeric_grape_train_flag_refuses_hostile_values_before_writing(tmp_path, value, capsys):
-    flags = _numeric_flags(build_parser())
-    assert len(flags) >= 20
+    parser = build_parser()
+    flags = _numeric_flags(parser)
+    assert {dest for _, dest, _ in flags} >= ZERO_IS_VALID | ZERO_IS_REFUSED
     out = tmp_path / "run"
     for flag, dest, kind in flags:
         argv = ["--constraints", "constraints/safety.grc", "--output-dir", str(out), flag, value]
         if value == "0":
             problems = validate(config_from_args(build_parser().parse_args(argv)))
-            if dest in ZERO_IS_VALID or (dest not in FIELD_BOUNDS and not problems):  # a flag added later: its own bound decides
-                assert problems == [], flag
-                continue
+            if dest in ZERO_IS_VALID or dest in ZERO_IS_REFUSED:
+                assert (problems == []) == (dest in ZERO_IS_VALID), (flag, problems)
+            if not problems:
+                continue  # accepted (never run here: that would train)
         code = _exit_code(train_main, argv)
         err = capsys.readouterr().err
         assert code == 2, (flag, value, err)
@@ -102,6 +108,7 @@ def test_a_refused_flag_loads_no_model_and_no_torch(tmp_path):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_every_numeric_grape_sft_flag_refuses_hostile_values_before_writing(tmp_path, value, capsys):
+    from trainer.sft import SFT_CLI_BOUNDS
     from trainer.sft import build_parser as sft_parser
     from trainer.sft import main as sft_main
 
@@ -109,8 +116,9 @@ def test_every_numeric_grape_sft_flag_refuses_hostile_values_before_writing(tmp_
     out = tmp_path / "sft"
     flags = _numeric_flags(sft_parser())
     assert len(flags) >= 15
-    for flag, _, _ in flags:
-        if value == "0" and flag in zero_ok:
+    for flag, dest, _ in flags:
+        if value == "0" and not namespace_problems({dest: 0}, SFT_CLI_BOUNDS):
+            assert flag in zero_ok, flag  # accepted (never run here: that would train)
             continue
         code = _exit_code(sft_main, ["--out", str(out), flag, value])
         err = capsys.readouterr().err
