@@ -60,6 +60,10 @@ class RolloutConfig:
     """Sampling temperature of the policy during rollouts (1 = the policy's own distribution)."""
     max_steps: int | None = None
     """Cap on steps per episode (default: each task's own limit)."""
+    rollout_workers: int = 0
+    """Ray worker processes for rollouts, each with its own envs and policy copy (0: in the training process; needs Ray). Episodes do not depend on the count."""
+    ray_address: str | None = None
+    """Run the rollout workers on this Ray cluster (e.g. ray://head:10001 or auto) instead of a local one."""
     dynamic_sampling: bool = False
     """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached). Without it every drawn state is used."""
     max_rollouts: int | None = None
@@ -272,6 +276,8 @@ def validate(config: TrainConfig) -> list[str]:
     """Problems with values that argparse cannot see; each names its flag."""
     problems = [] if config.constraints else ["--constraints is required (an objective or task .grc)"]
     problems += dataclass_problems(config, FIELD_BOUNDS)
+    if config.rollout.ray_address is not None and not config.rollout.rollout_workers:
+        problems.append("--ray-address needs --rollout-workers N (N >= 1)")
     if config.gcpg.m * 2 > config.rollout.samples_per_state:
         problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
     for item in config.overrides:

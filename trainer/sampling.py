@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from trainer.config import TrainConfig
 from trainer.gcpg import informative_groups
@@ -100,9 +99,13 @@ def gather_rollouts(config: TrainConfig, iteration: int, policy: Policy, tasks: 
             bar.total = len(rollouts) + len(specs)
             bar.refresh()
             stream = [config.seed, iteration, 7] + ([round_] if round_ else [])
-            generator = torch.Generator().manual_seed(int(np.random.default_rng(stream).integers(2**62)))
-            new, _ = collect_rollouts(policy, specs, temperature=ro.temperature, generator=generator,
-                                      max_steps=ro.max_steps, on_episode=lambda _: bar.update(1))
+            # One sampling stream per episode: its tokens do not depend on the batch or worker it ran in.
+            sample_seed = int(np.random.default_rng(stream).integers(2**62))
+            if ro.rollout_workers:
+                new = _collect_on_workers(config, policy, specs, sample_seed, lambda _: bar.update(1))
+            else:
+                new, _ = collect_rollouts(policy, specs, temperature=ro.temperature, sample_seed=sample_seed,
+                                          max_steps=ro.max_steps, on_episode=lambda _: bar.update(1))
             rollouts += new
             columns = score(rollouts)
             groups = np.asarray(columns["group"])
@@ -114,3 +117,17 @@ def gather_rollouts(config: TrainConfig, iteration: int, policy: Policy, tasks: 
             if round_ >= ROUNDS_LIMIT:
                 break
     return Gathered(rollouts, columns, kept, round_ + (0 if ro.dynamic_sampling else 1))
+
+
+def _collect_on_workers(config, policy, specs: list[EpisodeSpec], sample_seed: int, on_episode) -> list[Rollout]:
+    """The round's episodes on the Ray rollout workers (--rollout-workers), started once per process."""
+    from trainer.loop import TrainError
+    from trainer.workers import RolloutWorkerError, shared_rollout_workers
+
+    ro = config.rollout
+    try:
+        workers = shared_rollout_workers(ro.rollout_workers, ro.ray_address)
+        return workers.collect(policy, specs, temperature=ro.temperature, sample_seed=sample_seed,
+                               max_steps=ro.max_steps, on_episode=on_episode)
+    except RolloutWorkerError as error:
+        raise TrainError(str(error)) from None

@@ -67,7 +67,7 @@ def test_bound_messages_and_the_default_rule():
 
 # ---------------------------------------------------------------------- every numeric flag
 ZERO_IS_VALID = {"seed", "eval_episodes", "lambda_self", "lambda_ext", "lambda_success", "nll_weight", "weight_decay",
-                 "grad_clip", "min_gap", "kl_coef", "holdout_fraction"}
+                 "grad_clip", "min_gap", "kl_coef", "holdout_fraction", "rollout_workers"}
 ZERO_IS_REFUSED = {"iterations", "lora_rank", "lora_alpha", "states_per_task", "samples_per_state", "temperature", "max_steps",
                    "m", "beta", "lr", "epochs", "pairs_per_step", "chunk_steps", "sft_demos", "sft_steps", "clip_eps",
                    "max_rollouts"}

@@ -1,10 +1,11 @@
-"""`grape-experiment paper|report|plan`: flags, preset overrides, exit codes."""
+"""`grape-experiment paper|alignment|report|plan`: flags, preset overrides, exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any
 
 from trainer.bounds import SEED, namespace_problems
 from trainer.config import validate
+from trainer.experiment.alignment import PRESETS as ALIGNMENT_PRESETS
+from trainer.experiment.alignment import METHODS, AlignmentPreset, run_alignment
+from trainer.experiment.alignment import method as alignment_method
 from trainer.experiment.plan import PLAN, ExperimentError, describe_plan, get_run, is_done, train_config
 from trainer.experiment.presets import PRESETS, Preset
 from trainer.experiment.report import REPORT_FILE, check_targets, load_results, write_report
@@ -33,6 +37,11 @@ examples:
       re-render report.md and the plots from the run folders
   grape-experiment plan --quick
       list the runs, their grape-train flags and the episode counts without running anything
+  grape-experiment alignment --out runs/alignment
+      SFT vs GRAPE-TC (group-relative and TPO), step-DPO, SFT on own successes, GRAPE-Safety and
+      GRAPE-Efficiency at one rollout budget; paired evaluation against SFT -> summary.json, report.md
+  grape-experiment alignment --out runs/alignment_b --eval-seed-offset 5000
+      the same on evaluation seeds no earlier run has seen
 """
 
 
@@ -45,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{paper,report,plan}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{paper,alignment,report,plan}")
 
     def sizes(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true", help="the quick preset (smoke tests); same as --preset quick")
@@ -122,6 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument(
         "--json", action="store_true", help="print a JSON summary (folder, report, runs done) when finished"
     )
+    alignment = sub.add_parser(
+        "alignment",
+        help="does alignment beat SFT, and does the objective steer it? (paired evaluation)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    alignment.add_argument("--out", required=True, help="experiment folder (created, or resumed if it holds one)")
+    alignment.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test); same as --preset quick")
+    alignment.add_argument("--preset", choices=sorted(ALIGNMENT_PRESETS), default=None, help="default: full")
+    for name, kind, what in ALIGNMENT_OVERRIDES:
+        alignment.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{what} (default: the preset's)")
+    alignment.add_argument("--seed", type=int, default=0, help="training seed of every method (default: 0)")
+    alignment.add_argument("--policy", default=None, help="SFT policy folder (default: the cached default SFT policy)")
+    alignment.add_argument("--sft-cache", default="cache/sft", help="where the default SFT policy is cached")
+    alignment.add_argument("--only", nargs="+", metavar="METHOD", default=None,
+                           help=f"only these methods (SFT is always evaluated): {' '.join(m.name for m in METHODS)}")
+    alignment.add_argument("--jobs", type=int, default=1,
+                           help="methods run at once, each in its own process (default: 1; 2 uses both cores here)")
+    alignment.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    alignment.add_argument("--json", action="store_true", help="print summary.json's path and records when done")
     report = sub.add_parser("report", help="re-render report.md and plots from an experiment folder")
     report.add_argument("--out", required=True, help="experiment folder")
     report.add_argument("--json", action="store_true", help="print the target checks as JSON")
@@ -178,6 +207,52 @@ def _preset_from(args: argparse.Namespace) -> Preset:
     return preset
 
 
+ALIGNMENT_OVERRIDES = (
+    ("iterations", int, "GRAPE iterations K of every method"),
+    ("max_rollouts", int, "rollouts per iteration, the budget of every method"),
+    ("eval_episodes", int, "evaluation episodes per task and split"),
+    ("eval_seed_offset", int, "start this many seeds into the evaluation range (unseen seeds)"),
+    ("lr", float, "learning rate of every method"),
+)
+
+
+def _alignment_preset(args: argparse.Namespace) -> AlignmentPreset:
+    if args.quick and args.preset not in (None, "quick"):
+        raise UsageError(f"--quick contradicts --preset {args.preset}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    preset = ALIGNMENT_PRESETS["quick" if args.quick else (args.preset or "full")]
+    changes = {name: getattr(args, name) for name, _, _ in ALIGNMENT_OVERRIDES if getattr(args, name) is not None}
+    for name, value in changes.items():
+        minimum = 0 if name == "eval_seed_offset" else 1
+        if not (value >= minimum and math.isfinite(value)) or (name == "lr" and value <= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {minimum}'}, got {value}")
+    for name in args.only or ():
+        try:
+            alignment_method(name)
+        except ExperimentError as error:
+            raise UsageError(f"--only: {error}") from None
+    if changes:
+        described = ", ".join(f"{k}={v}" for k, v in changes.items())
+        preset = dataclasses.replace(preset, name=f"{preset.name} ({described})", **changes)
+    return preset
+
+
+def _run_alignment(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from tqdm.auto import tqdm
+
+    preset = _alignment_preset(args)
+    command = shlex.join(["grape-experiment", *(sys.argv[1:] if argv is None else argv)])
+    summary = run_alignment(Path(args.out), preset, seed=args.seed, policy=args.policy, sft_cache=args.sft_cache,
+                            only=args.only, progress=not args.no_progress, command=command,
+                            echo=lambda line: tqdm.write(line, file=sys.stderr), jobs=args.jobs)
+    if args.json:
+        print(json.dumps({"out": args.out, "summary": str(Path(args.out) / "summary.json"), **summary}))
+    else:
+        print(f"done: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 class UsageError(Exception):
     """A flag value out of range (exit 2)."""
 
@@ -191,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "alignment":
+            return _run_alignment(args, argv)
         if args.command == "plan":
             preset = _preset_from(args)
             rows = describe_plan(preset)

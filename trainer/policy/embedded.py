@@ -204,24 +204,37 @@ class EmbeddedVLA(Policy):
         temperature: float = 1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
+        from trainer.policy.fast_decode import LlamaDecoding
+
+        config = self.config
         was_training = self.training
-        self.eval()
-        backbone = self._causal_lm().model
+        if was_training:  # eval() walks every submodule: skip it when already in eval mode
+            self.eval()
         try:
             prefix = self._prefix(obs, instructions)
-            output = backbone(inputs_embeds=prefix, use_cache=True)
-            tokens, logprob_sum = [], torch.zeros(prefix.shape[0], device=prefix.device)
-            for dim in range(self.config.action_dim):
-                logits = self._head(output.last_hidden_state[:, -1:], first_dim=dim)[:, 0]
-                token, logprob = sample_from_logits(logits, temperature, greedy, generator)
+            batch = prefix.shape[0]
+            if uniforms is not None and tuple(uniforms.shape) != (batch, config.action_dim):
+                raise PolicyInputError(f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]")
+            causal_lm = self._causal_lm()
+            decoding = LlamaDecoding(causal_lm.model, batch, config.prefix_length + config.action_dim,
+                                     prefix.device, prefix.dtype)
+            hidden = decoding.prefill(prefix)
+            head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
+            tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
+            for dim in range(config.action_dim):
+                logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
+                token, logprob = sample_from_logits(logits, temperature, greedy, generator,
+                                                    None if uniforms is None else uniforms[:, dim])
                 tokens.append(token)
                 logprob_sum += logprob
-                if dim + 1 < self.config.action_dim:
-                    embedding = self._token_embeddings(token.unsqueeze(1), first_dim=dim)
-                    output = backbone(inputs_embeds=embedding, cache=output.cache, use_cache=True)
+                if dim + 1 < config.action_dim:
+                    hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         token_tensor = torch.stack(tokens, dim=1)
         actions = self.action_tokenizer.detokenize(token_tensor.cpu().numpy())
         return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum)

@@ -251,6 +251,8 @@ class HFVLAPolicy(Policy):
         temperature: float = 1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
         from trainer.policy.base import sample_from_logits
 
@@ -263,7 +265,8 @@ class HFVLAPolicy(Policy):
             bins, total = [], torch.zeros(attention_mask.shape[0], device=attention_mask.device)
             next_position = positions[:, -1:] + 1
             for dim in range(self.action_tokenizer.action_dim):
-                token, logprob = sample_from_logits(self._action_logits(output.logits[:, -1]), temperature, greedy, generator)
+                token, logprob = sample_from_logits(self._action_logits(output.logits[:, -1]), temperature, greedy, generator,
+                                                    None if uniforms is None else uniforms[:, dim])
                 bins.append(token)
                 total += logprob
                 if dim + 1 < self.action_tokenizer.action_dim:
