@@ -161,7 +161,7 @@ def test_every_numeric_grape_experiment_flag_refuses_hostile_values(tmp_path, va
 
 # ---------------------------------------------------------------------- a tiny run to break
 TINY = ["--constraints", "constraints/safety.grc", "--iterations", "2", "--lora-rank", "2", "--tasks", "stack",
-        "--states-per-task", "2", "--samples-per-state", "3", "--max-steps", "8", "--m", "1", "--lr", "1e-2",
+        "--states-per-task", "2", "--samples-per-state", "3", "--max-steps", "8", "--m", "1", "--min-gap", "0", "--lr", "1e-2",
         "--pairs-per-step", "2", "--chunk-steps", "10", "--no-progress"]
 
 
@@ -188,6 +188,9 @@ def _config(policy_dir, run_dir):
 def whole_run(tiny_policy_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("whole") / "run"
     assert train_main(_argv(tiny_policy_dir, run)) == 0
+    # it trained: every iteration logged optimizer steps and changed the adapter
+    assert {line.get("iteration") for line in _metric_lines(run) if "loss" in line} == {1.0, 2.0}
+    assert not _same_adapters(run, run, 2, other_iteration=1)
     return run
 
 
@@ -197,8 +200,8 @@ def _adapter(run_dir, iteration):
     return load_file(str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "adapter" / "adapter_model.safetensors"))
 
 
-def _same_adapters(a, b, iteration):
-    x, y = _adapter(a, iteration), _adapter(b, iteration)
+def _same_adapters(a, b, iteration, other_iteration=None):
+    x, y = _adapter(a, iteration), _adapter(b, iteration if other_iteration is None else other_iteration)
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
