@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, namespace_problems
+from trainer.runfolder import RESUME_CHOICES
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -48,12 +52,16 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument("--resume-from", choices=RESUME_CHOICES, default="latest",
+                        help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
+                             "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
+                             "one that verifies is used) (default: latest)")
     from trainer.envs import EnvError, add_env_arguments, register_from_args
 
     add_env_arguments(parser)
     args = parser.parse_args(argv)
-    as_json, progress = args.json, not args.no_progress
-    del args.json, args.no_progress
+    as_json, progress, resume_from = args.json, not args.no_progress, args.resume_from
+    del args.json, args.no_progress, args.resume_from
     try:
         own_task = register_from_args(args)
     except EnvError as error:
@@ -69,18 +77,23 @@ def train_main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from trainer.loop import TrainError, train
+    from trainer.runfolder import CorruptCheckpointError, describe_write_failure
 
     def echo(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
     try:
-        run_dir = train(config, progress=progress, echo=echo)
+        run_dir = train(config, progress=progress, echo=echo, resume_from=resume_from)
     except (TrainError, EnvError) as error:
+        if isinstance(error.__cause__, CorruptCheckpointError):
+            command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
+            return _fail(f"{error}: {shlex.join(command)}")
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted; run the same command again to resume from the last complete iteration", 130)
     except OSError as error:
-        return _fail(f"{error}; completed iterations are kept, run the same command again to resume")
+        where = config.output_dir or "the run folder"
+        return _fail(f"{describe_write_failure(error, where)}; completed iterations are kept, run the same command again to resume")
     summary = {"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / f"iter_{config.iterations:04d}")}
     if as_json:
         print(json.dumps(summary))
@@ -171,9 +184,17 @@ def _previous_results(path: Path, setting: dict[str, Any]) -> dict[int, dict[str
     return {int(k): v for k, v in previous.get("iterations", {}).items()}
 
 
+EVAL_BOUNDS = {"episodes": AT_LEAST_ONE, "max_steps": AT_LEAST_ONE, "batch_envs": AT_LEAST_ONE,
+               "temperature": POSITIVE, "seed": SEED}
+"""grape-eval's flags with ranges of their own; every other number must be finite and >= 0."""
+
+
 def eval_main(argv: list[str] | None = None) -> int:
     parser = _eval_parser()
     args = parser.parse_args(argv)
+    problems = namespace_problems(args, EVAL_BOUNDS)
+    if problems:
+        return _fail("; ".join(problems), 2)
     from trainer.config import STOCK_TASKS
     from trainer.envs import EnvError, register_from_args
     from trainer.sim.splits import SPLITS
@@ -186,14 +207,6 @@ def eval_main(argv: list[str] | None = None) -> int:
     if own_task is not None and args.tasks is None:
         args.tasks = [own_task]
 
-    if args.episodes < 1:
-        return _fail(f"--episodes must be >= 1, got {args.episodes}", 2)
-    if args.temperature is not None and args.temperature <= 0:
-        return _fail(f"--temperature must be > 0, got {args.temperature}", 2)
-    if args.batch_envs < 1:
-        return _fail(f"--batch-envs must be >= 1, got {args.batch_envs}", 2)
-    if args.seed_offset < 0:
-        return _fail(f"--seed-offset must be >= 0, got {args.seed_offset}", 2)
     unknown = [s for s in args.splits if s not in SPLITS] + [t for t in (args.tasks or []) if t not in TASKS]
     if unknown:
         return _fail(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}", 2)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_json
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dashed_flag, dataclass_problems, namespace_problems
 
 SFT_RECIPE_VERSION = 1
 """Bumped when the training code changes what a given config produces (invalidates caches)."""
@@ -54,6 +55,23 @@ EXAMPLES = """examples:
 
 class SFTError(Exception):
     """A user mistake: a bad flag value (exit 2), unusable demonstrations or a mismatched resume (exit 1)."""
+
+
+SFT_FIELD_BOUNDS = {
+    "demos_per_task": AT_LEAST_ONE, "expert_noise": Bound(low=0, high=1), "steps": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE, "warmup_steps": Bound(low=0), "seed": SEED, "hidden_size": Bound(low=8), "num_layers": AT_LEAST_ONE,
+    "num_heads": AT_LEAST_ONE, "intermediate_size": AT_LEAST_ONE, "max_episode_steps": AT_LEAST_ONE,
+    "image_size": Bound(low=16, high=256),
+}
+"""SFTConfig's numeric fields and their ranges; a field not listed must be finite and >= 0."""
+SFT_FIELD_FLAGS = {"demos_per_task": "--demos", "expert_noise": "--noise", "num_layers": "--layers", "num_heads": "--heads"}
+"""grape-sft's flag for a field whose flag is not its name with dashes."""
+SFT_CLI_BOUNDS = {
+    **{flag[2:]: SFT_FIELD_BOUNDS[name] for name, flag in SFT_FIELD_FLAGS.items()}, **SFT_FIELD_BOUNDS,
+    "epochs": POSITIVE, "workers": AT_LEAST_ONE, "threads": AT_LEAST_ONE, "eval_episodes": Bound(low=0),
+    "eval_temperature": POSITIVE, "log_every": AT_LEAST_ONE, "checkpoint_every": AT_LEAST_ONE,
+}
+"""Every numeric grape-sft flag (argparse dest) with a range of its own."""
 
 
 @dataclass
@@ -101,17 +119,9 @@ class SFTConfig:
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown or not self.tasks:
             raise SFTError(f"--tasks: unknown task(s) {unknown or '(none given)'}; known tasks: {', '.join(TASKS)}")
-        for name, value, low in (("--demos", self.demos_per_task, 1), ("--steps", self.steps, 1), ("--seed", self.seed, 0),
-                                 ("--batch-size", self.batch_size, 1), ("--hidden-size", self.hidden_size, 8),
-                                 ("--layers", self.num_layers, 1), ("--max-episode-steps", self.max_episode_steps, 1)):
-            if value < low:
-                raise SFTError(f"{name} must be >= {low}, got {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SFTError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.expert_noise <= 1:
-            raise SFTError(f"--noise must lie in [0, 1], got {self.expert_noise}")
-        if self.image_size is not None and not 16 <= self.image_size <= 256:
-            raise SFTError(f"--image-size must lie in [16, 256], got {self.image_size}")
+        problems = dataclass_problems(self, SFT_FIELD_BOUNDS, lambda f: SFT_FIELD_FLAGS.get(f.name, dashed_flag(f.name)))
+        if problems:
+            raise SFTError("; ".join(problems))
         if self.hidden_size % self.num_heads:
             raise SFTError(f"--hidden-size {self.hidden_size} must be divisible by --heads {self.num_heads}")
 
@@ -509,14 +519,9 @@ def _checked_config(args: argparse.Namespace) -> SFTConfig:
                            "(the scripted experts know only the stock tasks)")
         if args.tasks == ["all"]:
             args.tasks = [own_task]
-    if args.threads < 1:
-        raise SFTError(f"--threads must be >= 1, got {args.threads}")
-    if args.eval_episodes < 0:
-        raise SFTError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if not args.eval_temperature > 0:
-        raise SFTError(f"--eval-temperature must be > 0, got {args.eval_temperature}")
-    if args.epochs is not None and args.epochs <= 0:
-        raise SFTError(f"--epochs must be > 0, got {args.epochs}")
+    problems = namespace_problems(args, SFT_CLI_BOUNDS)
+    if problems:
+        raise SFTError("; ".join(problems))
     from trainer.sim.splits import SPLITS
 
     if args.eval_split not in SPLITS:
