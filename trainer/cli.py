@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,17 @@ def _train_parser() -> argparse.ArgumentParser:
     from trainer.envs import add_env_arguments
     from trainer.flags import add_config_file_argument
     from trainer.loop import CONFIG_FILE
+    from trainer.runfolder import RESUME_CHOICES
 
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
     add_config_file_argument(parser, CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    # how to resume, not what the run is: outside TrainConfig, like --json
+    parser.add_argument("--resume-from", choices=RESUME_CHOICES, default="latest",
+                        help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
+                             "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
+                             "one that verifies is used) (default: latest)")
     add_env_arguments(parser)
     return parser
 
@@ -85,15 +92,24 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
     from tqdm.auto import tqdm
 
-    from trainer.loop import train
+    from trainer.envs import EnvError
+    from trainer.loop import TrainError, train
+    from trainer.runfolder import CorruptCheckpointError, describe_write_failure
 
     def echo(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
     try:
-        run_dir = train(config, progress=not rest.no_progress, echo=echo)
+        run_dir = train(config, progress=not rest.no_progress, echo=echo, resume_from=rest.resume_from)
+    except (TrainError, EnvError) as error:
+        if isinstance(error.__cause__, CorruptCheckpointError):
+            command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
+            raise CommandError(f"{error}: {shlex.join(command)}") from None
+        raise
     except OSError as error:
-        raise CommandError(f"{error}; completed iterations are kept, run the same command again to resume") from None
+        where = config.output_dir or "the run folder"
+        raise CommandError(f"{describe_write_failure(error, where)}; completed iterations are kept, "
+                           "run the same command again to resume") from None
     summary = {"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / f"iter_{config.iterations:04d}")}
     if rest.json:
         print(json.dumps(summary))
@@ -199,6 +215,7 @@ def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     from trainer.command import CommandError
     from trainer.config import STOCK_TASKS
     from trainer.eval import EVAL_CONFIG_FILE, EVAL_INFO_FILE, plot_iterations, write_eval_info
+    from trainer.evalreport import plot_title
     from trainer.flags import save_config
 
     config, rest = _eval_config(parser, argv)
@@ -214,7 +231,8 @@ def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     save_config(config, out_dir / EVAL_CONFIG_FILE)
     setting = _eval_setting(config, tasks)
     per_iteration, gifs = _evaluate_iterations(config, policies, tasks, out_dir, setting, progress=not rest.no_progress)
-    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png", title=Path(config.policy).name)
+    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png",
+                           title=plot_title(Path(config.policy).name, per_iteration))
     info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
     write_eval_info(info, out_dir / EVAL_INFO_FILE)
     if rest.json:
@@ -269,8 +287,11 @@ def _print_tables(per_iteration: dict[int, dict[str, Any]], name: str, footer: s
     from rich.console import Console
 
     from trainer.eval import render_table
+    from trainer.evalreport import comparison_table
 
     console = Console(width=max(Console().width, 120))
     for iteration, metrics in sorted(per_iteration.items()):
         console.print(render_table(metrics, title=f"{name}: iteration {iteration}"))
+    if len(per_iteration) > 1:
+        console.print(comparison_table(per_iteration, title=f"{name}: iterations compared (all tasks)"))
     console.print(footer)

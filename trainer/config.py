@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
 
 STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
 LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
@@ -210,44 +213,36 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return flags.config_from_args(TrainConfig, args, base)
 
 
+FIELD_BOUNDS: dict[str, Bound] = {
+    "iterations": AT_LEAST_ONE, "seed": SEED, "eval_episodes": Bound(low=0),
+    "sft_demos": AT_LEAST_ONE, "sft_steps": AT_LEAST_ONE, "lora_rank": AT_LEAST_ONE, "lora_alpha": POSITIVE,
+    "states_per_task": AT_LEAST_ONE, "samples_per_state": Bound(low=2, note="to form pairs"),
+    "temperature": POSITIVE, "max_steps": AT_LEAST_ONE, "m": AT_LEAST_ONE,
+    "beta": POSITIVE, "lr": POSITIVE, "epochs": AT_LEAST_ONE, "pairs_per_step": AT_LEAST_ONE, "chunk_steps": AT_LEAST_ONE,
+    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True), "holdout_fraction": Bound(low=0, high=1, high_open=True),
+    "max_rollouts": AT_LEAST_ONE,
+}
+"""Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
+"bounds" entry in its metadata) must be a finite number >= 0: lambdas, weights, grad clip, ..."""
+
+
 def validate(config: TrainConfig) -> list[str]:
     """Problems with values that argparse cannot see; each names its flag."""
-    problems = []
-    checks = [
-        (not config.constraints, "--constraints is required (an objective or task .grc)"),
-        (config.iterations < 1, f"--iterations must be >= 1, got {config.iterations}"),
-        (config.rollout.states_per_task < 1, f"--states-per-task must be >= 1, got {config.rollout.states_per_task}"),
-        (config.rollout.samples_per_state < 2, f"--samples-per-state must be >= 2 to form pairs, got {config.rollout.samples_per_state}"),
-        (config.rollout.temperature <= 0, f"--temperature must be > 0, got {config.rollout.temperature}"),
-        (config.rollout.max_steps is not None and config.rollout.max_steps < 1, f"--max-steps must be >= 1, got {config.rollout.max_steps}"),
-        (config.rollout.rollout_workers < 0, f"--rollout-workers must be >= 0, got {config.rollout.rollout_workers}"),
-        (config.rollout.ray_address is not None and not config.rollout.rollout_workers, "--ray-address needs --rollout-workers N (N >= 1)"),
-        (config.gcpg.m < 1, f"--m must be >= 1, got {config.gcpg.m}"),
-        (config.optim.beta <= 0, f"--beta must be > 0, got {config.optim.beta}"),
-        (config.optim.lr <= 0, f"--lr must be > 0, got {config.optim.lr}"),
-        (config.optim.nll_weight < 0, f"--nll-weight must be >= 0, got {config.optim.nll_weight}"),
-        (config.optim.epochs < 1, f"--epochs must be >= 1, got {config.optim.epochs}"),
-        (config.optim.pairs_per_step < 1, f"--pairs-per-step must be >= 1, got {config.optim.pairs_per_step}"),
-        (config.optim.chunk_steps < 1, f"--chunk-steps must be >= 1, got {config.optim.chunk_steps}"),
-        (not 0 <= config.gcpg.min_gap < float("inf"), f"--min-gap must be a finite number >= 0, got {config.gcpg.min_gap}"),
-        (not 0 < config.optim.clip_eps < 1, f"--clip-eps must lie in (0, 1), got {config.optim.clip_eps}"),
-        (not 0 <= config.optim.kl_coef < float("inf"), f"--kl-coef must be a finite number >= 0, got {config.optim.kl_coef}"),
-        (not 0 <= config.optim.holdout_fraction < 1, f"--holdout-fraction must lie in [0, 1), got {config.optim.holdout_fraction}"),
-        (config.rollout.max_rollouts is not None and config.rollout.max_rollouts < 1, f"--max-rollouts must be >= 1, got {config.rollout.max_rollouts}"),
-        (config.policy.sft_demos is not None and config.policy.sft_demos < 1, f"--sft-demos must be >= 1, got {config.policy.sft_demos}"),
-        (config.policy.sft_steps is not None and config.policy.sft_steps < 1, f"--sft-steps must be >= 1, got {config.policy.sft_steps}"),
-        (config.policy.lora_rank < 1, f"--lora-rank must be >= 1, got {config.policy.lora_rank}"),
-        (config.eval_episodes < 0, f"--eval-episodes must be >= 0, got {config.eval_episodes}"),
-    ]
-    problems += [message for failed, message in checks if failed]
+    problems = [] if config.constraints else ["--constraints is required (an objective or task .grc)"]
+    problems += dataclass_problems(config, FIELD_BOUNDS)
+    if config.rollout.ray_address is not None and not config.rollout.rollout_workers:
+        problems.append("--ray-address needs --rollout-workers N (N >= 1)")
     if config.gcpg.m * 2 > config.rollout.samples_per_state:
         problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
     for item in config.overrides:
         name, sep, value = item.partition("=")
         try:
-            float(value)
+            finite = math.isfinite(float(value))
         except ValueError:
-            sep = ""
+            finite, sep = True, ""
+        if not finite:
+            problems.append(f"--set {item!r}: the value must be a finite number")
+            continue
         if not sep or not name:
             problems.append(f"--set {item!r}: expected NAME=NUMBER")
     return problems

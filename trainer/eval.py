@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_text
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED
 
 Z_95 = 1.959963984540054
 EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")
@@ -43,19 +44,19 @@ class EvalConfig:
     """Splits to evaluate."""
     tasks: list[str] | None = None
     """Tasks (default: the run's tasks, else all four stock tasks)."""
-    episodes: int = 10
+    episodes: int = field(default=10, metadata={"bounds": AT_LEAST_ONE})
     """Episodes per task and split."""
     seed_offset: int = 0
     """Skip this many evaluation seeds."""
     iterations: list[int] | None = None
     """With a run folder: only these iterations (default: all; 0 = the base policy)."""
-    max_steps: int | None = None
+    max_steps: int | None = field(default=None, metadata={"bounds": AT_LEAST_ONE})
     """Cap on steps per episode (default: each task's limit)."""
-    batch_envs: int = 24
+    batch_envs: int = field(default=24, metadata={"bounds": AT_LEAST_ONE})
     """Environments stepped in lockstep, one policy batch."""
-    temperature: float | None = None
+    temperature: float | None = field(default=None, metadata={"bounds": POSITIVE})
     """Sample actions at this temperature (seeded by --seed) instead of greedy decoding (default: greedy)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"bounds": SEED})
     """Sampling seed with --temperature."""
     gifs: int = 1
     """GIFs per task of the last policy, first split (0 = none)."""
@@ -63,19 +64,13 @@ class EvalConfig:
     """Where results go (default: <run or checkpoint>/eval)."""
 
     def problems(self) -> list[str]:
-        """Values argparse cannot judge; each names its flag."""
+        """Values argparse cannot judge; each names its flag. Ranges are in the fields' metadata
+        (trainer.bounds; a number without one must be finite and >= 0)."""
+        from trainer.bounds import dataclass_problems
         from trainer.sim.splits import SPLITS
         from trainer.sim.tasks import TASKS
 
-        checks = [
-            (self.episodes < 1, f"--episodes must be >= 1, got {self.episodes}"),
-            (self.temperature is not None and not self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
-            (self.batch_envs < 1, f"--batch-envs must be >= 1, got {self.batch_envs}"),
-            (self.seed_offset < 0, f"--seed-offset must be >= 0, got {self.seed_offset}"),
-            (self.gifs < 0, f"--gifs must be >= 0, got {self.gifs}"),
-            (self.max_steps is not None and self.max_steps < 1, f"--max-steps must be >= 1, got {self.max_steps}"),
-        ]
-        found = [message for failed, message in checks if failed]
+        found = dataclass_problems(self)
         unknown = [s for s in self.splits if s not in SPLITS] + [t for t in (self.tasks or []) if t not in TASKS]
         if unknown:
             found.append(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}")

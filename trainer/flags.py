@@ -14,7 +14,7 @@ The rules, for any dataclass (nested ones included):
   `list[T]`/`tuple[T, ...]` fields one or more values (`metadata={"repeatable": True}`: the flag
   is given once per value instead), `T | None` fields a T;
 - `metadata={"required": True}`: the command stops with a usage error when neither a flag nor
-  the `--config` file gives a value.
+  the `--config` file gives a value; `metadata={"positional": True}`: an argument without a flag.
 
 `--config FILE` replays a saved config: the file's values replace the defaults and flags given
 on the command line override the file (argparse is told to leave unset flags out of the
@@ -127,7 +127,7 @@ def _add_field(group: argparse._ActionsContainer, path: tuple[str, ...], cls: ty
     doc = field_docs(cls).get(f.name, "")
     default = _default(f)
     shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-    tail = "(required)" if f.metadata.get("required") else f"(default: {shown})"
+    tail = "(required)" if f.metadata.get("required") else "" if "(default" in doc else f"(default: {shown})"
     help_text = f"{doc} {tail}".strip().replace("%", "%%")  # argparse formats help with %
     kwargs: dict[str, Any] = {"dest": _dest(path), "help": help_text}
     if origin is Literal:
@@ -142,6 +142,11 @@ def _add_field(group: argparse._ActionsContainer, path: tuple[str, ...], cls: ty
         kwargs.update(action=argparse.BooleanOptionalAction)
     else:
         kwargs.update(type=hint, metavar=f.metadata.get("metavar", f.name.upper()))
+    if f.metadata.get("positional"):  # optional on the command line, so that --config may give it
+        dest = kwargs.pop("dest")
+        kwargs["metavar"] = f.metadata.get("metavar", dest.upper())
+        group.add_argument(_dest(path), nargs="?", default=argparse.SUPPRESS, **kwargs)
+        return
     group.add_argument(flag_name(f), *f.metadata.get("aliases", ()), default=argparse.SUPPRESS, **kwargs)
 
 
@@ -257,7 +262,7 @@ def missing_required(cls: type, config: Any) -> list[str]:
         for key in path:
             value = getattr(value, key)
         if f.metadata.get("required") and value in (None, "", [], ()):
-            problems.append(flag_name(f))
+            problems.append(f.metadata.get("metavar", f.name.upper()) if f.metadata.get("positional") else flag_name(f))
     return problems
 
 

@@ -28,6 +28,7 @@ what the uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -56,6 +57,17 @@ from trainer.gcpg import (
 from trainer.losses import Metrics, group_policy_gradient_loss, sft_loss, step_dpo_loss, tpo_loss
 from trainer.policy.base import Policy
 from trainer.rollout import Rollout
+from trainer.runfolder import (
+    RunFolderError,
+    RunLock,
+    count_lines,
+    keep_metrics,
+    save_torch,
+    select_checkpoint,
+    verify_checkpoint,
+    write_manifest,
+    writing,
+)
 from trainer.sampling import TRAIN_SPLIT
 
 CONFIG_FILE = "config.json"
@@ -356,29 +368,57 @@ def completed_checkpoints(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def open_run_dir(config: TrainConfig) -> tuple[Path, int]:
+def open_run_dir(config: TrainConfig, resume_from: str = "latest") -> tuple[Path, int]:
     """The run folder and its last completed iteration (-1: a new run); writes nothing.
 
     An existing folder is resumed only if its saved config matches (fields that may change on
     resume aside); otherwise a TrainError lists every difference, before anything is touched.
+    A saved config without any checkpoint binds nothing: that run never started. An unreadable
+    one is an error, or with resume_from "previous" is taken from the newest checkpoint.
     """
     run_dir = Path(config.output_dir) if config.output_dir else config.default_output_dir()
     saved_path = run_dir / CONFIG_FILE
-    if saved_path.is_file():
+    if saved_path.is_file() and completed_checkpoints(run_dir):
         try:
             saved = json.loads(saved_path.read_text())
-        except json.JSONDecodeError as error:
-            raise TrainError(f"{saved_path}: unreadable saved config ({error}); not a run folder of grape-train?") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            saved = _config_from_checkpoints(run_dir) if resume_from == "previous" else None
+            if saved is None:
+                raise TrainError(f"{saved_path} is corrupt ({error}); each checkpoint holds the run's settings too: "
+                                 "add --resume-from previous to take them from the newest checkpoint that verifies") from None
         differences = config_differences(saved, config.to_dict())
         if differences:
             raise TrainError(
                 f"{run_dir} holds a run made with a different configuration; resume it with the same "
                 "options or choose another --output-dir. Differences (saved -> now):\n  " + "\n  ".join(differences)
             )
-    elif run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+    elif not saved_path.is_file() and run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
         raise TrainError(f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); choose an empty or new folder")
     done = completed_checkpoints(run_dir)
     return run_dir, max(done) if done else -1
+
+
+def _config_from_checkpoints(run_dir: Path) -> dict[str, Any] | None:
+    """The run config saved in the newest checkpoint that verifies and loads, if any."""
+    for folder in reversed(completed_checkpoints(run_dir).values()):
+        if verify_checkpoint(folder, (TRAINER_STATE_FILE,)) is None:
+            try:
+                return torch.load(folder / TRAINER_STATE_FILE, weights_only=False)["config"]
+            except Exception:  # an unloadable state is one more corrupt checkpoint: try the one before
+                continue
+    return None
+
+
+def _checkpoint_loads(folder: Path) -> str | None:
+    """None if a checkpoint without a manifest (written before manifests existed) loads, else why not."""
+    from trainer.policy import load_policy
+
+    try:
+        torch.load(folder / TRAINER_STATE_FILE, weights_only=False)
+        load_policy(folder / POLICY_DIR)
+    except Exception as error:  # whatever stops it loading makes it unusable; the message says what
+        return f"it does not load ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    return None
 
 
 def write_run_config(run_dir: Path, config: TrainConfig) -> None:
@@ -387,16 +427,22 @@ def write_run_config(run_dir: Path, config: TrainConfig) -> None:
 
 
 def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: torch.optim.Optimizer,
-                    config: TrainConfig, global_step: int, summary: dict[str, Any]) -> Path:
+                    config: TrainConfig, global_step: int, summary: dict[str, Any], metrics_lines: int | None = None) -> Path:
+    """Write checkpoint `iteration` atomically, with a manifest of its files' digests.
+
+    `metrics_lines`: how many metrics.jsonl lines the run has written up to this checkpoint
+    (a resume from it cuts the file back to them).
+    """
     target = checkpoint_dir(run_dir, iteration)
-    with atomic_directory(target) as staging:
+    with writing(target), atomic_directory(target) as staging:
         policy.save_pretrained(staging / POLICY_DIR)
         _write_model_card(staging / POLICY_DIR, run_dir, iteration, config, summary)
-        torch.save(
+        save_torch(
             {"iteration": iteration, "global_step": global_step, "optimizer": optimizer.state_dict(),
-             "config": config.to_dict(), "rng": _rng_state(), "summary": summary},
+             "config": config.to_dict(), "rng": _rng_state(), "summary": summary, "metrics_lines": metrics_lines},
             staging / TRAINER_STATE_FILE,
         )
+        write_manifest(staging)
     return target
 
 
@@ -419,6 +465,16 @@ def attach_adapter(policy: Policy, config: TrainConfig) -> Policy:
     return add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
 
 
+def sft_recipe_tasks(run_tasks: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The tasks the default SFT policy learns for a run on `run_tasks`: the default recipe's
+    (so its cache is shared) unless the run names a different set of stock tasks, then those,
+    in the default's order (so one set in any order shares one cached policy)."""
+    stock = {task for task in run_tasks if task in default}
+    if not stock or stock == set(default):
+        return default
+    return tuple(task for task in default if task in stock)
+
+
 def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     """The policy to align and where it came from (trains the default SFT policy if needed)."""
     from trainer.policy import CheckpointError, load_policy
@@ -431,6 +487,7 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     from trainer.sft import SFTConfig, SFTError, ensure_default_sft_policy
 
     recipe = SFTConfig()
+    recipe.tasks = sft_recipe_tasks(config.rollout.tasks, recipe.tasks)
     if config.policy.sft_demos is not None:
         recipe.demos_per_task = config.policy.sft_demos
     if config.policy.sft_steps is not None:
@@ -446,18 +503,21 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
 class MetricLogger:
     """metrics.jsonl + tensorboard + one console line per optimizer step."""
 
-    def __init__(self, run_dir: Path, echo: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, echo: Callable[[str], None], purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = run_dir / METRICS_FILE
-        self.writer = SummaryWriter(str(run_dir / "tb"))
+        # purge_step: TensorBoard drops what a killed process logged at or after it
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
         self.echo = echo
+        self.lines = count_lines(self.path)
 
     def log(self, step: int, metrics: dict[str, float], line: str | None = None) -> None:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.lines += 1
         if line is not None:
             self.echo(line)
 
@@ -513,12 +573,27 @@ class IterationResult:
 
 
 def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, resume_from: str = "latest") -> Path:
     """Run (or resume) GRAPE per `config`; return the run folder.
 
     `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
-    simulate a run killed between iterations).
+    simulate a run killed between iterations). `resume_from`: "latest" (a corrupt newest
+    checkpoint is an error naming it) or "previous" (corrupt checkpoints are set aside and the
+    newest one that verifies is resumed). One process at a time writes a run folder; another
+    one gets a TrainError at once.
     """
+    run_dir, _ = open_run_dir(config, resume_from)  # a foreign or differently configured folder: refused before any write
+    if not config.output_dir:  # the default name holds the time: fix it once
+        config = dataclasses.replace(config, output_dir=str(run_dir))
+    try:
+        with RunLock(run_dir, echo):
+            return _train(config, progress=progress, echo=echo, stop_after=stop_after, resume_from=resume_from)
+    except RunFolderError as error:
+        raise TrainError(str(error)) from error
+
+
+def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], stop_after: int | None,
+           resume_from: str) -> Path:
     from trainer.policy import load_policy, lora_parameters, merge_lora
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
@@ -526,20 +601,27 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     torch.set_num_threads(1)
     overrides = parse_overrides(config.overrides)
     programs = {tp.task: tp for tp in resolve_constraints(config.constraints, config.rollout.tasks, overrides)}
-    run_dir, last_done = open_run_dir(config)
+    run_dir, _ = open_run_dir(config, resume_from)  # again, now that this process holds the folder
+    last_done = select_checkpoint(run_dir, completed_checkpoints(run_dir), resume_from, (TRAINER_STATE_FILE,),
+                                  _checkpoint_loads, echo)
+    if resume_from == "previous" and last_done >= 0:
+        write_run_config(run_dir, config)  # restores a corrupt config.json (the settings matched the checkpoint's)
     if last_done >= config.iterations:
         echo(f"{run_dir}: all {config.iterations} iterations already done")
         return run_dir
 
     if last_done < 0:
-        _set_seeds(config.seed)
         policy, source = load_base_policy(config, progress)  # before the run folder exists: a bad --policy leaves nothing
-        write_run_config(run_dir, config)
+        # Seeded after loading: training the default SFT policy first (a cold cache) draws random
+        # numbers, and the LoRA init and every later stream must not depend on whether it ran.
+        _set_seeds(config.seed)
         attach_adapter(policy, config)
         optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         global_step = 0
+        metrics_lines = 0
+        write_run_config(run_dir, config)  # only now has the run started
         atomic_write_text(run_dir / "base_policy.txt", source + "\n")
-        save_checkpoint(run_dir, 0, policy, optimizer, config, global_step, {"base_policy": source})
+        save_checkpoint(run_dir, 0, policy, optimizer, config, global_step, {"base_policy": source}, metrics_lines)
         last_done = 0
     else:
         folder = checkpoint_dir(run_dir, last_done)
@@ -549,10 +631,12 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
         optimizer.load_state_dict(state["optimizer"])
         _restore_rng(state["rng"])
         global_step = int(state["global_step"])
+        metrics_lines = state.get("metrics_lines")
         write_run_config(run_dir, config)  # records a changed --iterations
         echo(f"resuming {run_dir} after iteration {last_done} (step {global_step})")
 
-    logger = MetricLogger(run_dir, echo)
+    keep_metrics(run_dir / METRICS_FILE, metrics_lines, global_step)  # what a killed process logged after the checkpoint goes
+    logger = MetricLogger(run_dir, echo, purge_step=global_step + 1)
     weights = GcpgWeights(config.gcpg.lambda_self, config.gcpg.lambda_ext, config.gcpg.lambda_success)
     try:
         for k in range(last_done + 1, config.iterations + 1):
@@ -564,8 +648,8 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
                 optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
             result = run_iteration(config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress)
             global_step = result.global_step
-            save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics)
-            logger.log(global_step, result.metrics)
+            logger.log(global_step, result.metrics)  # first, so the checkpoint's line count includes it
+            save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics, logger.lines)
             echo(f"iteration {k}/{config.iterations} done: " + ", ".join(
                 f"{name}={value:.3g}" for name, value in result.metrics.items() if name.count("/") == 1))
             if stop_after is not None and k >= stop_after:
@@ -594,7 +678,7 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
     pairs = choose_pairs(config, k, columns, kept)
     kinds = pair_kinds(columns["success"], pairs)
     iteration_dir = run_dir / "iterations" / f"iter_{k:04d}"
-    with atomic_directory(iteration_dir) as staging:
+    with writing(iteration_dir), atomic_directory(iteration_dir) as staging:
         for i, r in enumerate(rollouts):
             write_episode(staging / "rollouts", r.episode, extra={"sample": r.spec.sample, "group": r.spec.group, "index": i})
         write_parquet(columns, staging / "scores.parquet")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_json
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
 from trainer.policy.embedded import EmbeddedVLAConfig
 
 SFT_RECIPE_VERSION = 1
@@ -56,6 +57,20 @@ EXAMPLES = """examples:
 
 class SFTError(Exception):
     """A user mistake: a bad flag value (exit 2), unusable demonstrations or a mismatched resume (exit 1)."""
+
+
+SFT_FIELD_BOUNDS = {
+    "demos_per_task": AT_LEAST_ONE, "expert_noise": Bound(low=0, high=1), "steps": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE, "warmup_steps": Bound(low=0), "seed": SEED, "hidden_size": Bound(low=8), "num_layers": AT_LEAST_ONE,
+    "num_heads": AT_LEAST_ONE, "intermediate_size": AT_LEAST_ONE, "max_episode_steps": AT_LEAST_ONE,
+    "image_size": Bound(low=16, high=256),
+}
+"""SFTConfig's numeric fields and their ranges; a field not listed must be finite and >= 0."""
+SFT_RUN_BOUNDS = {
+    "epochs": POSITIVE, "workers": AT_LEAST_ONE, "threads": AT_LEAST_ONE, "eval_episodes": Bound(low=0),
+    "eval_temperature": POSITIVE, "log_every": AT_LEAST_ONE, "checkpoint_every": AT_LEAST_ONE,
+}
+"""SFTRunConfig's numeric fields with a range of their own (the recipe's are SFT_FIELD_BOUNDS)."""
 
 
 @dataclass
@@ -104,21 +119,9 @@ class SFTConfig:
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown or not self.tasks:
             raise SFTError(f"--tasks: unknown task(s) {unknown or '(none given)'}; known tasks: {', '.join(TASKS)}")
-        for name, value, low in (("--demos-per-task", self.demos_per_task, 1), ("--steps", self.steps, 1), ("--seed", self.seed, 0),
-                                 ("--batch-size", self.batch_size, 1), ("--hidden-size", self.hidden_size, 8),
-                                 ("--num-layers", self.num_layers, 1), ("--num-heads", self.num_heads, 1),
-                                 ("--intermediate-size", self.intermediate_size, 1), ("--warmup-steps", self.warmup_steps, 0),
-                                 ("--max-episode-steps", self.max_episode_steps, 1)):
-            if value < low:
-                raise SFTError(f"{name} must be >= {low}, got {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SFTError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.expert_noise <= 1:
-            raise SFTError(f"--expert-noise must lie in [0, 1], got {self.expert_noise}")
-        if not 0 <= self.weight_decay < float("inf"):
-            raise SFTError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-        if self.image_size is not None and not 16 <= self.image_size <= 256:
-            raise SFTError(f"--image-size must lie in [16, 256], got {self.image_size}")
+        problems = dataclass_problems(self, SFT_FIELD_BOUNDS)
+        if problems:
+            raise SFTError("; ".join(problems))
         if self.hidden_size % self.num_heads:
             raise SFTError(f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}")
 
@@ -493,15 +496,9 @@ class SFTRunConfig:
         """Raise SFTError naming the flag of the first value out of range."""
         from trainer.sim.splits import SPLITS
 
-        for name, value, low in (("--threads", self.threads, 1), ("--workers", self.workers, 1),
-                                 ("--eval-episodes", self.eval_episodes, 0), ("--log-every", self.log_every, 1),
-                                 ("--checkpoint-every", self.checkpoint_every, 1)):
-            if value < low:
-                raise SFTError(f"{name} must be >= {low}, got {value}")
-        if not self.eval_temperature > 0:
-            raise SFTError(f"--eval-temperature must be > 0, got {self.eval_temperature}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise SFTError(f"--epochs must be > 0, got {self.epochs}")
+        problems = dataclass_problems(self, {**SFT_FIELD_BOUNDS, **SFT_RUN_BOUNDS})
+        if problems:
+            raise SFTError("; ".join(problems))
         if self.eval_split not in SPLITS:
             raise SFTError(f"--eval-split: unknown split {self.eval_split!r}; known splits: {', '.join(SPLITS)}")
         if self.demos_dir is not None and not Path(self.demos_dir).is_dir():

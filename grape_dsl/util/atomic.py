@@ -105,15 +105,22 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2
     atomic_write_text(path, json.dumps(data, indent=indent))
 
 
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and folder under `root`, deepest first, so the folder is durable before it is renamed."""
+def _plain_modes_and_fsync_tree(root: Path) -> None:
+    """Give every file and folder under `root` the permissions of a plain open()/mkdir (0666 or
+    0777 less the umask; executables keep their x bits) and fsync it, deepest first, so the
+    folder is durable and readable by others as the umask allows before it is renamed. Writers
+    the caller does not control create 0600 files (safetensors, anything built on tempfile)."""
+    umask = current_umask()
     for folder, _, files in os.walk(root, topdown=False):
         for name in files:
             file = Path(folder, name)
             if file.is_symlink():
                 continue
+            executable = os.stat(file).st_mode & 0o111
+            os.chmod(file, (0o777 if executable else 0o666) & ~umask)
             with open(file, "rb") as stream:
                 os.fsync(stream.fileno())
+        os.chmod(folder, 0o777 & ~umask)
         _fsync_directory(Path(folder))
 
 
@@ -122,8 +129,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name; it replaces `path` in one rename only when complete.
 
     The caller writes every file into the yielded folder. The staging folder has a unique name
-    (two writers never share one) and the permissions of a plain mkdir. An existing `path` is
-    moved aside first and deleted after the new one is in place; if the rename fails, the old
+    (two writers never share one); when complete, it and everything in it get the permissions
+    of a plain mkdir / open() (the umask decides, whatever library wrote the file). An
+    existing `path` is moved aside first and deleted after the new one is in place; if the rename fails, the old
     folder is put back. A crash at any point leaves the old folder or the new one at `path`
     (plus, at worst, a hidden `.name.*.tmp` / `.name.*.old` sibling that readers ignore).
     """
@@ -132,9 +140,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     retired: Path | None = None
     try:
-        os.chmod(staging, 0o777 & ~current_umask())
         yield staging
-        _fsync_tree(staging)
+        _plain_modes_and_fsync_tree(staging)
         if target.exists():
             retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
             os.replace(target, retired / "old")

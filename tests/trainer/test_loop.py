@@ -138,6 +138,8 @@ def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
     run_dir, last = open_run_dir(config)
     assert last == -1 and not run_dir.exists()  # opening writes nothing
     write_run_config(run_dir, config)
+    (run_dir / "checkpoints" / "iter_0000").mkdir(parents=True)  # the run has started: its config binds
+    (run_dir / "checkpoints" / "iter_0000" / "trainer_state.pt").write_bytes(b"state")
     again, _ = open_run_dir(TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5))
     assert again == run_dir  # more iterations extend a run
     other = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))

@@ -163,7 +163,7 @@ def test_default_recipe_and_its_cache_key_never_change():
 
 
 def test_config_validation_names_the_argument():
-    with pytest.raises(SFTError, match="--lr must be a positive number"):
+    with pytest.raises(SFTError, match="--lr must be > 0, got -1.0"):
         SFTConfig(lr=-1.0).validate()
     with pytest.raises(SFTError, match="--seed must be >= 0, got -3"):
         SFTConfig(seed=-3).validate()

@@ -62,6 +62,23 @@ def test_render_gif_and_replay_stored_episode(tmp_path):
     assert (tmp_path / "b.mp4").read_bytes()[4:8] == b"ftyp"  # an MP4 container
 
 
+def test_render_reports_the_frames_the_file_holds(tmp_path):
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    for name in ("c.gif", "c.mp4"):
+        out = run("render", "--task", "stack", "--seed", "1", "--size", "32", "--max-steps", "6",
+                  "--out", str(tmp_path / name))
+        assert out.returncode == 0, out.stderr
+        printed = int(out.stdout.split(": ", 1)[1].split(" frames")[0])
+        if name.endswith(".gif"):
+            with Image.open(tmp_path / name) as image:
+                assert printed == image.n_frames
+        else:
+            with imageio.get_reader(tmp_path / name, format="FFMPEG") as reader:
+                assert printed == reader.count_frames()
+
+
 @pytest.mark.parametrize("args, code, words", [
     (("demo", "--tasks", "stak", "--out", "x"), 2, "did you mean 'stack'"),
     (("expert-eval", "--split", "visaul", "-n", "1"), 2, "unknown split 'visaul'"),

@@ -91,13 +91,15 @@ class Method:
 
 
 METHODS: tuple[Method, ...] = (
+    # In the order they run (with --jobs, the first ones start first): the headline and the
+    # steering question before the comparisons.
     Method("sft", "SFT", None, all_splits=True),
     Method("tc_rloo", "GRAPE-TC (group-relative, RLOO)", "rloo", all_splits=True),
-    Method("tc_tpo", "GRAPE-TC (TPO + NLL)", "tpo", all_splits=True, nll_weight=1.0),
-    Method("tc_step_dpo", "step-DPO + NLL", "dpo-step", nll_weight=1.0),
-    Method("tc_sft_successes", "SFT on own successes", "sft"),
     Method("safety_rloo", "GRAPE-Safety (RLOO)", "rloo", objective="safety.grc"),
     Method("efficiency_rloo", "GRAPE-Efficiency (RLOO)", "rloo", objective="efficiency.grc"),
+    Method("tc_tpo", "GRAPE-TC (TPO + NLL)", "tpo", all_splits=True, nll_weight=1.0),
+    Method("tc_sft_successes", "SFT on own successes", "sft"),
+    Method("tc_step_dpo", "step-DPO + NLL", "dpo-step", nll_weight=1.0),
 )
 
 PRESETS: dict[str, AlignmentPreset] = {

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainer.bounds import SEED, namespace_problems
 from trainer.command import UsageError, run_command
 from trainer.config import OptimConfig, PolicyConfig, validate
 from trainer.experiment.alignment import METHODS, AlignmentPreset, run_alignment
@@ -185,8 +186,9 @@ def _preset_from(args: argparse.Namespace) -> Preset:
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             changes[name] = value
-    if args.eval_temperature is not None and not args.eval_temperature >= 0:
-        raise UsageError(f"--eval-temperature must be >= 0 (0 = greedy), got {args.eval_temperature}")
+    problems = namespace_problems({name: getattr(args, name, None) for name in ("eval_temperature", "seed")}, {"seed": SEED})
+    if problems:
+        raise UsageError("; ".join(problems))
     for name in ("lr", "nll_weight", "ref_update", "lora_targets", "eval_temperature"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -1,7 +1,7 @@
-"""`grape-sim`: record expert demonstrations, evaluate the experts, render episodes, list tasks.
+"""`grape-sim`: record expert demonstrations, evaluate the experts, render episodes, list tasks, export datasets.
 
 Each subcommand's flags are the fields of one dataclass below (DemoConfig, ExpertEvalConfig,
-RenderConfig), turned into argparse by trainer.flags; `--config FILE` replays one (`demo` saves
+RenderConfig, ExportConfig), turned into argparse by trainer.flags; `--config FILE` replays one (`demo` saves
 the config it ran with in its store as demo_config.json). Exit status as every trainer command
 (trainer.command): 0 ok, 1 failure (bad seed, unreadable store), 2 usage (a bad flag value, an
 unknown task or split name), 130 interrupted.
@@ -23,6 +23,8 @@ EXAMPLES = """examples:
   grape-sim expert-eval --tasks push_to_target --split physical --json
   grape-sim render --task pick_place_obstacle --seed 7 --out obstacle.gif
   grape-sim render --episode data/demos/stack-in_domain-0000000003-1a2b3c4d5e --out stack.mp4
+  grape-sim export data/demos --out exports/demos                 # a LeRobotDataset v3.0 folder
+  grape-sim export runs/grape --out exports/grape --tasks stack   # every iteration, scores and pairs
   grape-sim demo --config data/demos --out data/more --seed-start 100
       the settings of an earlier recording (saved in its store) into another store, other seeds
 """
@@ -107,6 +109,29 @@ class RenderConfig:
 
     def problems(self) -> list[str]:
         return _at_least_one(size=self.size, fps=self.fps, max_steps=self.max_steps)
+
+
+@dataclass
+class ExportConfig:
+    """`grape-sim export`: a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder (docs/export.md)."""
+
+    source: str = field(default="", metadata={"positional": True, "required": True, "metavar": "SOURCE"})
+    """A trajectory store, a run folder, or a run's iterations/iter_k."""
+    out: str = field(default="", metadata={"required": True, "metavar": "DIR"})
+    """Dataset folder to write (written whole, atomically)."""
+    tasks: list[str] | None = None
+    """Only these tasks' episodes (default: all)."""
+    fps: int | None = None
+    """Frames per second recorded in info.json (default: 20, the control rate)."""
+    file_size_mb: float = 100.0
+    """Start a new data file past this size."""
+    chunks_size: int = 1000
+    """Data files per chunk folder."""
+    overwrite: bool = False
+    """Replace an existing, non-empty --out."""
+
+    def problems(self) -> list[str]:
+        return _at_least_one(chunks_size=self.chunks_size, **({"fps": self.fps} if self.fps is not None else {}))
 
 
 def _at_least_one(**values: int) -> list[str]:
@@ -243,6 +268,20 @@ def cmd_expert_eval(config: ExpertEvalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_frames(path: Path) -> int:
+    """Frames the written file holds (a GIF writer merges identical consecutive frames, so this
+    can be fewer than were rendered)."""
+    import imageio.v2 as imageio
+
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.n_frames)
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return int(reader.count_frames())
+
+
 def cmd_render(config: RenderConfig, args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
     import numpy as np
@@ -276,16 +315,38 @@ def cmd_render(config: RenderConfig, args: argparse.Namespace) -> int:
         episode = env.episode()
     finally:
         env.close()
-    frames += [frames[-1]] * (CONTROL_HZ // 2)  # hold the last frame so the ending is visible
+    hold = CONTROL_HZ // 2  # show the last frame this many frame-times longer, so the ending is visible
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
     if out.suffix.lower() == ".gif":
-        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=1000 / config.fps, loop=0)
+        # A GIF frame carries its own duration: the hold is one longer last frame.
+        durations = [1000 / config.fps] * (len(frames) - 1) + [1000 / config.fps * (1 + hold)]
+        imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=durations, loop=0)
     else:
-        imageio.mimsave(tmp, frames, format="FFMPEG", fps=config.fps)
+        imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=config.fps)
+    written = _count_frames(tmp)
     tmp.replace(out)
-    print(f"{out}: {len(frames)} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
+    print(f"{out}: {written} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
           f"success={episode.success} grasp={episode.grasp} collision={episode.collision} length={episode.length}")
+    return 0
+
+
+def cmd_export(config: ExportConfig, args: argparse.Namespace) -> int:
+    from trainer.export import export_lerobot
+
+    tasks = _parse_tasks(config.tasks) if config.tasks else None
+    summary = export_lerobot(Path(config.source), Path(config.out), tasks=tasks, fps=config.fps,
+                             data_file_mb=config.file_size_mb, chunks_size=config.chunks_size, overwrite=config.overwrite)
+    report = {"out": str(summary.out), "source": config.source, "source_kind": summary.source_kind,
+              "episodes": summary.episodes, "frames": summary.frames, "tasks": summary.tasks,
+              "data_files": summary.data_files, "pairs": summary.pairs}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({config.source}): "
+              f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
+              f"{summary.data_files} data file(s)"
+              + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
     return 0
 
 
@@ -294,8 +355,10 @@ SUBCOMMANDS: dict[str, tuple[type | None, str]] = {
     "demo": (DemoConfig, "record scripted-expert demonstrations into a trajectory store"),
     "expert-eval": (ExpertEvalConfig, "expert success/grasp/collision/length per task over fixed eval seeds"),
     "render": (RenderConfig, "render an expert episode or a stored one to a GIF or MP4"),
+    "export": (ExportConfig, "write a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder"),
 }
-COMMANDS = {"tasks": cmd_tasks, "demo": cmd_demo, "expert-eval": cmd_expert_eval, "render": cmd_render}
+COMMANDS = {"tasks": cmd_tasks, "demo": cmd_demo, "expert-eval": cmd_expert_eval, "render": cmd_render,
+            "export": cmd_export}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,9 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from trainer.command import run_command
+    from trainer.export import ExportError
 
     parser = build_parser()
-    return run_command("grape-sim", lambda: _main(parser, argv), parser=parser, failures=(CliError, ValueError),
+    return run_command("grape-sim", lambda: _main(parser, argv), parser=parser,
+                       failures=(CliError, ExportError, ValueError),
                        interrupted="interrupted (stored episodes are complete; temp folders are ignored)")
 
 
