@@ -45,14 +45,13 @@ examples:
 
 # ---------------------------------------------------------------------- grape-train
 def _train_parser() -> argparse.ArgumentParser:
-    from trainer.config import build_parser
+    from trainer.config import RUN_CONFIG_FILE, build_parser
     from trainer.envs import add_env_arguments
     from trainer.flags import add_config_file_argument
-    from trainer.loop import CONFIG_FILE
     from trainer.runfolder import RESUME_CHOICES
 
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
-    add_config_file_argument(parser, CONFIG_FILE)
+    add_config_file_argument(parser, RUN_CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     # how to resume, not what the run is: outside TrainConfig, like --json
@@ -67,22 +66,20 @@ def _train_parser() -> argparse.ArgumentParser:
 def train_main(argv: list[str] | None = None) -> int:
     from trainer.command import run_command
     from trainer.envs import EnvError
-    from trainer.loop import TrainError
 
-    parser = _train_parser()
-    return run_command("grape-train", lambda: _train(parser, argv), parser=parser, failures=(TrainError, EnvError),
+    parser = _train_parser()  # trainer.loop (and torch) is imported only once the flags are judged
+    return run_command("grape-train", lambda: _train(parser, argv), parser=parser, failures=(EnvError,),
                        interrupted="interrupted; run the same command again to resume from the last complete iteration")
 
 
 def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     from trainer.command import CommandError, UsageError
-    from trainer.config import LEGACY_DEFAULTS, TrainConfig, validate
+    from trainer.config import LEGACY_DEFAULTS, RUN_CONFIG_FILE, TrainConfig, validate
     from trainer.envs import register_from_args
     from trainer.flags import parse_config
-    from trainer.loop import CONFIG_FILE
 
     # a run folder saved before a field existed replays what that version did
-    config, rest = parse_config(parser, TrainConfig, argv, CONFIG_FILE, missing=LEGACY_DEFAULTS)
+    config, rest = parse_config(parser, TrainConfig, argv, RUN_CONFIG_FILE, missing=LEGACY_DEFAULTS)
     own_task = register_from_args(rest)
     if own_task is not None and config.policy.base_policy is None:
         raise UsageError("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)")
@@ -105,7 +102,7 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         if isinstance(error.__cause__, CorruptCheckpointError):
             command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
             raise CommandError(f"{error}: {shlex.join(command)}") from None
-        raise
+        raise CommandError(str(error)) from None
     except OSError as error:
         where = config.output_dir or "the run folder"
         raise CommandError(f"{describe_write_failure(error, where)}; completed iterations are kept, "

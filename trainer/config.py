@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
 
+RUN_CONFIG_FILE = "config.json"
+"""The TrainConfig a run folder holds (trainer.loop writes it; `grape-train --config RUN` replays it)."""
 STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
 LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
 

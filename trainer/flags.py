@@ -118,7 +118,9 @@ def _leaves(
 
 # ---------------------------------------------------------------------- dataclass -> argparse
 def _dest(path: tuple[str, ...]) -> str:
-    return ".".join(path)
+    """The argparse name of a field: its own name (leaf names are unique within one config, as
+    flags must be), so code reading the namespace finds `lr`, not `optim.lr`."""
+    return path[-1]
 
 
 def _add_field(group: argparse._ActionsContainer, path: tuple[str, ...], cls: type, f: dataclasses.Field) -> None:
@@ -155,6 +157,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
 
     Every flag defaults to "not given" (argparse.SUPPRESS): `config_from_args` fills in the rest.
     """
+    names = [path[-1] for path, _, _ in _leaves(cls)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TypeError(f"{cls.__name__}: field names {repeated} occur in more than one nested config; flags must be unique")
 
     def add(container: argparse._ActionsContainer, owner: type, prefix: tuple[str, ...]) -> None:
         for f in dataclasses.fields(owner):
