@@ -106,8 +106,9 @@ class _Trajectory:
                 return np.sqrt(np.sum((args[0][:2] - args[1][:2]) ** 2))
             if f == "norm":
                 return np.sqrt(np.sum(args[0] ** 2))
-            if f == "dot":
-                return np.float64(np.dot(args[0], args[1]))
+            if f == "dot":  # left to right, as written (BLAS may reorder or fuse)
+                a, b = args
+                return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
             if f == "cross":
                 return np.cross(args[0], args[1])
             if f == "abs":

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from grape_dsl.compiler import compile_checked
     from grape_dsl.score import BatchError
 
+    from grape_dsl.diagnostics import GrcError
     from grape_dsl.runtime.kernels import KernelCacheError
 
     err_console = Console(stderr=True)
@@ -104,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
             compiled = compile_checked(checked, args.cache_dir)
     except KernelCacheError as err:
         print(f"grapec score: {err}", file=sys.stderr)
+        return 1
+    except GrcError as err:  # the compile wall-clock cap (GRC403)
+        from grape_dsl.cli import print_diagnostics
+
+        print_diagnostics(err.diagnostics, dict(checked.sources))
         return 1
     try:
         with err_console.status(f"scoring {len(batch.lengths)} trajectories"):
