@@ -46,6 +46,37 @@ _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<="
            "ge": ">=", "eq": "==", "ne": "!=", "and": "and", "or": "or"}
 
 
+HELPERS = """\
+@njit(cache=True, error_model='numpy')
+def _min(a, b):
+    \"\"\"Python's min(a, b): a unless b is strictly smaller (so a NaN `a` stays).\"\"\"
+    return b if b < a else a
+
+
+@njit(cache=True, error_model='numpy')
+def _max(a, b):
+    \"\"\"Python's max(a, b): a unless b is strictly larger.\"\"\"
+    return b if b > a else a
+
+
+@njit(cache=True, error_model='numpy')
+def _nan_inf(x):
+    \"\"\"x, or +inf where x is NaN: a NaN comparison counts as infinitely violated.\"\"\"
+    return math.inf if math.isnan(x) else x
+
+
+@njit(cache=True, error_model='numpy')
+def _pos(x):
+    \"\"\"max(0, x) as Python computes it.\"\"\"
+    return x if x > 0.0 else 0.0
+
+
+@njit(cache=True, error_model='numpy')
+def _select(condition, a, b):
+    return a if condition else b
+"""
+
+
 def _number(x: float) -> str:
     if math.isnan(x):
         return "math.nan"
@@ -82,17 +113,11 @@ def _expression(value: Value, arg: list[str], step: str, program: ir.Program) ->
         return f"abs({arg[0]})"
     if op in ("sqrt", "exp", "log"):
         return f"math.{op}({arg[0]})"
-    # Python's own min/max semantics, spelled out so that NaN goes where Python puts it.
-    if op == "min":
-        return f"{arg[1]} if {arg[1]} < {arg[0]} else {arg[0]}"
-    if op == "max":
-        return f"{arg[1]} if {arg[1]} > {arg[0]} else {arg[0]}"
-    if op == "nan_inf":
-        return f"math.inf if math.isnan({arg[0]}) else {arg[0]}"
-    if op == "pos":
-        return f"{arg[0]} if {arg[0]} > 0.0 else 0.0"
-    if op == "select":
-        return f"{arg[1]} if {arg[0]} else {arg[2]}"
+    # Branching operations call small helpers: a conditional expression inline would give numba
+    # basic blocks per operation, and its compile time grows faster than linearly in them
+    # (a 1,800-operation kernel took minutes); LLVM inlines the helpers again.
+    if op in ("min", "max", "nan_inf", "pos", "select"):
+        return f"_{op}({', '.join(arg)})"
     raise ValueError(f"codegen: unknown operation {op}")
 
 
@@ -267,7 +292,7 @@ def generate(blocks: BlockProgram, source_name: str | None = None) -> str:
         kernel += lines
         first += len(stage_blocks.stage.constraints)
     kernel += ["        r_ext[n] = math.exp(-total)", ""]
-    lines = _header(program, source_name or program.path) + ["", ""]
+    lines = _header(program, source_name or program.path) + ["", "", HELPERS, ""]
     return "\n".join(lines + kernel)
 
 

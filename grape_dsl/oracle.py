@@ -95,7 +95,9 @@ class _Trajectory:
             now = self.value(e.args[0], t)
             if t == 0:
                 return np.zeros(3) if isinstance(now, np.ndarray) else np.float64(0.0)
-            return now - self.value(e.args[0], t - 1)
+            before = self.value(e.args[0], t - 1)
+            with np.errstate(all="ignore"):
+                return now - before
         args = [self.value(a, t) for a in e.args]
         with np.errstate(all="ignore"):
             if f == "vec":

@@ -190,8 +190,8 @@ DEFAULT_TAG = "task"
 # Compile budgets, checked here before any later pass sees the program (GRC402 at the first
 # stage or constraint over the limit). The stock tasks have 3-5 stages and under 20 constraints;
 # each stage adds a loop to the kernel, and numba's compile time grows with the kernel's length.
-MAX_STAGES = 64
-MAX_CONSTRAINTS = 256
+MAX_STAGES = 32
+MAX_CONSTRAINTS = 128
 BUDGET_CODE = "GRC402"
 
 # ---------------------------------------------------------------------------- lowering

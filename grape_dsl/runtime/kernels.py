@@ -37,7 +37,6 @@ from grape_dsl.score import (
     PreparedBatch,
     ScoreTable,
     describe_nonfinite,
-    first_nonfinite_steps,
     prepare_batch,
 )
 
@@ -106,7 +105,7 @@ class CompiledProgram:
         prepared = prepare_batch(
             batch, self.program.keypoint_sources, self.program.signal_sources
         )
-        steps = first_nonfinite_steps(prepared)
+        steps = _first_nonfinite_steps(prepared)
         bad = np.flatnonzero(steps >= 0)
         if bad.size and nonfinite == "error":
             n = int(bad[0])
@@ -164,6 +163,55 @@ def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -
         r_ext=r_ext,
     )
     return table
+
+
+_SCANNER: list = []
+
+
+def _scanner():  # noqa: ANN202 - a numba dispatcher
+    """The compiled scan behind `_first_nonfinite_steps` (built on first use; numba caches it)."""
+    if not _SCANNER:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def scan(kp, sig, lengths, ki, si, first, lo, hi):  # noqa: ANN001, ANN202
+            for n in range(lo, hi):
+                first[n] = -1
+                for t in range(lengths[n]):
+                    finite = True
+                    for k in ki:
+                        for axis in range(3):
+                            finite &= math.isfinite(kp[n, t, k, axis])
+                    for j in si:
+                        finite &= math.isfinite(sig[n, t, j])
+                    if not finite:
+                        first[n] = t
+                        break
+
+        _SCANNER.append(scan)
+    return _SCANNER[0]
+
+
+def _first_nonfinite_steps(prepared: PreparedBatch) -> np.ndarray:
+    """grape_dsl.score.first_nonfinite_steps, compiled: one pass over the valid steps of the
+    bound columns, on the same threads as the kernels (numpy's version costs more than
+    scoring itself)."""
+    n = prepared.lengths.shape[0]
+    first = np.full(n, -1, dtype=np.int64)
+    args = (
+        prepared.keypoints, prepared.signals, prepared.lengths,
+        np.asarray(prepared.keypoint_index, dtype=np.int64),
+        np.asarray(prepared.signal_index, dtype=np.int64), first,
+    )
+    scan = _scanner()
+    threads = _threads()
+    ranges = _split_range(n, threads)
+    if len(ranges) <= 1:
+        scan(*args, 0, n)
+    else:
+        for _ in _pool(threads).map(lambda r: scan(*args, *r), ranges):
+            pass
+    return first
 
 
 # Below this many trajectories per range a thread pool costs more than it saves.
