@@ -97,10 +97,12 @@ def _expression(value: Value, arg: list[str], step: str, program: ir.Program) ->
         assert src is not None
         index = step if src.shift == 0 else f"{step}_p{src.shift}"
         if src.array == "kp":
-            return f"float(kp[n, {index}, ki[{src.slot}], {src.axis}])"
+            # float64(...): float32 inputs are widened, so every operation is a float64 one
+            # (numba's float() keeps a float32 a float32)
+            return f"float64(kp[n, {index}, ki[{src.slot}], {src.axis}])"
         if src.array == "sig":
-            return f"float(sig[n, {index}, si[{src.slot}]])"
-        return f"float({index})"
+            return f"float64(sig[n, {index}, si[{src.slot}]])"
+        return f"float64({index})"
     if op == "started":
         return f"{step} > {value.shift}"
     if op in _BINARY:
@@ -151,6 +153,7 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
         "import math",
         "",
         "from numba import njit",
+        "from numpy import float64",
         "",
         f"KEYPOINT_SOURCES = {tuple(program.keypoint_sources)!r}",
         f"SIGNAL_SOURCES = {tuple(program.signal_sources)!r}",
