@@ -118,7 +118,7 @@ def make_batch(n: int, t_max: int, seed: int = 0):
 
 
 def write_batch(path: str, n: int, t_max: int) -> None:
-    """The batch .npz contract of DESIGN.md, written atomically; ragged lengths for realism."""
+    """The batch .npz contract of docs/scoring.md, written atomically; ragged lengths for realism."""
     batch = make_batch(n, t_max)
     lengths = np.random.default_rng(1).integers(t_max // 2, t_max + 1, size=n)
     target = Path(path)

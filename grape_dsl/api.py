@@ -18,7 +18,7 @@ from grape_dsl.objective import (
     expand_imports,
     load_objectives,
     parse_source,
-    read_source,
+    read_source_or_diagnostics,
 )
 
 
@@ -55,7 +55,7 @@ def check_source(text: str, path: str = "<string>", *, schema: Schema | None = N
 
 def check_file(path: str, *, schema: Schema | None = None) -> list[Diagnostic]:
     """`check_source` on a file read from disk (a missing or undecodable file is a diagnostic)."""
-    text, problems = read_source(path)
+    text, problems = read_source_or_diagnostics(path)
     if text is None:
         return problems
     return check_source(text, path, schema=schema)
@@ -78,7 +78,7 @@ def load_task(
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
 
-    text, problems = read_source(task_path)
+    text, problems = read_source_or_diagnostics(task_path)
     task: ast.TaskFile | None = None
     if text is None:
         errors.extend(problems)

@@ -1,4 +1,4 @@
-"""The trajectory batch that cost kernels score (DESIGN.md, 'Data contracts')."""
+"""The trajectory batch that cost kernels score (its .npz form: docs/scoring.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from grape_dsl import ast
 from grape_dsl.builtins import BOOL, BUILTINS, SCALAR, STEP_INDEX_NAME, VEC3, Type, describe, resolve_call
-from grape_dsl.diagnostics import Diagnostic, near_name
+from grape_dsl.diagnostics import Diagnostic
+from grape_dsl.util.nearname import did_you_mean
 
 # The grammar's reserved words (tests/grape_dsl/test_checker.py keeps the two lists equal).
 KEYWORDS = frozenset(
@@ -120,12 +121,6 @@ def check(module: ast.Module, *, schema: Schema | None = None, fail_fast: bool =
         pass
     ordered = sorted(sink.diagnostics, key=_position)
     return CheckResult(module, tuple(ordered), types, kinds)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """'; did you mean 'x'?' or '' — appended to an 'unknown ...' message."""
-    near = near_name(name, candidates)
-    return f"; did you mean '{near}'?" if near else ""
 
 
 class Suggester:

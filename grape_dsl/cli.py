@@ -20,7 +20,7 @@ from types import ModuleType
 
 from grape_dsl.diagnostics import Diagnostic, GrcError, render
 
-COMMANDS: tuple[str, ...] = ("check", "fmt", "generate", "compile", "score")
+COMMANDS: tuple[str, ...] = ("check", "fmt", "generate", "compile", "score", "lsp")
 
 EXAMPLES = """\
 examples:
@@ -29,6 +29,7 @@ examples:
   grapec fmt --check constraints/        # exit 1 if any file is not canonical
   grapec fmt task.grc                    # rewrite in place
   cat task.grc | grapec fmt -            # stdin to stdout
+  grapec lsp                             # language server for editors (docs/editor.md)
 
 Run `grapec COMMAND --help` for a command's options.
 Exit codes: 0 ok, 1 errors in the input, 2 usage.
@@ -126,6 +127,32 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], sources: dict[str, str]
             except (OSError, ValueError):
                 sources[diag.path] = None  # type: ignore[assignment]
         print(render(diag, sources[diag.path]), file=sys.stderr)
+
+
+def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--task NAME` / `--scene FILE`: the environment names a task file may bind to."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--task", dest="schema_task", metavar="NAME",
+                       help="check keypoint/signal sources against this built-in task's names "
+                            "(pick_place, pick_place_obstacle, push_to_target, stack)")
+    where.add_argument("--scene", dest="schema_scene", metavar="FILE",
+                       help="check keypoint/signal sources against a scene JSON (docs/generate.md)")
+
+
+def schema_from_args(args: argparse.Namespace, command: str) -> tuple[list[str], list[str]] | None | int:
+    """(keypoint names, signal names) named by --task/--scene, None when neither was given,
+    or exit code 1 after printing why the task or scene cannot be used."""
+    from grape_dsl import llm  # the schema tables live beside the generator that also reads them
+
+    try:
+        if getattr(args, "schema_task", None):
+            return llm.builtin_schema(args.schema_task).names
+        if getattr(args, "schema_scene", None):
+            return llm.load_scene(args.schema_scene).names
+    except llm.InputError as err:
+        print(f"grapec {command}: {err}", file=sys.stderr)
+        return 1
+    return None
 
 
 if __name__ == "__main__":

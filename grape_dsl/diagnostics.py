@@ -6,8 +6,6 @@ line and a caret only when shown to a person, and as a dict for `--json` and the
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,19 +49,6 @@ class GrcError(Exception):
         self.diagnostics = list(diagnostics)
         self.sources = dict(sources or {})
         super().__init__("\n".join(f"{d.path}: {d.code}: {d.message}" for d in self.diagnostics))
-
-
-def near_name(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to `name` (a likely typo), or None when nothing is close."""
-    pool = sorted(set(candidates) - {name})
-    found = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    if found:
-        return found[0]
-    # difflib undervalues short names ('ee' for 'e'); a case slip is always worth a suggestion.
-    for cand in pool:
-        if cand.lower() == name.lower():
-            return cand
-    return None
 
 
 def _display_width(text: str) -> int:

@@ -7,7 +7,7 @@ file is clean or the rounds run out.
 
     request (instruction, objective, environment) ──build_messages──▶ chat messages
     ──ChatClient.complete──▶ answer text ──extract_grc──▶ .grc text ──check──▶ diagnostics
-    ──(errors) repair_message──▶ next round   |   (clean) ──write_atomic──▶ task.grc
+    ──(errors) repair_message──▶ next round   |   (clean) ──atomic_write_text──▶ task.grc
 
 Every exchange is appended to an audit log next to the output (`AuditLog`).
 """
@@ -15,7 +15,6 @@ Every exchange is appended to an audit log next to the output (`AuditLog`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import ipaddress
 import json
@@ -35,6 +34,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from grape_dsl.diagnostics import Diagnostic, render
+from grape_dsl.util.atomic import atomic_write_text
+from grape_dsl.util.nearname import did_you_mean
 
 log = logging.getLogger("grape_dsl.llm")
 
@@ -363,17 +364,12 @@ def builtin_schema(task: str) -> Schema:
     trainer.sim.tasks.TASKS without importing the simulator)."""
     table = _builtin_table()
     if task not in table["tasks"]:
-        raise InputError(f"unknown task '{task}'{_did_you_mean(task, table['tasks'])}"
+        raise InputError(f"unknown task '{task}'{did_you_mean(task, table['tasks'])}"
                          f" (built-in tasks: {', '.join(table['tasks'])})")
     spec = table["tasks"][task]
     return Schema(task, spec["description"],
                   {name: table["keypoints"][name] for name in spec["keypoints"]},
                   {name: table["signals"][name] for name in table["task_signals"]})
-
-
-def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
-    near = difflib.get_close_matches(name, list(candidates), n=1)
-    return f"; did you mean '{near[0]}'?" if near else ""
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -540,7 +536,7 @@ def resolve_objective(spec: str, constraints_dir: Path | None) -> Objective:
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"objective '{spec}' is neither {', '.join(STOCK_OBJECTIVES)} nor an "
-                         f"existing file{_did_you_mean(spec, STOCK_OBJECTIVES)}")
+                         f"existing file{did_you_mean(spec, STOCK_OBJECTIVES)}")
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -746,30 +742,6 @@ def _load_diagnostics(text: str, path: str, objective: Objective | None, compile
 # ---------------------------------------------------------------------------- audit log and output
 
 
-def _new_file_mode(path: Path) -> int:
-    """The mode `path` has, or the one a plain open() would give it (mkstemp's is 0600)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class AuditLog:
     """Every exchange as JSON lines in `<output>.generate.jsonl`, rewritten atomically after
     each event so that a crash or Ctrl-C leaves a complete log of what happened so far."""
@@ -782,7 +754,7 @@ class AuditLog:
         stamped = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                    **_bounded(event)}
         self.events.append(stamped)
-        write_atomic(self.path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.events))
+        atomic_write_text(self.path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.events))
 
 
 # Longest text kept whole in the audit log: above the largest .grc file the checker accepts,
@@ -844,7 +816,7 @@ def generate(messages: list[Message], chat: ChatClient, check: CheckFn, output: 
         audit.add({"event": "check", "round": round_number, "grc": text,
                    "diagnostics": [d.to_dict() for d in diagnostics]})
         if not errors:
-            write_atomic(output, text)
+            atomic_write_text(output, text)
             audit.add({"event": "result", "ok": True, "round": round_number, "output": str(output),
                        "file": text})
             return Result(True, text, diagnostics, round_number)

@@ -59,7 +59,7 @@ class LoadedObjectives:
         return tuple(d for d in self.diagnostics if d.severity == "error")
 
 
-def read_source(path: str) -> tuple[str | None, list[Diagnostic]]:
+def read_source_or_diagnostics(path: str) -> tuple[str | None, list[Diagnostic]]:
     """The text of `path`, or None with a diagnostic (missing, unreadable, not UTF-8)."""
     from grape_dsl.source_files import UnreadableSource, read_source_bytes
 
@@ -131,7 +131,7 @@ class _Loader:
         key = _key(path)
         if key in self._done:
             return
-        text, problems = read_source(path)
+        text, problems = read_source_or_diagnostics(path)
         if text is None:
             if importer is not None:
                 decl, importing_path = importer

@@ -27,7 +27,8 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from grape_dsl import ast
-from grape_dsl.diagnostics import Diagnostic, GrcError, near_name
+from grape_dsl.diagnostics import Diagnostic, GrcError
+from grape_dsl.util.nearname import near_name
 
 MAX_SOURCE_CHARS = 200_000  # the stock files are ~2 kB; 200 kB parses in about 2 s (bench/parser.py)
 MAX_NESTING = 100  # expression depth; keeps every recursive pass far from Python's limit
@@ -667,51 +668,64 @@ def _end_of_tokens_span(tok: Token, text: str) -> ast.Span:
 
 def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False) -> Diagnostic:
     """One Lark error as a Diagnostic in plain words (`resumed`: found after the first error,
-    by parsing from a synchronising keyword)."""
+    by parsing from a synchronising keyword). One function per kind of Lark error."""
     parser = getattr(err, "interactive_parser", None)
+    if isinstance(err, UnexpectedCharacters):
+        return _unexpected_character(err, text, path, parser.accepts() if parser is not None else None)
+    assert isinstance(err, UnexpectedToken)
     value_stack = list(parser.parser_state.value_stack) if parser is not None else []
     at_start = not value_stack and not resumed
+    if err.token.type == "$END":
+        return _unexpected_end(err, text, path, value_stack, at_start)
+    return _unexpected_token(err, text, path, value_stack, at_start)
 
-    if isinstance(err, UnexpectedCharacters):
-        pos = err.pos_in_stream
-        char = text[pos]
-        line_end = text.find("\n", pos)
-        line_end = len(text) if line_end < 0 else line_end
-        if char == '"':
-            span = ast.Span(err.line, err.column, err.line, err.column + (line_end - pos),
-                            pos, line_end)
-            return Diagnostic("GRC104", "error", "unterminated string: no closing `\"` on this line",
-                              path, span, hint='close the string with `"` (strings are one line)')
-        if not char.isprintable() or char.isspace():
-            shown = f"U+{ord(char):04X}"
-        else:
-            shown = f'"{char}"' if char == "'" else f"'{char}'"
-        span = ast.Span(err.line, err.column, err.line, err.column + 1, pos, pos + 1)
-        expected = expected_words(parser.accepts()) if parser is not None else None
-        return Diagnostic("GRC101", "error", f"unexpected character {shown}", path, span,
-                          expected=expected or None, hint=_CHAR_HINTS.get(char))
 
-    assert isinstance(err, UnexpectedToken)
-    tok = err.token
+def _unexpected_character(err: UnexpectedCharacters, text: str, path: str, accepts: set[str] | None) -> Diagnostic:
+    """The lexer met a character no token starts with (GRC104 an unterminated string, else GRC101);
+    `accepts`: the terminals the parser would take here, when known."""
+    pos = err.pos_in_stream
+    char = text[pos]
+    line_end = text.find("\n", pos)
+    line_end = len(text) if line_end < 0 else line_end
+    if char == '"':
+        span = ast.Span(err.line, err.column, err.line, err.column + (line_end - pos),
+                        pos, line_end)
+        return Diagnostic("GRC104", "error", "unterminated string: no closing `\"` on this line",
+                          path, span, hint='close the string with `"` (strings are one line)')
+    if not char.isprintable() or char.isspace():
+        shown = f"U+{ord(char):04X}"
+    else:
+        shown = f'"{char}"' if char == "'" else f"'{char}'"
+    span = ast.Span(err.line, err.column, err.line, err.column + 1, pos, pos + 1)
+    expected = expected_words(accepts) if accepts is not None else None
+    return Diagnostic("GRC101", "error", f"unexpected character {shown}", path, span,
+                      expected=expected or None, hint=_CHAR_HINTS.get(char))
+
+
+def _unexpected_end(err: UnexpectedToken, text: str, path: str, value_stack: list, at_start: bool) -> Diagnostic:
+    """The file ended too early: empty (GRC111), an open block (GRC107), or mid-declaration (GRC103)."""
     accepts = set(err.accepts or err.expected)
     expected = expected_words(accepts)
+    span = _end_of_tokens_span(err.token, text)
+    if at_start:
+        what = "empty file" if not text.strip() else "the file holds only comments"
+        return Diagnostic("GRC111", "error", f"{what}: a .grc file starts with "
+                          "`task NAME` or `objective NAME`", path, span,
+                          expected="`task` or `objective`")
+    block = _open_block(value_stack) if "RBRACE" in accepts else None
+    if block is not None:
+        what, brace = block
+        return Diagnostic("GRC107", "error",
+                          f"{what} opened at line {brace.line} is not closed: the file ends "
+                          "before its `}`", path, span, expected=expected,
+                          hint=f"add `}}` to close {what}")
+    return Diagnostic("GRC103", "error", "unexpected end of file", path, span, expected=expected)
 
-    if tok.type == "$END":
-        span = _end_of_tokens_span(tok, text)
-        if at_start:
-            what = "empty file" if not text.strip() else "the file holds only comments"
-            return Diagnostic("GRC111", "error", f"{what}: a .grc file starts with "
-                              "`task NAME` or `objective NAME`", path, span,
-                              expected="`task` or `objective`")
-        block = _open_block(value_stack) if "RBRACE" in accepts else None
-        if block is not None:
-            what, brace = block
-            return Diagnostic("GRC107", "error",
-                              f"{what} opened at line {brace.line} is not closed: the file ends "
-                              "before its `}`", path, span, expected=expected,
-                              hint=f"add `}}` to close {what}")
-        return Diagnostic("GRC103", "error", "unexpected end of file", path, span, expected=expected)
 
+def _unexpected_token(err: UnexpectedToken, text: str, path: str, value_stack: list, at_start: bool) -> Diagnostic:
+    """A token the grammar does not allow here: the first rule that recognises the mistake
+    names it (GRC111, GRC107, GRC113, GRC102, GRC108), else a plain GRC102 with a hint."""
+    tok = err.token
     span = _token_span(tok)
     if at_start:
         hint = None
@@ -721,7 +735,19 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
         return Diagnostic("GRC111", "error", f"a .grc file starts with `task NAME` or `objective "
                           f"NAME`, not {_token_words(tok)}", path, span,
                           expected="`task` or `objective`", hint=hint)
+    accepts = set(err.accepts or err.expected)
+    expected = expected_words(accepts)
+    known = _recognised_token_mistake(tok, text, path, span, value_stack, accepts, expected)
+    if known is not None:
+        return known
+    return Diagnostic("GRC102", "error", f"unexpected {_token_words(tok)}", path, span,
+                      expected=expected, hint=_unexpected_token_hint(tok, text, accepts))
 
+
+def _recognised_token_mistake(tok: Token, text: str, path: str, span: ast.Span, value_stack: list,
+                              accepts: set[str], expected: str) -> Diagnostic | None:
+    """An unclosed block, a chained comparison, an incomplete declaration or a keyword used as
+    a name; None when the token is none of these."""
     if "RBRACE" in accepts and tok.type in _DECL_KEYWORDS:
         block = _open_block(value_stack)
         if block is not None:
@@ -748,7 +774,11 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
         return Diagnostic("GRC108", "error",
                           f"`{tok}` is a reserved keyword and cannot be used as a name", path,
                           span, expected=expected, hint=f"choose another name, e.g. '{tok}_'")
+    return None
 
+
+def _unexpected_token_hint(tok: Token, text: str, accepts: set[str]) -> str | None:
+    """A stray `}`, a misspelt keyword, `=` for `==`, or a declaration in the wrong kind of file."""
     hint = _MISPLACED_HINTS.get((_is_objective(text), tok.type))
     if tok.type == "RBRACE":
         hint = "this `}` closes no open block"
@@ -760,8 +790,7 @@ def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False)
             hint = f"did you mean `{close}`?"
     elif str(tok) == "=" and any(_terminal_patterns().get(t) == "==" for t in accepts):
         hint = "to compare, write `==`"
-    return Diagnostic("GRC102", "error", f"unexpected {_token_words(tok)}", path, span,
-                      expected=expected, hint=hint)
+    return hint
 
 
 _SYNC_TASK = re.compile(r"\b(?:param|keypoints|signals|let|unreached|stage)\b")

@@ -19,10 +19,8 @@ Non-finite values:
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 
 from grape_dsl.batch import TrajectoryBatch
+from grape_dsl.util.atomic import atomic_write
+from grape_dsl.util.nearname import near_names
 
 NonFinitePolicy = Literal["error", "worst"]
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -51,7 +51,7 @@ class PreparedBatch:
 
 
 def _near(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=2, cutoff=0.7)
+    close = near_names(name, candidates, limit=2)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
@@ -223,7 +223,8 @@ class ScoreTable:
             "r_ext": self.r_ext,
             "valid": self.valid,
         }
-        _atomic_write(target, lambda f: np.savez(f, **arrays))
+        with atomic_write(target, "wb") as stream:
+            np.savez(stream, **arrays)
         return target
 
     @classmethod
@@ -267,7 +268,8 @@ class ScoreTable:
         }
         table = pa.table(columns).replace_schema_metadata({"grape_dsl": json.dumps(meta)})
         target = Path(path)
-        _atomic_write(target, lambda f: pq.write_table(table, f))
+        with atomic_write(target, "wb") as stream:
+            pq.write_table(table, stream)
         return target
 
     @classmethod
@@ -367,17 +369,3 @@ class ScoreTable:
                     f"{c['cost']['mean']:.4g}", f"{c['cost']['max']:.4g}",
                 )
         console.print(table)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    """Write through a temporary file in the target's directory, then rename over the target."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

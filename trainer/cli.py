@@ -48,10 +48,19 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    from trainer.envs import EnvError, add_env_arguments, register_from_args
+
+    add_env_arguments(parser)
     args = parser.parse_args(argv)
     as_json, progress = args.json, not args.no_progress
     del args.json, args.no_progress
+    try:
+        own_task = register_from_args(args)
+    except EnvError as error:
+        return _fail(str(error))
     config = config_from_args(args)
+    if own_task is not None and config.policy.base_policy is None:
+        return _fail("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)", 2)
     problems = validate(config)
     if problems:
         parser.print_usage(sys.stderr)
@@ -66,7 +75,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
     try:
         run_dir = train(config, progress=progress, echo=echo)
-    except TrainError as error:
+    except (TrainError, EnvError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted; run the same command again to resume from the last complete iteration", 130)
@@ -109,6 +118,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, help="where results go (default: <run or checkpoint>/eval)")
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from trainer.envs import add_env_arguments
+
+    add_env_arguments(parser)
     return parser
 
 
@@ -163,8 +175,16 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser = _eval_parser()
     args = parser.parse_args(argv)
     from trainer.config import STOCK_TASKS
+    from trainer.envs import EnvError, register_from_args
     from trainer.sim.splits import SPLITS
     from trainer.sim.tasks import TASKS
+
+    try:
+        own_task = register_from_args(args)
+    except EnvError as error:
+        return _fail(str(error))
+    if own_task is not None and args.tasks is None:
+        args.tasks = [own_task]
 
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}", 2)
@@ -207,12 +227,15 @@ def eval_main(argv: list[str] | None = None) -> int:
             policy = load_policy(folder)
         except (CheckpointError, OSError, ValueError) as error:
             return _fail(f"--policy {folder}: cannot load the policy: {error}")
-        outcomes, written = evaluate_policy(
-            policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
-            gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
-            gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
-            temperature=args.temperature, sample_seed=args.seed,
-        )
+        try:
+            outcomes, written = evaluate_policy(
+                policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
+                gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
+                gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
+                temperature=args.temperature, sample_seed=args.seed,
+            )
+        except EnvError as error:
+            return _fail(str(error))
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]
         # written after every policy, so an interrupted evaluation keeps what it finished

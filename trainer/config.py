@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
-LOSSES = ("tpo", "dpo-step", "sft")
+LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
 
 
 @dataclass
@@ -57,6 +57,14 @@ class RolloutConfig:
     """Sampling temperature of the policy during rollouts (1 = the policy's own distribution)."""
     max_steps: int | None = None
     """Cap on steps per episode (default: each task's own limit)."""
+    rollout_workers: int = 0
+    """Ray worker processes for rollouts, each with its own envs and policy copy (0: in the training process; needs Ray). Episodes do not depend on the count."""
+    ray_address: str | None = None
+    """Run the rollout workers on this Ray cluster (e.g. ray://head:10001 or auto) instead of a local one."""
+    dynamic_sampling: bool = False
+    """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached). Without it every drawn state is used."""
+    max_rollouts: int | None = None
+    """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x samples-per-state)."""
 
 
 @dataclass
@@ -71,12 +79,16 @@ class GcpgConfig:
     """Pair the top m with the bottom m trajectories of each initial state (m^2 pairs per state)."""
     pairing: Literal["gcpg", "random-success"] = "gcpg"
     """How pairs are chosen within an initial state: gcpg (top m x bottom m by R_GCPG) or random-success (up to m^2 random success-vs-failure pairs, the paper's Table I ablation)."""
+    min_gap: float = 0.01
+    """A pair is made only when the chosen trajectory's outcome score (lambda-ext * R_ext + lambda-success * I_success) beats the rejected one's by more than this; R_self only breaks ties among outcomes. Also the spread an initial state needs to count as informative under --dynamic-sampling."""
+    self_pairs: bool = False
+    """Let R_self differences alone make a pair (the paper's rule: any R_GCPG difference counts, so two equally good successes are paired by their likelihood)."""
 
 
 @dataclass
 class OptimConfig:
-    loss: Literal["tpo", "dpo-step", "sft"] = "tpo"
-    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline) or sft (imitation of the successful rollouts)."""
+    loss: Literal["tpo", "dpo-step", "sft", "grpo", "rloo"] = "tpo"
+    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline), sft (imitation of the successful rollouts), or a group-relative policy gradient with a clipped ratio: rloo (advantage = R_GCPG minus the mean of the other samples of the same initial state) or grpo (advantage = R_GCPG minus the group mean, divided by the group's standard deviation)."""
     beta: float = 0.1
     """Inverse temperature of the preference loss (TPO, step-DPO)."""
     lr: float = 5e-4
@@ -86,9 +98,17 @@ class OptimConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
-    """Passes over the iteration's pairs (or successful rollouts, for sft) per iteration."""
+    """Passes over the iteration's pairs (or trajectories, for sft, grpo and rloo) per iteration; the optimizer steps of an iteration scale with its data."""
     pairs_per_step: int = 8
-    """Preference pairs (or trajectories, for sft) per optimizer step."""
+    """Preference pairs (or trajectories, for sft, grpo and rloo) per optimizer step."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning rate within each iteration: constant, or cosine (decays from --lr to 0 over the iteration's optimizer steps)."""
+    clip_eps: float = 0.2
+    """grpo/rloo: the policy ratio of each action step is clipped to [1 - eps, 1 + eps] (PPO)."""
+    kl_coef: float = 0.0
+    """grpo/rloo: weight of a KL(policy || reference) penalty per step (0 = none)."""
+    holdout_fraction: float = 0.0
+    """Fraction of each iteration's initial states whose pairs (or trajectories) are held out of training; their loss is logged as heldout/loss after every epoch, so over-fitting shows (0 = none)."""
     chunk_steps: int = 2048
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
@@ -133,7 +153,7 @@ class TrainConfig:
 
 _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
 
-LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed"}
+LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed", "min_gap": 1e-9, "self_pairs": True}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
 PATH_FIELDS = {"constraints", "base_policy", "sft_cache"}
@@ -246,6 +266,8 @@ def validate(config: TrainConfig) -> list[str]:
         (config.rollout.samples_per_state < 2, f"--samples-per-state must be >= 2 to form pairs, got {config.rollout.samples_per_state}"),
         (config.rollout.temperature <= 0, f"--temperature must be > 0, got {config.rollout.temperature}"),
         (config.rollout.max_steps is not None and config.rollout.max_steps < 1, f"--max-steps must be >= 1, got {config.rollout.max_steps}"),
+        (config.rollout.rollout_workers < 0, f"--rollout-workers must be >= 0, got {config.rollout.rollout_workers}"),
+        (config.rollout.ray_address is not None and not config.rollout.rollout_workers, "--ray-address needs --rollout-workers N (N >= 1)"),
         (config.gcpg.m < 1, f"--m must be >= 1, got {config.gcpg.m}"),
         (config.optim.beta <= 0, f"--beta must be > 0, got {config.optim.beta}"),
         (config.optim.lr <= 0, f"--lr must be > 0, got {config.optim.lr}"),
@@ -253,6 +275,11 @@ def validate(config: TrainConfig) -> list[str]:
         (config.optim.epochs < 1, f"--epochs must be >= 1, got {config.optim.epochs}"),
         (config.optim.pairs_per_step < 1, f"--pairs-per-step must be >= 1, got {config.optim.pairs_per_step}"),
         (config.optim.chunk_steps < 1, f"--chunk-steps must be >= 1, got {config.optim.chunk_steps}"),
+        (not 0 <= config.gcpg.min_gap < float("inf"), f"--min-gap must be a finite number >= 0, got {config.gcpg.min_gap}"),
+        (not 0 < config.optim.clip_eps < 1, f"--clip-eps must lie in (0, 1), got {config.optim.clip_eps}"),
+        (not 0 <= config.optim.kl_coef < float("inf"), f"--kl-coef must be a finite number >= 0, got {config.optim.kl_coef}"),
+        (not 0 <= config.optim.holdout_fraction < 1, f"--holdout-fraction must lie in [0, 1), got {config.optim.holdout_fraction}"),
+        (config.rollout.max_rollouts is not None and config.rollout.max_rollouts < 1, f"--max-rollouts must be >= 1, got {config.rollout.max_rollouts}"),
         (config.policy.sft_demos is not None and config.policy.sft_demos < 1, f"--sft-demos must be >= 1, got {config.policy.sft_demos}"),
         (config.policy.sft_steps is not None and config.policy.sft_steps < 1, f"--sft-steps must be >= 1, got {config.policy.sft_steps}"),
         (config.policy.lora_rank < 1, f"--lora-rank must be >= 1, got {config.policy.lora_rank}"),

@@ -3,7 +3,10 @@
 Evaluation seeds are the sim's `eval_seeds` (EVAL_SEED_BASE + i, optionally shifted by
 `seed_offset`), disjoint from every training seed, and the same for every policy evaluated, so
 two policies are compared on identical initial states. Actions are decoded greedily (arg-max
-token per dimension), as OpenVLA is evaluated, or sampled at a temperature with a fixed seed.
+token per dimension), as OpenVLA is evaluated, or sampled at a temperature with a fixed seed;
+each episode then draws from its own stream (seed, task, split, episode seed), so two policies
+evaluated with one seed meet the same sampling noise episode by episode (trainer/paired.py
+compares them pair by pair).
 
 Rates carry 95% Wilson score intervals (sound at 0% and 100%, where the normal approximation
 collapses to a zero-width interval); step length carries mean +- 1.96 standard errors.
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.atomic import atomic_write, atomic_write_text
+from grape_dsl.util.atomic import atomic_write, atomic_write_text
 
 Z_95 = 1.959963984540054
 EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")
@@ -179,8 +182,7 @@ def evaluate_policy(
     sample_seed: int = 0,
 ) -> tuple[list[EpisodeOutcome], list[Path]]:
     """Episodes on the fixed evaluation seeds, greedy (default) or sampled at `temperature`
-    (one generator seeded by `sample_seed`); optionally a few GIFs (first split only)."""
-    import torch
+    (each episode's stream seeded by `sample_seed` and the episode); optionally a few GIFs (first split only)."""
     from tqdm.auto import tqdm
 
     from trainer.rollout import collect_rollouts
@@ -193,10 +195,12 @@ def evaluate_policy(
         return gif_dir is not None and spec.split == splits[0] and spec.seed in chosen[spec.task]
 
     with tqdm(total=len(specs), desc=desc, unit="ep", disable=not progress, leave=False) as bar:
-        generator = torch.Generator().manual_seed(sample_seed) if temperature else None
+        # One sampling stream per episode, from (sample_seed, episode): two policies evaluated with
+        # the same seed see the same noise on every episode, whatever the other episodes do.
         rollouts, frames = collect_rollouts(policy, specs, greedy=not temperature, temperature=temperature or 1.0,
-                                            generator=generator, max_steps=max_steps, batch_envs=batch_envs,
-                                            on_episode=lambda _: bar.update(1), record_frames=wants_frames)
+                                            sample_seed=sample_seed if temperature else None, max_steps=max_steps,
+                                            batch_envs=batch_envs, on_episode=lambda _: bar.update(1),
+                                            record_frames=wants_frames)
     outcomes = [
         EpisodeOutcome(r.spec.task, r.spec.split, r.spec.seed, bool(r.episode.success), bool(r.episode.grasp),
                        bool(r.episode.collision), r.episode.length)

@@ -8,7 +8,14 @@ here by length (see `self_reward` and docs/training.md for why).
 
 Trajectories are ranked within a group, one group per (task, initial state): only trajectories
 that started from the same state are compared, so a pair never rewards an easy start. The top m
-of each group are paired with its bottom m, m^2 (chosen, rejected) pairs per group.
+of each group are paired with its bottom m, up to m^2 (chosen, rejected) pairs per group.
+
+A pair must state a real preference: the chosen trajectory's *outcome score*
+(l_ext * R_ext + l_success * I_success, the part of R_GCPG that judges what happened) must beat
+the rejected one's by more than a minimum gap. R_self, the policy's own likelihood of what it
+did, orders trajectories whose outcomes tie but makes no pair by itself unless asked to
+(`self_pairs`, the paper's rule): differences of a few thousandths in R_self are sampling noise,
+and a loss pushes on them as hard as on a success against a failure.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_write
+from grape_dsl.util.atomic import atomic_write
 
 TIE_TOLERANCE = 1e-9
 """Two scores closer than this are a tie: no preference, so the pair is skipped."""
@@ -59,6 +66,11 @@ def gcpg_reward(r_self: np.ndarray, r_ext: np.ndarray, success: np.ndarray, weig
     )
 
 
+def outcome_score(r_ext: np.ndarray, success: np.ndarray, weights: GcpgWeights) -> np.ndarray:
+    """The part of R_GCPG that judges the outcome: l_ext * R_ext + l_success * I_success."""
+    return weights.ext * np.asarray(r_ext, dtype=np.float64) + weights.success * np.asarray(success, dtype=np.float64)
+
+
 def _group_members(group_ids: np.ndarray) -> dict[object, np.ndarray]:
     group_ids = np.asarray(group_ids)
     keys, inverse = np.unique(group_ids, return_inverse=True)
@@ -75,36 +87,97 @@ def rank_within_groups(scores: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def make_pairs(scores: np.ndarray, group_ids: np.ndarray, m: int) -> np.ndarray:
+def make_pairs(
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    m: int,
+    *,
+    tie_break: np.ndarray | None = None,
+    min_gap: float = TIE_TOLERANCE,
+) -> np.ndarray:
     """(chosen, rejected) index pairs: the top m of each group against its bottom m.
 
+    Trajectories are ranked by `scores`, equal scores by `tie_break` (higher first; default:
+    the earlier index first); a pair is kept only when the chosen trajectory's score exceeds
+    the rejected one's by more than `min_gap`.
     Rule for small and degenerate groups (documented in docs/training.md):
     - a group of n trajectories uses m' = min(m, n // 2), so top and bottom never overlap;
       a group with fewer than two trajectories gives no pair;
-    - a pair whose scores tie (within TIE_TOLERANCE) is skipped: it states no preference. A group
-      where all scores tie therefore gives none.
-    A full group with distinct scores gives exactly m^2 pairs. Returns int64 [P, 2], ordered by
+    - a pair whose gap is at most `min_gap` is skipped: it states no preference. A group where
+      all scores tie therefore gives none.
+    A full group with distinct scores gives at most m^2 pairs. Returns int64 [P, 2], ordered by
     group, then chosen rank, then rejected rank.
     """
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
+    if not (min_gap >= 0 and np.isfinite(min_gap)):
+        raise ValueError(f"min_gap must be a finite number >= 0, got {min_gap}")
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1 or len(scores) != len(group_ids):
-        raise ValueError(f"make_pairs: scores [{scores.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
-    if not np.all(np.isfinite(scores)):
+    tie_break = np.zeros_like(scores) if tie_break is None else np.asarray(tie_break, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) != len(group_ids) or tie_break.shape != scores.shape:
+        raise ValueError(f"make_pairs: scores [{scores.shape}], tie_break [{tie_break.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+    if not (np.all(np.isfinite(scores)) and np.all(np.isfinite(tie_break))):
         raise ValueError("make_pairs: scores contain NaN or infinity")
     pairs: list[tuple[int, int]] = []
     for members in _group_members(group_ids).values():
         m_group = min(m, len(members) // 2)
         if m_group == 0:
             continue
-        order = members[np.argsort(-scores[members], kind="stable")]
+        order = members[np.lexsort((-tie_break[members], -scores[members]))]  # stable: index breaks full ties
         top, bottom = order[:m_group], order[len(order) - m_group :]
         for chosen in top:
             for rejected in bottom:
-                if scores[chosen] - scores[rejected] > TIE_TOLERANCE:
+                if scores[chosen] - scores[rejected] > min_gap:
                     pairs.append((int(chosen), int(rejected)))
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+PAIR_KINDS = ("success-vs-failure", "success-vs-success", "failure-vs-failure", "failure-vs-success")
+"""What a pair contrasts, by the outcome of its chosen and its rejected trajectory."""
+
+
+def pair_kinds(success: np.ndarray, pairs: np.ndarray) -> list[str]:
+    """The kind of each (chosen, rejected) pair, one of PAIR_KINDS."""
+    success = np.asarray(success, dtype=bool)
+    name = {True: "success", False: "failure"}
+    return [f"{name[bool(success[c])]}-vs-{name[bool(success[r])]}" for c, r in np.asarray(pairs).reshape(-1, 2)]
+
+
+def count_pair_kinds(kinds: list[str]) -> dict[str, int]:
+    """How many pairs of each kind (every kind present, zeros included)."""
+    return {kind: sum(k == kind for k in kinds) for kind in PAIR_KINDS}
+
+
+def group_advantages(scores: np.ndarray, group_ids: np.ndarray, normalize: bool = False, eps: float = 1e-6) -> np.ndarray:
+    """Group-relative advantages of each trajectory over the other samples of its initial state.
+
+    `normalize=False` (RLOO): A_i = r_i - mean of the other members of i's group.
+    `normalize=True` (GRPO): A_i = (r_i - group mean) / (group standard deviation + eps).
+    A group of one trajectory, or one whose scores all tie, gives advantages of zero: it says
+    nothing about which action was better.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) != len(group_ids):
+        raise ValueError(f"group_advantages: scores [{scores.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("group_advantages: scores contain NaN or infinity")
+    advantages = np.zeros(len(scores))
+    for members in _group_members(group_ids).values():
+        n = len(members)
+        values = scores[members]
+        if n < 2 or np.ptp(values) <= TIE_TOLERANCE:
+            continue
+        if normalize:
+            advantages[members] = (values - values.mean()) / (values.std() + eps)
+        else:
+            advantages[members] = values - (values.sum() - values) / (n - 1)
+    return advantages
+
+
+def informative_groups(gap_scores: np.ndarray, group_ids: np.ndarray, min_gap: float) -> set:
+    """Groups whose best and worst trajectory differ by more than `min_gap` (dynamic sampling keeps these)."""
+    gap_scores = np.asarray(gap_scores, dtype=np.float64)
+    return {key for key, members in _group_members(group_ids).items() if np.ptp(gap_scores[members]) > min_gap}
 
 
 def score_columns(
@@ -128,6 +201,7 @@ def score_columns(
         "r_ext": np.asarray(r_ext, dtype=np.float64),
         "success": np.asarray(success, dtype=bool),
         "r_gcpg": r_gcpg,
+        "outcome": outcome_score(r_ext, success, weights),
         "rank": rank_within_groups(r_gcpg, group_ids),
     }
 

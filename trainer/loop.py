@@ -29,6 +29,7 @@ what the uninterrupted run would have.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -39,18 +40,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.atomic import atomic_directory, atomic_write_text
+from grape_dsl.util.atomic import atomic_directory, atomic_write_text
 from trainer.config import TrainConfig, config_differences, parse_overrides
-from trainer.gcpg import GcpgWeights, make_pairs, score_columns, write_parquet
-from trainer.losses import Metrics, sft_loss, step_dpo_loss, tpo_loss
+from trainer.gcpg import (
+    GcpgWeights,
+    count_pair_kinds,
+    group_advantages,
+    informative_groups,
+    make_pairs,
+    outcome_score,
+    pair_kinds,
+    score_columns,
+    write_parquet,
+)
+from trainer.losses import Metrics, group_policy_gradient_loss, sft_loss, step_dpo_loss, tpo_loss
 from trainer.policy.base import Policy
-from trainer.rollout import EpisodeSpec, Rollout, collect_rollouts
+from trainer.rollout import Rollout
+from trainer.sampling import TRAIN_SPLIT
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE_FILE = "trainer_state.pt"
 POLICY_DIR = "policy"
-TRAIN_SPLIT = "in_domain"
 
 
 class TrainError(Exception):
@@ -289,6 +300,26 @@ def sft_loss_fn(lengths: Sequence[int]) -> Callable[[torch.Tensor], tuple[torch.
     return sft
 
 
+def group_policy_gradient_loss_fn(
+    lengths: Sequence[int], old_step_logps: torch.Tensor, advantages: Sequence[float], clip_eps: float,
+    ref_step_logps: torch.Tensor | None = None, kl_coef: float = 0.0,
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
+    """The clipped group-relative policy-gradient loss over the concatenated steps of trajectories
+    with per-step lengths `lengths`; each step carries its trajectory's advantage."""
+    step_advantages = torch.repeat_interleave(torch.as_tensor(list(advantages), dtype=torch.float32),
+                                              torch.as_tensor(list(lengths)))
+
+    def group_pg(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        return group_policy_gradient_loss(policy_step_logps, old_step_logps, step_advantages, clip_eps,
+                                          ref_step_logps, kl_coef)
+
+    return group_pg
+
+
+GROUP_LOSSES = ("grpo", "rloo")
+"""Losses that train on single trajectories weighted by group-relative advantages."""
+
+
 # ---------------------------------------------------------------------- run folder
 def _set_seeds(seed: int) -> None:
     random.seed(seed)
@@ -360,12 +391,23 @@ def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: to
     target = checkpoint_dir(run_dir, iteration)
     with atomic_directory(target) as staging:
         policy.save_pretrained(staging / POLICY_DIR)
+        _write_model_card(staging / POLICY_DIR, run_dir, iteration, config, summary)
         torch.save(
             {"iteration": iteration, "global_step": global_step, "optimizer": optimizer.state_dict(),
              "config": config.to_dict(), "rng": _rng_state(), "summary": summary},
             staging / TRAINER_STATE_FILE,
         )
     return target
+
+
+def _write_model_card(folder: Path, run_dir: Path, iteration: int, config: TrainConfig, summary: dict[str, Any]) -> None:
+    from trainer.modelcard import CARD_FILE, render_card
+
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    text = render_card(title=f"{run_dir.name} iteration {iteration}", base_policy=config.policy.base_policy,
+                       tasks=list(config.rollout.tasks), constraints=config.constraints, iteration=iteration,
+                       metrics=metrics, settings=config.to_dict())
+    (folder / CARD_FILE).write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------- policy setup
@@ -398,15 +440,6 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     except SFTError as error:
         raise TrainError(f"training the default SFT policy failed: {error}") from None
     return load_policy(folder), str(folder)
-
-
-def initial_states(config: TrainConfig, task: str, iteration: int) -> list[int]:
-    """Training seeds of iteration k for a task: drawn from (seed, k, task), never eval seeds."""
-    from trainer.sim.splits import TRAIN_SEED_LIMIT
-    from trainer.sim.tasks import TASKS
-
-    rng = np.random.default_rng([config.seed, iteration, list(TASKS).index(task)])
-    return sorted(int(s) for s in rng.choice(TRAIN_SEED_LIMIT, size=config.rollout.states_per_task, replace=False))
 
 
 # ---------------------------------------------------------------------- the loop
@@ -545,46 +578,35 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
 def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer,
                   programs: dict[str, TaskProgram], weights: GcpgWeights, run_dir: Path,
                   logger: MetricLogger, global_step: int, progress: bool) -> IterationResult:
-    from tqdm.auto import tqdm
-
+    from trainer.sampling import gather_rollouts
     from trainer.store import write_episode
 
     started = time.perf_counter()
-    specs = [
-        EpisodeSpec(task, TRAIN_SPLIT, seed, sample)
-        for task in programs
-        for seed in initial_states(config, task, k)
-        for sample in range(config.rollout.samples_per_state)
-    ]
-    generator = torch.Generator().manual_seed(int(np.random.default_rng([config.seed, k, 7]).integers(2**62)))
-    with tqdm(total=len(specs), desc=f"iter {k} rollouts", unit="ep", disable=not progress, leave=False) as bar:
-        policy.eval()
-        rollouts, _ = collect_rollouts(
-            policy, specs, temperature=config.rollout.temperature, generator=generator,
-            max_steps=config.rollout.max_steps, on_episode=lambda _: bar.update(1),
-        )
+    policy.eval()
+    gathered = gather_rollouts(config, k, policy, list(programs),
+                               lambda rollouts: score_rollouts(rollouts, programs, weights), progress)
+    rollouts, columns = gathered.rollouts, gathered.columns
     rollout_seconds = time.perf_counter() - started
 
-    columns = score_rollouts(rollouts, programs, weights)
     groups = np.asarray(columns["group"])
-    if config.gcpg.pairing == "random-success":
-        from trainer.pairing import random_success_pairs
-
-        pairs = random_success_pairs(columns["success"], groups, config.gcpg.m, np.random.default_rng([config.seed, k, 13]))
-    else:
-        pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m)
+    kept = np.isin(groups, list(gathered.kept_groups))
+    columns["kept"] = kept
+    pairs = choose_pairs(config, k, columns, kept)
+    kinds = pair_kinds(columns["success"], pairs)
     iteration_dir = run_dir / "iterations" / f"iter_{k:04d}"
     with atomic_directory(iteration_dir) as staging:
         for i, r in enumerate(rollouts):
             write_episode(staging / "rollouts", r.episode, extra={"sample": r.spec.sample, "group": r.spec.group, "index": i})
         write_parquet(columns, staging / "scores.parquet")
         write_parquet({
-            "chosen": pairs[:, 0], "rejected": pairs[:, 1], "group": groups[pairs[:, 0]].tolist(),
+            "chosen": pairs[:, 0], "rejected": pairs[:, 1], "group": groups[pairs[:, 0]].tolist(), "kind": kinds,
             "chosen_r_gcpg": columns["r_gcpg"][pairs[:, 0]], "rejected_r_gcpg": columns["r_gcpg"][pairs[:, 1]],
+            "chosen_outcome": columns["outcome"][pairs[:, 0]], "rejected_outcome": columns["outcome"][pairs[:, 1]],
         }, staging / "pairs.parquet")
 
     success = np.asarray(columns["success"])
     lengths = np.asarray(columns["length"])
+    kept_groups = len(gathered.kept_groups)
     metrics: dict[str, float] = {
         "rollout/success_rate": float(success.mean()),
         "rollout/grasp_rate": float(np.mean(columns["grasp"])),
@@ -593,27 +615,79 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         "rollout/r_self_mean": float(np.mean(columns["r_self"])),
         "rollout/r_gcpg_mean": float(np.mean(columns["r_gcpg"])),
         "rollout/episode_length": float(lengths.mean()),
+        "rollout/episodes": float(len(rollouts)),
+        "rollout/groups": float(len(np.unique(groups))),
+        "rollout/informative_groups": float(kept_groups),
+        "rollout/rollouts_per_informative_group": float(len(rollouts) / kept_groups) if kept_groups else float("nan"),
         "rollout/pairs": float(len(pairs)),
+        "rollout/rollouts_per_pair": float(len(rollouts) / len(pairs)) if len(pairs) else float("nan"),
+        **{f"pairs/{kind}": float(count) for kind, count in count_pair_kinds(kinds).items()},
         **{f"rollout/{task}/success_rate": float(success[np.asarray(columns["task"]) == task].mean()) for task in programs},
         "perf/rollout_seconds": rollout_seconds,
         "perf/env_steps_per_second": float(lengths.sum() / max(rollout_seconds, 1e-9)),
     }
+    by_kind = ", ".join(f"{count} {kind}" for kind, count in count_pair_kinds(kinds).items() if count)
+    logger.echo(f"iteration {k}: {len(rollouts)} rollouts, {kept_groups} informative initial states, {len(pairs)} pairs"
+                + (f" ({by_kind})" if by_kind else ""))
 
     bank = StepBank.from_rollouts(rollouts)
     train_started = time.perf_counter()
-    if config.optim.loss == "sft":
-        units = np.flatnonzero(success)[:, None]  # each successful trajectory is one training unit
-    else:
-        units = pairs
+    units, advantages = training_units(config, columns, pairs, kept)
     if len(units) == 0:
-        logger.echo(f"iteration {k}: nothing to train on ({'no successful rollout' if config.optim.loss == 'sft' else 'no pair with a preference'}); policy unchanged")
+        reason = {"sft": "no successful rollout"}.get(config.optim.loss, "no pair with a preference")
+        if config.optim.loss in GROUP_LOSSES:
+            reason = "no initial state whose samples differ in R_GCPG"
+        logger.echo(f"iteration {k}: nothing to train on ({reason}); policy unchanged")
     else:
-        global_step = train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress)
+        held_out = held_out_units(config, k, units, groups)
+        global_step = train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
+                                     advantages=advantages, held_out=held_out)
     metrics["perf/train_seconds"] = time.perf_counter() - train_started
     if config.eval_episodes:
         metrics.update(quick_eval(config, policy, list(programs), progress))
     metrics["perf/iteration_seconds"] = time.perf_counter() - started
     return IterationResult(k, metrics, global_step)
+
+
+def choose_pairs(config: TrainConfig, k: int, columns: dict[str, Any], kept: np.ndarray) -> np.ndarray:
+    """The iteration's (chosen, rejected) pairs, from the informative initial states only."""
+    groups = np.asarray(columns["group"])
+    if config.gcpg.pairing == "random-success":
+        from trainer.pairing import random_success_pairs
+
+        pairs = random_success_pairs(columns["success"], groups, config.gcpg.m, np.random.default_rng([config.seed, k, 13]))
+    else:
+        if config.gcpg.self_pairs:  # the paper's rule: any R_GCPG difference is a preference
+            pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m, min_gap=config.gcpg.min_gap)
+        else:  # rank by outcome, R_self only orders equal outcomes
+            pairs = make_pairs(columns["outcome"], groups, config.gcpg.m, tie_break=columns["r_gcpg"], min_gap=config.gcpg.min_gap)
+    return pairs[kept[pairs[:, 0]]] if len(pairs) else pairs
+
+
+def training_units(config: TrainConfig, columns: dict[str, Any], pairs: np.ndarray,
+                   kept: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """What one optimizer step draws from: pairs [P, 2], or trajectories [N, 1] with their advantages."""
+    loss = config.optim.loss
+    if loss == "sft":
+        return np.flatnonzero(columns["success"])[:, None], None
+    if loss in GROUP_LOSSES:
+        advantages = group_advantages(columns["r_gcpg"], columns["group"], normalize=loss == "grpo")
+        chosen = np.flatnonzero(kept & (advantages != 0))
+        return chosen[:, None], advantages[chosen]
+    return pairs, None
+
+
+def held_out_units(config: TrainConfig, k: int, units: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Boolean [len(units)]: units whose initial state is held out of training (whole groups, so a
+    held-out unit shares no initial state with a trained one)."""
+    fraction = config.optim.holdout_fraction
+    unit_groups = groups[units[:, 0]]
+    names = sorted(set(unit_groups.tolist()))
+    if fraction <= 0 or len(names) < 2:
+        return np.zeros(len(units), dtype=bool)
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    chosen = np.random.default_rng([config.seed, k, 17]).choice(len(names), size=count, replace=False)
+    return np.isin(unit_groups, [names[i] for i in chosen])
 
 
 def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: bool) -> dict[str, float]:
@@ -631,38 +705,78 @@ def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: 
 
 
 def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer, bank: StepBank,
-                   units: np.ndarray, logger: MetricLogger, global_step: int, progress: bool) -> int:
-    """Optimise over `units` (pairs [P, 2] or single trajectories [N, 1]) for config.optim.epochs."""
+                   units: np.ndarray, logger: MetricLogger, global_step: int, progress: bool,
+                   advantages: np.ndarray | None = None, held_out: np.ndarray | None = None) -> int:
+    """Optimise over `units` (pairs [P, 2] or single trajectories [N, 1]) for config.optim.epochs.
+
+    Units flagged in `held_out` are never trained on; their loss is logged (heldout/loss) after
+    every epoch. grpo/rloo units carry `advantages`, one per trajectory.
+    """
     from tqdm.auto import tqdm
 
     from trainer.policy import lora_parameters
 
     opt = config.optim
     lengths = bank.lengths
-    ref_step = None
-    if opt.loss != "sft":
-        # pi_ref: the same model with the adapter off, evaluated once for every paired step.
-        paired = np.unique(units)
-        policy.eval()
+    held_out = np.zeros(len(units), dtype=bool) if held_out is None else held_out
+    train_index, held_index = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    # Reference (adapter off) and, for the group losses, the sampling policy's log-probs: both are
+    # fixed for the iteration, so they are computed once for every step a unit touches.
+    needs_ref = opt.loss in ("tpo", "dpo-step") or (opt.loss in GROUP_LOSSES and opt.kl_coef > 0)
+    ref_step = old_step = None
+    touched = bank.steps_of(np.unique(units))
+    policy.eval()
+    if needs_ref:
         with policy.adapter_disabled():
-            values = step_logps(policy, bank, bank.steps_of(paired), opt.chunk_steps)
-        ref_step = torch.zeros(len(bank.step_owner))
-        ref_step[torch.as_tensor(bank.steps_of(paired))] = values
+            ref_step = torch.zeros(len(bank.step_owner))
+            ref_step[torch.as_tensor(touched)] = step_logps(policy, bank, touched, opt.chunk_steps)
+    if opt.loss in GROUP_LOSSES:
+        old_step = torch.zeros(len(bank.step_owner))
+        old_step[torch.as_tensor(touched)] = step_logps(policy, bank, touched, opt.chunk_steps)
+
+    def loss_fn_for(batch_rows: np.ndarray) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]], np.ndarray]:
+        batch = units[batch_rows]
+        trajectories = batch.reshape(-1)
+        steps = bank.steps_of(trajectories)
+        index = torch.as_tensor(steps)
+        if opt.loss == "sft":
+            return sft_loss_fn([int(lengths[n]) for n in trajectories]), steps
+        if opt.loss in GROUP_LOSSES:
+            return group_policy_gradient_loss_fn(
+                [int(lengths[n]) for n in trajectories], old_step[index], advantages[batch_rows], opt.clip_eps,
+                ref_step[index] if ref_step is not None else None, opt.kl_coef), steps
+        return preference_loss_fn(opt.loss, batch, lengths, ref_step[index], opt.beta, opt.nll_weight), steps
+
+    def held_out_loss() -> float:
+        total, weight = 0.0, 0
+        with torch.no_grad():
+            for b in range(0, len(held_index), opt.pairs_per_step):
+                rows = held_index[b : b + opt.pairs_per_step]
+                loss_fn, steps = loss_fn_for(rows)
+                loss, _ = loss_fn(step_logps(policy, bank, steps, opt.chunk_steps))
+                total, weight = total + float(loss) * len(rows), weight + len(rows)
+        return total / weight
+
     rng = np.random.default_rng([config.seed, k, 11])
-    batches_per_epoch = -(-len(units) // opt.pairs_per_step)
+    batches_per_epoch = -(-len(train_index) // opt.pairs_per_step)
+    total_steps = opt.epochs * batches_per_epoch
     params = lora_parameters(policy)
+    if len(held_index):
+        value = held_out_loss()
+        logger.log(global_step, {"heldout/loss": value, "epoch": 0.0, "iteration": float(k)},
+                   f"iter {k} held-out loss {value:.4f} over {len(held_index)} units before training")
     policy.train()
-    with tqdm(total=opt.epochs * batches_per_epoch, desc=f"iter {k} {opt.loss}", unit="step", disable=not progress, leave=False) as bar:
+    unit_name = "perf/pairs_per_second" if units.shape[1] == 2 else "perf/trajectories_per_second"
+    with tqdm(total=total_steps, desc=f"iter {k} {opt.loss}", unit="step", disable=not progress, leave=False) as bar:
         for epoch in range(opt.epochs):
-            order = rng.permutation(len(units))
+            order = train_index[rng.permutation(len(train_index))]
             for b in range(batches_per_epoch):
-                batch = units[order[b * opt.pairs_per_step : (b + 1) * opt.pairs_per_step]]
-                trajectories = batch.reshape(-1)
-                steps = bank.steps_of(trajectories)
-                if opt.loss == "sft":
-                    loss_fn = sft_loss_fn([int(lengths[n]) for n in trajectories])
-                else:
-                    loss_fn = preference_loss_fn(opt.loss, batch, lengths, ref_step[torch.as_tensor(steps)], opt.beta, opt.nll_weight)
+                rows = order[b * opt.pairs_per_step : (b + 1) * opt.pairs_per_step]
+                loss_fn, steps = loss_fn_for(rows)
+                done = epoch * batches_per_epoch + b
+                lr = opt.lr * (0.5 * (1 + math.cos(math.pi * done / total_steps)) if opt.lr_schedule == "cosine" else 1.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 step_started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 metrics = backward_through_steps(policy, bank, steps, loss_fn, opt.chunk_steps)
@@ -670,15 +784,24 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                 optimizer.step()
                 global_step += 1
                 seconds = time.perf_counter() - step_started
-                metrics = {**metrics, "grad_norm": float(grad_norm), "epoch": epoch + (b + 1) / batches_per_epoch,
-                           "iteration": float(k), "perf/step_seconds": seconds,
-                           "perf/pairs_per_second" if opt.loss != "sft" else "perf/trajectories_per_second": len(batch) / seconds}
+                metrics = {**metrics, "grad_norm": float(grad_norm), "lr": lr, "epoch": epoch + (b + 1) / batches_per_epoch,
+                           "iteration": float(k), "perf/step_seconds": seconds, unit_name: len(rows) / seconds}
                 line = f"iter {k} step {global_step} loss {metrics['loss']:.4f}"
                 if "nll/chosen" in metrics:
                     line += f" (preference {metrics['loss/preference']:.4f} + nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
                 if "rewards/margins" in metrics:
                     line += f" margin {metrics['rewards/margins']:.4f} acc {metrics['rewards/accuracies']:.2f}"
+                if "policy/clip_fraction" in metrics:
+                    line += f" clipped {metrics['policy/clip_fraction']:.2f} kl {metrics['policy/approx_kl']:.4f}"
                 bar.update(1)
                 logger.log(global_step, metrics, line)
+            if len(held_index):
+                policy.eval()
+                value = held_out_loss()
+                logger.log(global_step, {"heldout/loss": value, "epoch": float(epoch + 1), "iteration": float(k)},
+                           f"iter {k} epoch {epoch + 1} held-out loss {value:.4f}")
+                policy.train()
+    for group in optimizer.param_groups:
+        group["lr"] = opt.lr
     policy.eval()
     return global_step

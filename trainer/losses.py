@@ -116,3 +116,63 @@ def sft_loss(step_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     logps = step_logps[valid]
     loss = -logps.mean()
     return loss, {"loss": float(loss.detach()), "logps/mean": float(logps.detach().mean())}
+
+
+def group_policy_gradient_loss(
+    policy_step_logps: torch.Tensor,
+    old_step_logps: torch.Tensor,
+    step_advantages: torch.Tensor,
+    clip_eps: float,
+    ref_step_logps: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, Metrics]:
+    """Clipped-ratio policy gradient with group-relative advantages (RLOO / GRPO, PPO's clip).
+
+    Every argument is [S], one entry per action step of the trajectories in the batch: the
+    step's log-prob under the policy being trained, under the policy that sampled it (fixed
+    during the iteration), and the advantage of the trajectory the step belongs to (every step
+    of a trajectory carries its trajectory's advantage). A step's log-prob is the sum over its
+    action tokens, so the ratio is that of the whole action.
+
+        rho_s = exp(logp_s - old_s)
+        L = -mean_s min(rho_s A_s, clip(rho_s, 1 - eps, 1 + eps) A_s) + kl_coef * mean_s KL_s
+
+    The mean runs over steps, not trajectories, so a long trajectory weighs by its length (the
+    token-level average of DAPO). KL_s = exp(ref_s - logp_s) - (ref_s - logp_s) - 1 is the
+    non-negative unbiased estimator of KL(pi || pi_ref) (Schulman's k3), used only when
+    `kl_coef` > 0.
+    """
+    if not clip_eps > 0:
+        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    tensors = [policy_step_logps, old_step_logps, step_advantages] + ([ref_step_logps] if ref_step_logps is not None else [])
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1 or policy_step_logps.dim() != 1 or policy_step_logps.numel() == 0:
+        raise ValueError(f"group_policy_gradient_loss expects non-empty [S] tensors of one shape, got {sorted(map(tuple, shapes))}")
+    if kl_coef > 0 and ref_step_logps is None:
+        raise ValueError("group_policy_gradient_loss: kl_coef > 0 needs ref_step_logps")
+    log_ratio = policy_step_logps - old_step_logps
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * step_advantages
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * step_advantages
+    policy_loss = -torch.minimum(unclipped, clipped).mean()
+    loss = policy_loss
+    metrics: Metrics = {}
+    if kl_coef > 0:
+        delta = ref_step_logps - policy_step_logps
+        kl = (torch.exp(delta) - delta - 1).mean()
+        loss = loss + kl_coef * kl
+        metrics["objective/kl"] = float(kl.detach())
+    with torch.no_grad():
+        clipped_steps = ((ratio < 1 - clip_eps) & (step_advantages < 0)) | ((ratio > 1 + clip_eps) & (step_advantages > 0))
+        metrics.update({
+            "loss": float(loss.detach()),
+            "loss/policy": float(policy_loss.detach()),
+            "policy/clip_fraction": float(clipped_steps.float().mean()),
+            "policy/approx_kl": float(((ratio - 1) - log_ratio).mean()),
+            "policy/ratio_mean": float(ratio.mean()),
+            "advantages/mean": float(step_advantages.mean()),
+            "advantages/abs_mean": float(step_advantages.abs().mean()),
+        })
+    return loss, metrics

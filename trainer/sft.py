@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from grape_dsl.util.atomic import atomic_write, atomic_write_json
 
 SFT_RECIPE_VERSION = 1
 """Bumped when the training code changes what a given config produces (invalidates caches)."""
@@ -52,7 +53,7 @@ EXAMPLES = """examples:
 
 
 class SFTError(Exception):
-    """A user mistake (bad argument, unusable demonstrations, mismatched resume): exit code 1."""
+    """A user mistake: a bad flag value (exit 2), unusable demonstrations or a mismatched resume (exit 1)."""
 
 
 @dataclass
@@ -245,13 +246,9 @@ def render_demonstration_images(demos: Demonstrations, size: int, cache: Path, m
         finally:
             env.close()
         offset += length
-    from trainer.policy.tokenizer import write_json_atomic
-
-    handle, temp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npy")
-    os.close(handle)
-    np.save(temp, frames)
-    os.replace(temp, cache)
-    write_json_atomic(index_file, key)
+    with atomic_write(cache, "wb") as stream:
+        np.save(stream, frames)
+    atomic_write_json(index_file, key)
     return frames
 
 
@@ -274,14 +271,8 @@ def _save_checkpoint(path: Path, policy: Any, optimizer: torch.optim.Optimizer, 
         "action_stats": policy.action_tokenizer.to_dict(),
         "recipe": SFT_RECIPE_VERSION,
     }
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_write(path, "wb") as stream:
+        torch.save(state, stream)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -305,7 +296,7 @@ def train_sft(
 
     from trainer.losses import sft_loss
     from trainer.policy.embedded import EmbeddedVLA, EmbeddedVLAConfig
-    from trainer.policy.tokenizer import ActionTokenizer, write_json_atomic
+    from trainer.policy.tokenizer import ActionTokenizer
 
     config.validate()
     out = Path(out_dir)
@@ -351,7 +342,7 @@ def train_sft(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         start_step = int(saved["step"])
-    write_json_atomic(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()})
+    atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()})
 
     tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions))
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -464,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grape-sft", description=__doc__.splitlines()[0], epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="run folder: demos/, checkpoint.pt, tensorboard/, policy/")
-    parser.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' (default)")
+    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
+                        help="task names (`a b`; `a,b` works too), or 'all' (default)")
     parser.add_argument("--demos", type=int, default=defaults.demos_per_task, help=f"demonstrations per task (default {defaults.demos_per_task})")
     parser.add_argument("--demos-dir", type=Path, help="use this trajectory store (grape-sim demo) instead of recording")
     parser.add_argument("--noise", type=float, default=defaults.expert_noise, help="expert translation noise when recording (default 0)")
@@ -487,70 +479,102 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    from trainer.envs import add_env_arguments
+
+    add_env_arguments(parser)  # with --env: --demos-dir holds that env's demonstrations (no scripted expert)
     return parser
 
 
 def _config_from_args(args: argparse.Namespace) -> SFTConfig:
-    from trainer.sim.tasks import TASKS
+    from trainer.sim.tasks import task_names
 
-    tasks = tuple(TASKS) if args.tasks == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    config = SFTConfig(tasks=tasks, demos_per_task=args.demos, expert_noise=args.noise, steps=args.steps, lr=args.lr,
+    config = SFTConfig(tasks=tuple(task_names(args.tasks)), demos_per_task=args.demos, expert_noise=args.noise, steps=args.steps, lr=args.lr,
                        batch_size=args.batch_size, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.layers,
                        num_heads=args.heads, image_size=args.image_size)
     config.validate()
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _checked_config(args: argparse.Namespace) -> SFTConfig:
+    """The run's config from the flags; a bad flag value raises SFTError (a usage error, exit 2)."""
+    from trainer.envs import EnvError, register_from_args
+
     try:
-        if args.threads < 1:
-            raise SFTError(f"--threads must be >= 1, got {args.threads}")
-        if args.eval_episodes < 0:
-            raise SFTError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-        if not args.eval_temperature > 0:
-            raise SFTError(f"--eval-temperature must be > 0, got {args.eval_temperature}")
-        from trainer.sim.splits import SPLITS
+        own_task = register_from_args(args)
+    except EnvError as error:
+        raise SFTError(str(error)) from None
+    if own_task is not None:
+        if args.demos_dir is None:
+            raise SFTError("--env needs --demos-dir: a trajectory store of that environment's demonstrations "
+                           "(the scripted experts know only the stock tasks)")
+        if args.tasks == ["all"]:
+            args.tasks = [own_task]
+    if args.threads < 1:
+        raise SFTError(f"--threads must be >= 1, got {args.threads}")
+    if args.eval_episodes < 0:
+        raise SFTError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if not args.eval_temperature > 0:
+        raise SFTError(f"--eval-temperature must be > 0, got {args.eval_temperature}")
+    if args.epochs is not None and args.epochs <= 0:
+        raise SFTError(f"--epochs must be > 0, got {args.epochs}")
+    from trainer.sim.splits import SPLITS
 
-        if args.eval_split not in SPLITS:
-            raise SFTError(f"--eval-split: unknown split {args.eval_split!r}; known splits: {', '.join(SPLITS)}")
-        if args.demos_dir is not None and not args.demos_dir.is_dir():
-            raise SFTError(f"--demos-dir {args.demos_dir}: no such directory")
-        config = _config_from_args(args)
-        torch.set_num_threads(args.threads)
-        if args.epochs is not None:
-            if args.epochs <= 0:
-                raise SFTError(f"--epochs must be > 0, got {args.epochs}")
-            store = args.demos_dir or args.out / DEMO_DIR
-            if args.demos_dir is None:
-                record_demonstrations(config, store, workers=args.workers, progress=not args.quiet)
-            total = len(load_demonstrations(store, config.tasks, config.demos_per_task).actions)
-            config.steps = max(1, math.ceil(args.epochs * total / config.batch_size))
-        progress = not args.quiet
-        started = time.perf_counter()
-        policy_dir = train_sft(config, args.out, demos_dir=args.demos_dir, resume=args.resume, workers=args.workers,
-                               progress=progress, log_every=args.log_every, checkpoint_every=args.checkpoint_every)
-        summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
-                                   "config": dataclasses.asdict(config)}
-        if args.eval_episodes:
-            from trainer.policy import load_policy
-            from trainer.policy.tokenizer import write_json_atomic
+    if args.eval_split not in SPLITS:
+        raise SFTError(f"--eval-split: unknown split {args.eval_split!r}; known splits: {', '.join(SPLITS)}")
+    if args.demos_dir is not None and not args.demos_dir.is_dir():
+        raise SFTError(f"--demos-dir {args.demos_dir}: no such directory")
+    return _config_from_args(args)
 
-            policy = load_policy(policy_dir)
-            summary["eval"] = {
-                "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False, temperature=args.eval_temperature,
-                                         seed=config.seed, progress=progress, split=args.eval_split),
-                "greedy": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=True, progress=progress,
-                                       split=args.eval_split),
-            }
-            eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
-            write_json_atomic(args.out / eval_file, summary["eval"])
+
+def _run(args: argparse.Namespace, config: SFTConfig) -> dict[str, Any]:
+    """Train (or resume) and optionally evaluate; the summary printed at the end."""
+    torch.set_num_threads(args.threads)
+    progress = not args.quiet
+    if args.epochs is not None:
+        store = args.demos_dir or args.out / DEMO_DIR
+        if args.demos_dir is None:
+            record_demonstrations(config, store, workers=args.workers, progress=progress)
+        total = len(load_demonstrations(store, config.tasks, config.demos_per_task).actions)
+        config.steps = max(1, math.ceil(args.epochs * total / config.batch_size))
+    started = time.perf_counter()
+    policy_dir = train_sft(config, args.out, demos_dir=args.demos_dir, resume=args.resume, workers=args.workers,
+                           progress=progress, log_every=args.log_every, checkpoint_every=args.checkpoint_every)
+    summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
+                               "config": dataclasses.asdict(config)}
+    if args.eval_episodes:
+        from trainer.policy import load_policy
+
+        policy = load_policy(policy_dir)
+        summary["eval"] = {
+            "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False,
+                                     temperature=args.eval_temperature, seed=config.seed, progress=progress,
+                                     split=args.eval_split),
+            "greedy": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=True, progress=progress,
+                                   split=args.eval_split),
+        }
+        eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
+        atomic_write_json(args.out / eval_file, summary["eval"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 ok, 1 failure (unusable demonstrations, mismatched resume), 2 usage, 130 interrupted."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _checked_config(args)
+    except SFTError as error:
+        parser.print_usage(sys.stderr)
+        print(f"grape-sft: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = _run(args, config)
     except SFTError as error:
         print(f"grape-sft: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("grape-sft: interrupted; continue with --resume", file=sys.stderr)
-        return 1
+        return 130
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -559,7 +583,6 @@ def main(argv: list[str] | None = None) -> int:
             cells = "  ".join(f"{task} {info['success']:.0%}" for task, info in result["tasks"].items())
             print(f"{mode:<9} success {result['overall']['success']:.1%}  ({cells})")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

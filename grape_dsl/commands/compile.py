@@ -11,6 +11,7 @@ EXAMPLES = """\
 examples:
   grapec compile constraints/tasks/pick_place.grc
   grapec compile constraints/tasks/pick_place_obstacle.grc --objective constraints/safety.grc
+  grapec compile my_task.grc --task pick_place      # reject sources pick_place does not report
   grapec compile task.grc --set near=0.05 -o build/kernels     # write the module under build/kernels
   grapec compile task.grc --emit ir                            # print one stage of the pipeline:
   grapec compile task.grc --emit blocks                        #   ast (objectives applied, as .grc),
@@ -38,6 +39,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", metavar="DIR", default=None,
         help="kernel cache directory (default: $GRAPE_DSL_CACHE or ~/.cache/grape_dsl)",
     )
+    from grape_dsl.cli import add_schema_arguments
+
+    add_schema_arguments(parser)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -79,11 +83,16 @@ def load_checked(args: argparse.Namespace, command: str) -> Any:
     from grape_dsl.cli import print_diagnostics
     from grape_dsl.diagnostics import GrcError
 
+    from grape_dsl.cli import schema_from_args
+
     overrides = parse_overrides(args.overrides, command)
     if overrides is None:
         return 2
+    schema = schema_from_args(args, command)
+    if isinstance(schema, int):
+        return schema
     try:
-        checked = load_task(args.task, args.objective, overrides)
+        checked = load_task(args.task, args.objective, overrides, schema=schema)
         from grape_dsl.compiler import check_budgets
 
         check_budgets(checked)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from grape_dsl.cli import expand_paths, print_diagnostics, read_grc
 from grape_dsl.diagnostics import GrcError
+from grape_dsl.util.atomic import atomic_write_text
 
 EXAMPLES = """\
 examples:
@@ -38,24 +37,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--check", action="store_true",
                         help="write nothing; list files that would change and exit 1 if any")
     parser.add_argument("--diff", action="store_true", help="write nothing; print a unified diff of the changes")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step (a temp file in the same directory, then
-    os.replace), keeping the file's permissions; a symlink stays a link to the new text."""
-    path = path.resolve()
-    mode = path.stat().st_mode & 0o7777
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
 
 
 def _format_stdin() -> int:
@@ -108,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"would reformat {file}", file=sys.stderr)
         elif not args.diff:
             try:
-                write_atomically(file, formatted)
+                atomic_write_text(file, formatted, newline="\n")
             except OSError as err:
                 print(f"grapec fmt: cannot write {file}: {err.strerror or err}", file=sys.stderr)
                 failed = True

@@ -16,9 +16,15 @@ examples:
       --batch rollouts.npz --out scores.parquet
   grapec score task.grc --batch rollouts.npz --json | jq '.r_ext.mean'
   grapec score task.grc --batch rollouts.npz --nonfinite worst   # NaN/inf input -> R_ext 0
+  grapec score constraints/tasks/stack.grc --objective edited_safety.grc \
+      --batch runs/grape/iterations/iter_0001/rollouts --json    # re-score stored episodes
+  grapec score constraints/tasks/stack.grc --batch data/demos      # a demonstration store
 
-The batch (.npz): keypoints [N,T,K,3] float32, keypoint_names [K], signals [N,T,S] float32,
-signal_names [S], lengths [N] (valid steps, 1..T), optional success [N].
+The batch is an .npz file (docs/scoring.md): keypoints [N,T,K,3] float32, keypoint_names [K],
+signals [N,T,S] float32, signal_names [S], lengths [N] (valid steps, 1..T), optional
+success [N]; or a trajectory-store folder (grape-sim demo's output, a run's
+iterations/iter_k/rollouts): its episodes of the task file's task (of its only task when
+the file is named otherwise), in the order the training loop scored them.
 Output: a summary table (stdout), or with --json a JSON object (summary plus per-trajectory
 r_ext); --out writes every trajectory's stage bounds and costs (.parquet or .npz).
 Exit: 0 ok, 1 bad input (diagnostics or a batch error on stderr), 2 usage.
@@ -37,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
-    parser.add_argument("--batch", required=True, metavar="BATCH.npz", help="the trajectories to score")
+    parser.add_argument("--batch", required=True, metavar="BATCH.npz|STORE_DIR",
+                        help="the trajectories to score: an .npz batch or a trajectory-store folder")
     parser.add_argument("--out", metavar="FILE", help="write the score table (.parquet or .npz)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument(
@@ -130,17 +137,67 @@ def load_batch(path: str):  # noqa: ANN201 - returns TrajectoryBatch or an error
     )
 
 
+def load_store(path: str, task_name: str):  # noqa: ANN201 - (TrajectoryBatch, episode names) or an error message
+    """The episodes of a trajectory-store folder as one batch, batched exactly as the training
+    loop batches them (so the scores match its scores.parquet), or a message saying what is wrong.
+
+    Episodes of `task_name` are taken; a folder holding one other task only is taken whole
+    (a task file named after a scene). Rollouts are ordered by the index the loop gave them.
+    """
+    import json as json_module
+
+    try:  # the store's reader ships with the trainer; grape_dsl alone cannot read a store
+        from trainer.store import META_FILE, StoreError, episode_folders, episodes_to_batch, read_episode
+    except ImportError as err:
+        return f"{path}: reading a trajectory-store folder needs the trainer package ({err})"
+    try:
+        folders = episode_folders(path)
+        metas = [json_module.loads((folder / META_FILE).read_text()) for folder in folders]
+    except (StoreError, OSError, ValueError) as err:
+        return f"{path}: not a trajectory-store folder ({err})"
+    if not folders:
+        return f"{path}: no episodes in this folder (a store holds one folder per episode with meta.json)"
+    tasks = sorted({str(meta.get("task")) for meta in metas})
+    if task_name in tasks:
+        chosen = [i for i, meta in enumerate(metas) if meta.get("task") == task_name]
+    elif len(tasks) == 1:
+        chosen = list(range(len(folders)))
+    else:
+        return (f"{path}: holds episodes of tasks {', '.join(tasks)}, none named '{task_name}' like the "
+                "task file; score one task's episodes with that task's file")
+
+    def order(i: int) -> tuple[int, str]:
+        index = (metas[i].get("extra") or {}).get("index")
+        return (int(index) if isinstance(index, int) else -1, folders[i].name)
+
+    chosen.sort(key=order)
+    try:
+        episodes = [read_episode(folders[i]) for i in chosen]
+        batch = episodes_to_batch(episodes)
+    except (StoreError, KeyError, ValueError) as err:
+        return f"{path}: {err}"
+    return batch, [folders[i].name for i in chosen]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix not in (".parquet", ".npz"):
         print(f"grapec score: --out must end in .parquet or .npz, got {args.out!r}", file=sys.stderr)
         return 2
-    batch = load_batch(args.batch)
-    if isinstance(batch, str):
-        print(f"grapec score: {batch}", file=sys.stderr)
-        return 1
+    episode_names: list[str] | None = None
+    if not Path(args.batch).is_dir():
+        batch = load_batch(args.batch)
+        if isinstance(batch, str):
+            print(f"grapec score: {batch}", file=sys.stderr)
+            return 1
     checked = load_checked(args, "score")
     if isinstance(checked, int):
         return checked
+    if Path(args.batch).is_dir():  # a store: which episodes depends on the task file's task
+        loaded = load_store(args.batch, checked.task.name)
+        if isinstance(loaded, str):
+            print(f"grapec score: {loaded}", file=sys.stderr)
+            return 1
+        batch, episode_names = loaded
 
     from rich.console import Console
 
@@ -174,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
         report = table.summary()
         report["r_ext_per_trajectory"] = table.r_ext.tolist()
         report["valid"] = table.valid.tolist()
+        if episode_names is not None:
+            report["episodes"] = episode_names
         if args.out:
             report["out"] = args.out
         print(json.dumps(report, indent=2))

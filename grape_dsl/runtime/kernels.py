@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import numpy as np
 from grape_dsl.batch import TrajectoryBatch
 from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir.lower import Program, fingerprint
+from grape_dsl.util.atomic import atomic_write_text
 from grape_dsl.score import (
     BatchError,
     NonFinitePolicy,
@@ -250,18 +250,6 @@ def _split_range(n: int, threads: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _import(path: Path, key: str) -> ModuleType:
     name = f"grape_dsl_kernels_{key}"
     if name in sys.modules:
@@ -362,7 +350,7 @@ def load_program(
             source = generate_program(program, source_name)
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, source)
+                atomic_write_text(path, source)
             except OSError as err:
                 raise KernelCacheError(
                     f"cannot write kernels to the cache directory {directory}: "

@@ -1,11 +1,11 @@
-"""Rendering diagnostics for people (caret under the span) and near-name suggestions."""
+"""Rendering diagnostics for people (caret under the span)."""
 
 from __future__ import annotations
 
 import pytest
 
 from grape_dsl.ast import Span
-from grape_dsl.diagnostics import Diagnostic, GrcError, near_name, render
+from grape_dsl.diagnostics import Diagnostic, GrcError, render
 from grape_dsl.parser import parse
 
 SOURCE = "task demo\nstage s {\n    subgoal reach: dist(ee, ojb) <= 0.02\n}\n"
@@ -59,21 +59,6 @@ def test_render_parser_diagnostic_caret_width() -> None:
     lines = render(info.value.diagnostics[0], source).splitlines()
     assert lines[0] == "t.grc:2:5: error[GRC108]: `path` is a reserved keyword and cannot be used as a name"
     assert lines[2] == "        ^^^^"
-
-
-@pytest.mark.parametrize(
-    ("name", "candidates", "expected"),
-    [
-        ("ojb", ["obj", "ee", "goal"], "obj"),
-        ("stag", ["stage", "param", "let"], "stage"),
-        ("Goal", ["goal", "obj"], "goal"),
-        ("xyz", ["obj", "ee"], None),
-        ("obj", ["obj"], None),  # the name itself is no suggestion
-        ("dist_yx", ["dist", "dist_xy", "dot"], "dist_xy"),
-    ],
-)
-def test_near_name(name: str, candidates: list[str], expected: str | None) -> None:
-    assert near_name(name, candidates) == expected
 
 
 def test_to_dict_for_json() -> None:

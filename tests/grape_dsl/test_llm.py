@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast as python_ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -444,17 +443,3 @@ def test_generate_never_imports_the_simulator_or_torch():
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_written_files_get_ordinary_permissions(tmp_path):
-    fresh = tmp_path / "fresh.grc"
-    llm.write_atomic(fresh, "x\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
-    kept = tmp_path / "kept.grc"
-    kept.write_text("old\n")
-    kept.chmod(0o640)
-    llm.write_atomic(kept, "new\n")
-    assert kept.read_text() == "new\n" and kept.stat().st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.grc", "kept.grc"]

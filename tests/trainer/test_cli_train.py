@@ -130,7 +130,7 @@ def test_grape_train_then_grape_eval_subprocess(tmp_path):
     train = subprocess.run(
         [sys.executable, "-c", "import sys; from trainer.cli import train_main; sys.exit(train_main())",
          "--constraints", "constraints/safety.grc", "--tasks", "pick_place", "stack", "--iterations", "2",
-         "--states-per-task", "1", "--samples-per-state", "2", "--m", "1", "--max-steps", "12",
+         "--states-per-task", "1", "--samples-per-state", "2", "--m", "1", "--min-gap", "0", "--max-steps", "12",
          "--sft-cache", str(tmp_path / "sft"), "--sft-demos", "1", "--sft-steps", "5",
          "--output-dir", str(run), "--json", "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,

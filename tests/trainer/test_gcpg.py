@@ -128,3 +128,77 @@ def test_score_columns_and_parquet_round_trip(tmp_path):
     assert table["r_gcpg"] == pytest.approx(cols["r_gcpg"].tolist())
     assert table["group"] == ["a", "a", "a"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------- outcome gap, pair kinds, advantages
+from trainer.gcpg import count_pair_kinds, group_advantages, informative_groups, outcome_score, pair_kinds  # noqa: E402
+
+
+def test_outcome_score_leaves_r_self_out():
+    weights = GcpgWeights(self_=0.1, ext=2.0, success=3.0)
+    assert outcome_score(np.array([0.5, 1.0]), np.array([True, False]), weights) == pytest.approx([2 * 0.5 + 3, 2.0])
+
+
+def test_r_self_breaks_ties_but_makes_no_pair_by_itself():
+    # Two successes with R_ext 1.0 differing only in R_self, and a failure.
+    weights = GcpgWeights()
+    r_self = np.array([0.300, 0.303, 0.310])
+    r_ext = np.array([1.0, 1.0, 0.0])
+    success = np.array([True, True, False])
+    scores = gcpg_reward(r_self, r_ext, success, weights)
+    outcome = outcome_score(r_ext, success, weights)
+    groups = np.zeros(3)
+    # The paper's rule pairs the two successes by their likelihood ...
+    assert make_pairs(scores[:2], groups[:2], m=1).tolist() == [[1, 0]]
+    # ... ranking by outcome with the outcome gap does not.
+    assert make_pairs(outcome[:2], groups[:2], m=1, tie_break=scores[:2], min_gap=0.01).tolist() == []
+    # R_self still orders the tie: the likelier success is the one paired against the failure.
+    assert make_pairs(outcome, groups, m=1, tie_break=scores, min_gap=0.01).tolist() == [[1, 2]]
+    # An outcome preference is never overturned by R_self: the more likely failure stays rejected.
+    r_self = np.array([0.1, 0.9])
+    assert make_pairs(outcome_score(np.array([0.6, 0.5]), np.zeros(2, bool), weights), np.zeros(2), m=1,
+                      tie_break=r_self, min_gap=0.05).tolist() == [[0, 1]]
+
+
+def test_min_gap_drops_pairs_closer_than_the_gap():
+    scores = np.array([1.50, 1.45, 1.2, 0.2])
+    # top 2 = {0, 1}, bottom 2 = {2, 3}; gaps 0.30 and 0.25 to index 2 are within 0.4
+    pairs = make_pairs(scores, np.zeros(4), m=2, min_gap=0.4)
+    assert pairs.tolist() == [[0, 3], [1, 3]]
+    assert make_pairs(scores, np.zeros(4), m=2).tolist() == [[0, 2], [0, 3], [1, 2], [1, 3]]
+    with pytest.raises(ValueError, match="min_gap"):
+        make_pairs(scores, np.zeros(4), m=1, min_gap=float("nan"))
+
+
+def test_pair_kinds_name_what_each_pair_contrasts():
+    success = np.array([True, True, False, False])
+    pairs = np.array([[0, 2], [0, 1], [2, 3], [3, 0]])
+    kinds = pair_kinds(success, pairs)
+    assert kinds == ["success-vs-failure", "success-vs-success", "failure-vs-failure", "failure-vs-success"]
+    assert count_pair_kinds(kinds) == {kind: 1 for kind in kinds}
+    assert count_pair_kinds([]) == dict.fromkeys(kinds, 0)
+
+
+def test_rloo_advantage_is_score_minus_mean_of_the_others():
+    scores = np.array([1.0, 0.0, 0.5, 2.0, 2.0, 7.0])
+    groups = np.array(["a", "a", "a", "b", "b", "c"])
+    advantages = group_advantages(scores, groups)
+    assert advantages[:3] == pytest.approx([1.0 - 0.25, 0.0 - 0.75, 0.5 - 0.5])
+    assert advantages[3:] == pytest.approx([0.0, 0.0, 0.0])  # a tied group and a singleton say nothing
+
+
+def test_grpo_advantage_is_standardised_within_the_group():
+    scores = np.array([1.0, 0.0, 0.5, 3.0, 1.0])
+    groups = np.array([0, 0, 0, 1, 1])
+    advantages = group_advantages(scores, groups, normalize=True)
+    first = scores[:3]
+    assert advantages[:3] == pytest.approx((first - first.mean()) / (first.std() + 1e-6))
+    assert advantages[3:] == pytest.approx([1.0, -1.0], rel=1e-5)
+    assert advantages[:3].sum() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_informative_groups_are_those_whose_outcomes_spread_beyond_the_gap():
+    outcome = np.array([2.0, 2.0, 1.0, 1.005, 0.0, 2.0])
+    groups = np.array(["tied", "tied", "close", "close", "mixed", "mixed"])
+    assert informative_groups(outcome, groups, min_gap=0.01) == {"mixed"}
+    assert informative_groups(outcome, groups, min_gap=0.001) == {"close", "mixed"}

@@ -208,11 +208,19 @@ def _tiny_config(tmp_path, policy_dir, name, **changes):
     config.rollout.samples_per_state = 3
     config.rollout.max_steps = 8
     config.gcpg.m = 1
+    # An untrained policy only fails: its trajectories differ in R_ext by far less than the
+    # default outcome gap, so the tiny runs pair on any difference.
+    config.gcpg.min_gap = 0.0
     config.optim.lr = 1e-2
     config.optim.pairs_per_step = 2
     config.optim.chunk_steps = 10  # forces the chunked exact-gradient path
     for key, value in changes.items():
-        setattr(config.optim, key, value)
+        for part in (config.optim, config.rollout, config.gcpg):
+            if hasattr(part, key):
+                setattr(part, key, value)
+                break
+        else:
+            raise AttributeError(key)
     return config
 
 
@@ -259,7 +267,7 @@ def test_killed_run_resumes_where_it_stopped_and_matches_the_uninterrupted_run(t
     pairs = pq.read_table(run / "iterations" / "iter_0002" / "pairs.parquet").to_pydict()
     assert len(pairs["chosen"]) >= 1
     for c, r in zip(pairs["chosen"], pairs["rejected"]):
-        assert a["group"][c] == a["group"][r] and a["r_gcpg"][c] > a["r_gcpg"][r]
+        assert a["group"][c] == a["group"][r] and a["outcome"][c] > a["outcome"][r]
     # nothing half-written anywhere
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
     # a finished run is not retrained
@@ -313,7 +321,7 @@ def test_all_linear_adapter_with_per_iteration_reference_resumes(tmp_path, tiny_
         torch.testing.assert_close(tensor, _adapter(run, 2)[name])
 
 
-@pytest.mark.parametrize("loss", ["dpo-step", "sft"])
+@pytest.mark.parametrize("loss", ["dpo-step", "sft", "grpo", "rloo"])
 def test_baseline_losses_run(tmp_path, tiny_policy_dir, loss):
     from trainer.loop import train
 
@@ -341,3 +349,45 @@ def test_constraints_objective_applies_to_each_task_and_task_file_selects_its_ta
     assert one.task == "stack"
     with pytest.raises(TrainError, match="unknown param|no param|nope"):
         resolve_constraints("constraints/tasks/stack.grc", [], {"nope": 1.0})
+
+
+def _logged(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dynamic_sampling_draws_fresh_states_until_the_rollout_cap(tmp_path, tiny_policy_dir):
+    import pyarrow.parquet as pq
+
+    # No untrained trajectory beats another by 0.5 in outcome: no state is informative, so rounds
+    # of fresh states are drawn until the cap, and nothing is trained, said so.
+    config = _tiny_config(tmp_path, tiny_policy_dir, "dynamic", loss="rloo", dynamic_sampling=True, max_rollouts=12, min_gap=0.5)
+    config.iterations = 1
+    lines = []
+    from trainer.loop import train
+
+    run = train(config, progress=False, echo=lines.append)
+    scores = pq.read_table(run / "iterations" / "iter_0001" / "scores.parquet").to_pydict()
+    assert len(scores["seed"]) == 12 and len(set(scores["seed"])) == 4  # 2 rounds x 2 states x 3 samples
+    assert not any(scores["kept"])
+    final = _logged(run)[-1]
+    assert final["rollout/episodes"] == 12 and final["rollout/informative_groups"] == 0
+    assert any("nothing to train on" in line for line in lines)
+    # Round 0 is the plain draw: the same first states as a run without dynamic sampling.
+    plain = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "plain", loss="rloo"), stop_after=1)
+    plain_seeds = pq.read_table(plain / "iterations" / "iter_0001" / "scores.parquet").to_pydict()["seed"]
+    assert sorted(set(plain_seeds)) == sorted(set(scores["seed"][:6]))
+
+
+def test_group_loss_logs_pair_kinds_clip_statistics_and_held_out_loss(tmp_path, tiny_policy_dir):
+    config = _tiny_config(tmp_path, tiny_policy_dir, "grpo_holdout", loss="grpo", holdout_fraction=0.5, lr_schedule="cosine")
+    config.iterations = 1
+    run = train_quietly(config)
+    logged = _logged(run)
+    steps = [row for row in logged if "policy/clip_fraction" in row]
+    assert steps and all(0 <= row["policy/clip_fraction"] <= 1 for row in steps)
+    assert steps[0]["lr"] == pytest.approx(config.optim.lr)  # cosine starts at --lr and decays
+    assert all(a["lr"] >= b["lr"] for a, b in zip(steps, steps[1:]))
+    held = [row["heldout/loss"] for row in logged if "heldout/loss" in row]
+    assert len(held) == config.optim.epochs + 1  # before training and after every epoch
+    final = logged[-1]
+    assert {"pairs/success-vs-failure", "pairs/success-vs-success", "pairs/failure-vs-failure"} <= set(final)

@@ -95,3 +95,46 @@ def test_shape_mismatch_is_a_clear_error():
         tpo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2), torch.zeros(2), beta=0.1)
     with pytest.raises(ValueError, match="no step"):
         sft_loss(torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------- group-relative policy gradient
+from trainer.losses import group_policy_gradient_loss  # noqa: E402
+
+
+def test_group_policy_gradient_loss_matches_hand_computed_clipping():
+    # ratios e^0.1 = 1.105 (A=+1, inside the clip), e^0.5 = 1.649 (A=+2, clipped at 1.2),
+    # e^-0.5 = 0.607 (A=-1, clipped at 0.8: min(-0.607, -0.8) = -0.8), e^0 = 1 (A=0)
+    new = torch.tensor([-1.0, -1.0, -2.0, -3.0])
+    old = torch.tensor([-1.1, -1.5, -1.5, -3.0])
+    advantages = torch.tensor([1.0, 2.0, -1.0, 0.0])
+    loss, metrics = group_policy_gradient_loss(new, old, advantages, clip_eps=0.2)
+    expected = -(math.exp(0.1) * 1 + 1.2 * 2 + -0.8 + 0.0) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert metrics["policy/clip_fraction"] == pytest.approx(0.5)  # the A=+2 and the A=-1 step get no gradient
+    assert metrics["advantages/mean"] == pytest.approx(0.5)
+
+
+def test_group_policy_gradient_gradient_raises_good_steps_and_stops_at_the_clip():
+    new = torch.tensor([-1.0, -1.0, -1.0], requires_grad=True)
+    old = torch.tensor([-1.0, -1.0, -1.5])
+    advantages = torch.tensor([1.0, -1.0, 1.0])
+    loss, _ = group_policy_gradient_loss(new, old, advantages, clip_eps=0.2)
+    loss.backward()
+    # d/dlogp of -ratio*A/3 at ratio 1 is -A/3; the third step's ratio e^0.5 is past 1 + eps: no gradient
+    assert new.grad.tolist() == pytest.approx([-1 / 3, 1 / 3, 0.0])
+
+
+def test_group_policy_gradient_kl_term_is_k3_and_zero_at_the_reference():
+    logps = torch.tensor([-1.0, -2.0])
+    zero_adv = torch.zeros(2)
+    loss, metrics = group_policy_gradient_loss(logps, logps, zero_adv, clip_eps=0.2, ref_step_logps=logps, kl_coef=0.5)
+    assert loss.item() == pytest.approx(0.0) and metrics["objective/kl"] == pytest.approx(0.0)
+    ref = torch.tensor([-1.5, -1.0])
+    loss, metrics = group_policy_gradient_loss(logps, logps, zero_adv, clip_eps=0.2, ref_step_logps=ref, kl_coef=0.5)
+    d = ref - logps
+    expected_kl = float((torch.exp(d) - d - 1).mean())
+    assert metrics["objective/kl"] == pytest.approx(expected_kl) and loss.item() == pytest.approx(0.5 * expected_kl)
+    with pytest.raises(ValueError, match="ref_step_logps"):
+        group_policy_gradient_loss(logps, logps, zero_adv, clip_eps=0.2, kl_coef=0.1)
+    with pytest.raises(ValueError, match="clip_eps"):
+        group_policy_gradient_loss(logps, logps, zero_adv, clip_eps=0.0)

@@ -63,3 +63,45 @@ def test_greedy_rollouts_and_frames(policy):
     rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=4, record_frames=lambda s: s.sample == 0, frame_size=32)
     np.testing.assert_array_equal(rollouts[0].episode.action_tokens, rollouts[1].episode.action_tokens)
     assert list(frames) == [specs[0]] and len(frames[specs[0]]) == 5 and frames[specs[0]][0].shape == (32, 32, 3)
+
+
+def test_per_episode_streams_do_not_depend_on_batching_or_order(policy):
+    from trainer.rollout import EnvPool
+
+    pool = EnvPool()
+    batched, _ = collect_rollouts(policy, SPECS, sample_seed=11, max_steps=5, batch_envs=3, env_pool=pool)
+    alone, _ = collect_rollouts(policy, SPECS[::-1], sample_seed=11, max_steps=5, batch_envs=1, env_pool=pool)
+    for x, y in zip(batched, alone[::-1]):
+        assert x.spec == y.spec
+        np.testing.assert_array_equal(x.episode.action_tokens, y.episode.action_tokens)
+        np.testing.assert_array_equal(x.episode.states, y.episode.states)
+        np.testing.assert_allclose(x.episode.logprobs, y.episode.logprobs, rtol=0, atol=1e-5)
+    other, _ = collect_rollouts(policy, SPECS, sample_seed=12, max_steps=5, batch_envs=3, env_pool=pool)
+    assert any(not np.array_equal(x.episode.action_tokens, y.episode.action_tokens) for x, y in zip(batched, other))
+    with pytest.raises(ValueError, match="not both"):
+        collect_rollouts(policy, SPECS, sample_seed=1, generator=torch.Generator(), env_pool=pool)
+    pool.close()
+
+
+def test_the_pool_reuses_worlds_across_calls_and_drops_them_after_an_error(policy):
+    from trainer.rollout import EnvPool
+
+    pool = EnvPool(capacity=8)
+    first, _ = collect_rollouts(policy, SPECS, greedy=True, max_steps=4, batch_envs=2, env_pool=pool)
+    made = pool.created
+    assert made == 4 and len(pool) == 4  # two envs per task: each task's envs are made once
+    again, _ = collect_rollouts(policy, SPECS, greedy=True, max_steps=4, batch_envs=2, env_pool=pool)
+    assert pool.created == made
+    fresh, _ = collect_rollouts(policy, SPECS, greedy=True, max_steps=4, batch_envs=2, env_pool=EnvPool(capacity=0))
+    for x, y, z in zip(first, again, fresh):
+        np.testing.assert_array_equal(x.episode.states, y.episode.states)
+        np.testing.assert_array_equal(x.episode.states, z.episode.states)
+
+    def fail(rollout):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        collect_rollouts(policy, SPECS, greedy=True, max_steps=4, batch_envs=2, env_pool=pool, on_episode=fail)
+    assert len(pool) == 2 and pool.created == made  # the two envs in use when it failed were closed, not pooled
+    pool.close()
+    assert len(pool) == 0

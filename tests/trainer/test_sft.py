@@ -110,16 +110,27 @@ def test_cli_usage_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage_exit:
         main([])
     assert usage_exit.value.code == 2
-    assert main(["--out", str(tmp_path / "x"), "--tasks", "juggle"]) == 1
+    assert main(["--out", str(tmp_path / "x"), "--tasks", "juggle"]) == 2
     error = capsys.readouterr().err
     assert "unknown task(s) ['juggle']" in error and "push_to_target" in error
-    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 1
+    assert main(["--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path / "x"), "--eval-split", "mars"]) == 1
+    assert main(["--out", str(tmp_path / "x"), "--eval-split", "mars"]) == 2
     assert "unknown split 'mars'" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path / "x"), "--demos-dir", str(tmp_path / "nowhere")]) == 1
+    assert main(["--out", str(tmp_path / "x"), "--demos-dir", str(tmp_path / "nowhere")]) == 2
     assert "no such directory" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    assert main(["--out", str(tmp_path / "x"), "--tasks", "stack", "pick_plac"]) == 2
+    assert "unknown task(s) ['pick_plac']" in capsys.readouterr().err
+
+
+def test_tasks_flag_takes_spaces_commas_or_all():
+    from trainer.sim.tasks import TASKS, task_names
+
+    assert task_names(["stack", "push_to_target"]) == task_names("stack,push_to_target") == ["stack", "push_to_target"]
+    assert task_names(["stack,", "pick_place"]) == ["stack", "pick_place"]
+    assert task_names(["all"]) == task_names("all") == list(TASKS)
+    assert task_names([" "]) == []
 
 
 def test_default_policy_is_trained_once_and_cached(demo_store, tmp_path):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +64,15 @@ class Policy(torch.nn.Module, abc.ABC):
         temperature: float = 1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
         """Draw action tokens for B steps (no gradient; eval mode).
 
         ``obs["state"]``: float [B, state_dim]; ``obs["image"]`` (optional): uint8 [B, H, W, 3];
         ``instructions``: B strings. ``greedy`` takes the arg-max token of every dimension.
+        ``uniforms`` (float [B, action_dim] in [0, 1), keyword, optional): draw token d of row i
+        at ``uniforms[i, d]`` (see :func:`sample_from_logits`) instead of from ``generator``.
         """
 
     @abc.abstractmethod
@@ -172,8 +174,15 @@ def as_float_tensor(array: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array, device=device).float()
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float, greedy: bool, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row; return (token [B], its untempered log-prob [B])."""
+def sample_from_logits(logits: torch.Tensor, temperature: float, greedy: bool, generator: torch.Generator | None,
+                       uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row; return (token [B], its untempered log-prob [B]).
+
+    ``uniforms`` (float [B] in [0, 1), optional) draws row i's token by inverting the tempered
+    distribution's CDF at ``uniforms[i]`` instead of drawing from ``generator``: the same law,
+    but each row's randomness comes from its caller (one stream per episode, whatever batch
+    the row happens to share).
+    """
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     if greedy:
         token = logits.argmax(dim=-1)
@@ -181,31 +190,22 @@ def sample_from_logits(logits: torch.Tensor, temperature: float, greedy: bool, g
         if temperature <= 0:
             raise PolicyInputError(f"temperature must be > 0 (use greedy=True for arg-max), got {temperature}")
         tempered = torch.softmax(logits.float() / temperature, dim=-1)
-        token = torch.multinomial(tempered, 1, generator=generator).squeeze(-1)
+        if uniforms is None:
+            token = torch.multinomial(tempered, 1, generator=generator).squeeze(-1)
+        else:
+            token = inverse_cdf(tempered, uniforms)
     return token, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)
 
 
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``directory`` in one rename.
-
-    A reader never sees a half-written checkpoint: either the old folder or the new one.
-    """
-    target = Path(directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-            os.replace(target, retired / "old")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Token i of each row with cdf[i-1] <= u * total < cdf[i]: a zero-probability token has an
+    empty interval and is never drawn; rounding at the top end is clamped to the last token
+    of positive probability."""
+    cdf = probs.cumsum(-1)
+    targets = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    token = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
+    last_positive = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
+    return torch.minimum(token, last_positive)
 
 
 def require_files(directory: str | os.PathLike, names: list[str], what: str) -> Path:

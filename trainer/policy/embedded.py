@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from grape_dsl.util.atomic import atomic_directory, atomic_write_json
 from trainer.policy.base import (
     ACTION_STATS_FILE,
     ADAPTER_DIR,
@@ -36,16 +37,16 @@ from trainer.policy.base import (
     PolicyInputError,
     SampleOutput,
     as_float_tensor,
-    atomic_directory,
     check_batch,
     check_tokens,
     require_files,
     sample_from_logits,
 )
 from trainer.policy.instruction import EMBEDDING_DIM, shared_instruction_encoder
-from trainer.policy.tokenizer import ActionTokenizer, write_json_atomic
+from trainer.policy.tokenizer import ActionTokenizer
 
 CONFIG_FILE = "config.json"
+MODEL_TYPE = "grape_embedded_vla"  # config.json's model_type: what a model hub reads to tell the architecture
 WEIGHTS_FILE = "model.safetensors"
 POLICY_TYPE = "embedded"
 
@@ -203,24 +204,37 @@ class EmbeddedVLA(Policy):
         temperature: float = 1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
+        from trainer.policy.fast_decode import LlamaDecoding
+
+        config = self.config
         was_training = self.training
-        self.eval()
-        backbone = self._causal_lm().model
+        if was_training:  # eval() walks every submodule: skip it when already in eval mode
+            self.eval()
         try:
             prefix = self._prefix(obs, instructions)
-            output = backbone(inputs_embeds=prefix, use_cache=True)
-            tokens, logprob_sum = [], torch.zeros(prefix.shape[0], device=prefix.device)
-            for dim in range(self.config.action_dim):
-                logits = self._head(output.last_hidden_state[:, -1:], first_dim=dim)[:, 0]
-                token, logprob = sample_from_logits(logits, temperature, greedy, generator)
+            batch = prefix.shape[0]
+            if uniforms is not None and tuple(uniforms.shape) != (batch, config.action_dim):
+                raise PolicyInputError(f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]")
+            causal_lm = self._causal_lm()
+            decoding = LlamaDecoding(causal_lm.model, batch, config.prefix_length + config.action_dim,
+                                     prefix.device, prefix.dtype)
+            hidden = decoding.prefill(prefix)
+            head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
+            tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
+            for dim in range(config.action_dim):
+                logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
+                token, logprob = sample_from_logits(logits, temperature, greedy, generator,
+                                                    None if uniforms is None else uniforms[:, dim])
                 tokens.append(token)
                 logprob_sum += logprob
-                if dim + 1 < self.config.action_dim:
-                    embedding = self._token_embeddings(token.unsqueeze(1), first_dim=dim)
-                    output = backbone(inputs_embeds=embedding, cache=output.cache, use_cache=True)
+                if dim + 1 < config.action_dim:
+                    hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         token_tensor = torch.stack(tokens, dim=1)
         actions = self.action_tokenizer.detokenize(token_tensor.cpu().numpy())
         return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum)
@@ -258,8 +272,8 @@ class EmbeddedVLA(Policy):
         from safetensors.torch import save_file
 
         with atomic_directory(directory) as staging:
-            write_json_atomic(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE})
-            write_json_atomic(staging / CONFIG_FILE, dataclasses.asdict(self.config))
+            atomic_write_json(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE})
+            atomic_write_json(staging / CONFIG_FILE, {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)})
             self.action_tokenizer.save(staging / ACTION_STATS_FILE)
             save_file(self._base_state_dict(), str(staging / WEIGHTS_FILE))
             if self.has_adapter:
@@ -273,7 +287,9 @@ class EmbeddedVLA(Policy):
 
         path = require_files(directory, [CONFIG_FILE, WEIGHTS_FILE, ACTION_STATS_FILE], "embedded policy")
         try:
-            config = EmbeddedVLAConfig(**json.loads((path / CONFIG_FILE).read_text()))
+            fields = json.loads((path / CONFIG_FILE).read_text())
+            fields.pop("model_type", None)  # for hub tools; folders saved before it lack it
+            config = EmbeddedVLAConfig(**fields)
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path / CONFIG_FILE}: not a valid EmbeddedVLAConfig: {error}") from None
         tokenizer = ActionTokenizer.load(path / ACTION_STATS_FILE, expected_action_dim=config.action_dim)

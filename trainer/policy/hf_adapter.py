@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from grape_dsl.util.atomic import atomic_directory, atomic_write_json
 from trainer.policy.base import (
     ACTION_STATS_FILE,
     ADAPTER_DIR,
@@ -40,12 +41,11 @@ from trainer.policy.base import (
     CheckpointError,
     Policy,
     SampleOutput,
-    atomic_directory,
     check_batch,
     check_tokens,
     require_files,
 )
-from trainer.policy.tokenizer import ActionTokenizer, write_json_atomic
+from trainer.policy.tokenizer import ActionTokenizer
 
 POLICY_TYPE = "hf_vla"
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
@@ -251,6 +251,8 @@ class HFVLAPolicy(Policy):
         temperature: float = 1.0,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
         from trainer.policy.base import sample_from_logits
 
@@ -263,7 +265,8 @@ class HFVLAPolicy(Policy):
             bins, total = [], torch.zeros(attention_mask.shape[0], device=attention_mask.device)
             next_position = positions[:, -1:] + 1
             for dim in range(self.action_tokenizer.action_dim):
-                token, logprob = sample_from_logits(self._action_logits(output.logits[:, -1]), temperature, greedy, generator)
+                token, logprob = sample_from_logits(self._action_logits(output.logits[:, -1]), temperature, greedy, generator,
+                                                    None if uniforms is None else uniforms[:, dim])
                 bins.append(token)
                 total += logprob
                 if dim + 1 < self.action_tokenizer.action_dim:
@@ -318,4 +321,4 @@ class HFVLAPolicy(Policy):
                 self.model.save_pretrained(str(staging))
             self.processor.save_pretrained(str(staging))
             self.action_tokenizer.save(staging / ACTION_STATS_FILE)
-            write_json_atomic(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE, "action_token_end": self.action_token_end})
+            atomic_write_json(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE, "action_token_end": self.action_token_end})

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from grape_dsl.util.atomic import atomic_write_json
 
 ACTION_DIM = 7
 GRIPPER_DIM = 6
@@ -163,7 +164,7 @@ class ActionTokenizer:
         return tokenizer
 
     def save(self, path: str | os.PathLike) -> None:
-        write_json_atomic(Path(path), self.to_dict())
+        atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_action_dim: int | None = None) -> "ActionTokenizer":
@@ -175,17 +176,3 @@ class ActionTokenizer:
         except json.JSONDecodeError as error:
             raise ActionStatsError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
         return cls.from_dict(data, expected_action_dim, source=str(path))
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON next to ``path`` and rename it into place, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise

@@ -13,7 +13,7 @@ from pathlib import Path
 EXAMPLES = """examples:
   grape-sim tasks
   grape-sim demo --tasks all -n 200 --out data/demos --workers 2
-  grape-sim demo --tasks pick_place,stack -n 50 --noise 0.1 --out data/noisy
+  grape-sim demo --tasks pick_place stack -n 50 --noise 0.1 --out data/noisy
   grape-sim expert-eval --tasks all -n 100 --workers 2
   grape-sim expert-eval --tasks push_to_target --split physical --json
   grape-sim render --task pick_place_obstacle --seed 7 --out obstacle.gif
@@ -25,14 +25,12 @@ class CliError(Exception):
     """Bad input: printed to stderr, exit status 1."""
 
 
-def _parse_tasks(text: str) -> list[str]:
-    from trainer.sim.tasks import TASKS, get_task
+def _parse_tasks(values: list[str]) -> list[str]:
+    from trainer.sim.tasks import get_task, task_names
 
-    if text == "all":
-        return list(TASKS)
-    names = [t.strip() for t in text.split(",") if t.strip()]
+    names = task_names(values)
     if not names:
-        raise CliError("--tasks is empty (give names separated by commas, or 'all')")
+        raise CliError("--tasks is empty (give task names, or 'all')")
     for name in names:
         get_task(name)
     return names
@@ -204,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="record scripted-expert demonstrations into a trajectory store",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' (default)")
+    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
+                   help="task names (`a b`; `a,b` works too), or 'all' (default)")
     p.add_argument("--split", default="in_domain", help="split to draw scenes from (default in_domain)")
     p.add_argument("-n", "--num", type=int, default=100, help="episodes per task (default 100)")
     p.add_argument("--seed-start", type=int, default=0, help="first training seed (seeds 0 .. 999,999; never evaluation seeds)")
@@ -219,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("expert-eval", help="expert success/grasp/collision/length per task over fixed eval seeds")
-    p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' (default)")
+    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
+                   help="task names (`a b`; `a,b` works too), or 'all' (default)")
     p.add_argument("--split", default="in_domain", help="split (default in_domain)")
     p.add_argument("-n", "--num", type=int, default=100, help="eval seeds per task (default 100)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")

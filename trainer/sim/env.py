@@ -74,7 +74,7 @@ class GrapeSimEnv(gym.Env):
     solver_iterations = SOLVER_ITERATIONS  # per instance before the first reset (bench/sim.py compares)
 
     def __init__(self, task: str, split: str = "in_domain", seed: int = 0, image_size: int | None = None,
-                 max_steps: int = DEFAULT_MAX_STEPS) -> None:
+                 max_steps: int = DEFAULT_MAX_STEPS, render_mode: str | None = "rgb_array") -> None:
         import pybullet as p
         import pybullet_data
 
@@ -90,9 +90,14 @@ class GrapeSimEnv(gym.Env):
         self.max_steps = max_steps
         self.keypoint_names = list(self.spec_task.keypoint_names)
         self.signal_names = list(SIGNAL_NAMES)
+        # Per instance: what this task's info["keypoints"] / info["signals"] rows are (trainer.envs).
+        self.metadata = {**type(self).metadata, "keypoint_names": list(self.keypoint_names),
+                         "signal_names": list(self.signal_names)}
         self.p = p
         self.data_path = pybullet_data.getDataPath()
         self.client = p.connect(p.DIRECT)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.render_mode = "rgb_array"
         # Every state entry is a position, offset, size, angle term or flag within 10 (metres/radians).
         spaces = {"state": gym.spaces.Box(-10.0, 10.0, (STATE_DIM,), np.float32)}
@@ -308,6 +313,8 @@ class GrapeSimEnv(gym.Env):
             self._log["keypoints"].append(np.stack([points[n] for n in self.keypoint_names]))
             self._log["signals"].append(np.array([opening, float(grasped), *self._contacts.astype(float), action_norm]))
         self._last_points = points
+        self._last_keypoints = np.stack([points[n] for n in self.keypoint_names]).astype(np.float32)
+        self._last_signals = np.array([opening, float(grasped), *self._contacts.astype(float), action_norm], dtype=np.float32)
         obs = {"state": state}
         if self.image_size:
             obs["image"] = self.render_frame(self.image_size)
@@ -335,6 +342,8 @@ class GrapeSimEnv(gym.Env):
         return {
             "success": self._success, "is_success": self._success, "grasp": self._ever_grasp,
             "collision": self._ever_collision, "steps": self._steps, "instruction": self.scene.instruction,
+            # this step's schema values, rows ordered as metadata["keypoint_names"] / ["signal_names"]
+            "keypoints": self._last_keypoints.copy(), "signals": self._last_signals.copy(),
         }
 
     # ------------------------------------------------------------------ pixels
@@ -354,5 +363,10 @@ class GrapeSimEnv(gym.Env):
 
 def make_env(task: str, split: str = "in_domain", seed: int = 0, image_size: int | None = None,
              max_steps: int = DEFAULT_MAX_STEPS) -> GrapeSimEnv:
-    """Create the env of `task` on `split`; unknown names raise an error listing the known ones."""
+    """Create the env of `task` on `split`; unknown names raise an error listing the known ones.
+    A task registered from a gymnasium env (trainer.envs) gets that env, adapted."""
+    from trainer.envs import EXTERNAL_ENVS
+
+    if task in EXTERNAL_ENVS:
+        return EXTERNAL_ENVS[task](split, seed, image_size, max_steps)
     return GrapeSimEnv(task, split=split, seed=seed, image_size=image_size, max_steps=max_steps)

@@ -7,8 +7,9 @@ schema"); change it there first. Templates use `{object}`, `{container}`, `{obst
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+
+from grape_dsl.util.nearname import did_you_mean
 
 SIGNAL_NAMES: tuple[str, ...] = (
     "gripper.opening",
@@ -121,9 +122,17 @@ def lookup(kind: str, name: str, known: dict) -> object:
     """Return `known[name]`, or raise UnknownNameError naming the near match and every known name."""
     if name in known:
         return known[name]
-    near = difflib.get_close_matches(str(name), list(known), n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    raise UnknownNameError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")
+    raise UnknownNameError(f"unknown {kind} '{name}'{did_you_mean(str(name), known)} (known: {', '.join(known)})")
+
+
+def task_names(values: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Task names as given to a `--tasks` flag: `a b`, the older `a,b`, or `all` (every stock task).
+
+    Names are not checked here: callers report unknown ones in their own words (`get_task`).
+    """
+    items = [values] if isinstance(values, str) else list(values)
+    names = [name.strip() for item in items for name in item.split(",") if name.strip()]
+    return list(TASKS) if names == ["all"] else names
 
 
 def get_task(name: str) -> TaskSpec:

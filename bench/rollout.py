@@ -1,0 +1,126 @@
+"""Policy rollouts against physics alone: the same episodes, side by side in one run, one core.
+
+Row "policy in the loop": ``collect_rollouts`` as a GRAPE iteration runs it (lockstep envs,
+sampling at temperature 1 with per-episode streams, environments from the process's pool,
+warmed by one call first as after a training run's first iteration).
+Row "physics only": the same episodes replayed from their recorded actions through the same
+pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observation), with
+no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
+Row "policy, fresh worlds": as the first row with a pool that keeps nothing, so every call
+builds its environments anew (what rollouts did before the pool).
+Rounds are interleaved so that load from other jobs hits every row alike.
+
+    python bench/rollout.py                                  # cached default SFT policy if present
+    python bench/rollout.py --policy runs/x/policy --episodes 32 --rounds 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_policy(folder: str | None, sft_cache: str):
+    from trainer.policy import load_policy as load
+    from trainer.policy import make_policy
+    from trainer.sft import POLICY_DIR, SFTConfig
+    from trainer.sim.env import STATE_DIM
+
+    if folder is None:
+        cached = Path(sft_cache) / f"sft-{SFTConfig().cache_key()}" / POLICY_DIR
+        folder = str(cached) if cached.is_dir() else None
+    if folder is not None:
+        return load(folder), folder
+    defaults = SFTConfig()
+    torch.manual_seed(0)
+    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=defaults.hidden_size, num_layers=defaults.num_layers,
+                         num_heads=defaults.num_heads, intermediate_size=defaults.intermediate_size)
+    return policy.eval(), "untrained policy of the default SFT size (no cached SFT policy found)"
+
+
+def replay(rollouts, pool, max_steps: int) -> tuple[int, int]:
+    """Step every rollout's recorded actions again; return (steps, episodes whose every state
+    matched the recording bit for bit). The scene of each seed must match exactly; a reused world
+    may drift from the recording by float rounding late in contact-rich episodes (docs/sim.md)."""
+    steps = exact = 0
+    for rollout in rollouts:
+        spec, episode = rollout.spec, rollout.episode
+        key = (spec.task, spec.split, None, max_steps)
+        env = pool.take(key, spec.seed)
+        try:
+            obs, _ = env.reset(seed=spec.seed)
+            if not np.array_equal(obs["state"], episode.states[0]):
+                raise AssertionError(f"the scene of {spec} differs from the recorded one")
+            same = True
+            for t, action in enumerate(episode.actions):
+                same = same and np.array_equal(obs["state"], episode.states[t])
+                obs, *_ = env.step(action)
+            steps += episode.length
+            exact += same
+        finally:
+            pool.give_back(key, env)
+    return steps, exact
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", help="policy folder (default: the cached default SFT policy, else an untrained one)")
+    parser.add_argument("--sft-cache", default="cache/sft", help="where grape-train caches the default SFT policy")
+    parser.add_argument("--task", default="pick_place")
+    parser.add_argument("--episodes", type=int, default=32, help="episodes per round (default 32)")
+    parser.add_argument("--batch-envs", type=int, default=16)
+    parser.add_argument("--max-steps", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    from trainer.loop import TRAIN_SPLIT
+    from trainer.rollout import EnvPool, EpisodeSpec, collect_rollouts, shared_env_pool
+
+    policy, source = load_policy(args.policy, args.sft_cache)
+    pool = shared_env_pool()
+    specs = lambda r: [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * r + i) for i in range(args.episodes)]
+    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)  # warm pool
+    totals = {"policy in the loop": [0, 0.0], "physics only": [0, 0.0], "policy, fresh worlds": [0, 0.0]}
+    exact_replays = 0
+    for r in range(args.rounds):
+        started = time.perf_counter()
+        rollouts, _ = collect_rollouts(policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs)
+        totals["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
+        totals["policy in the loop"][1] += time.perf_counter() - started
+        started = time.perf_counter()
+        steps, same = replay(rollouts, pool, args.max_steps)
+        totals["physics only"][0] += steps
+        exact_replays += same
+        totals["physics only"][1] += time.perf_counter() - started
+        started = time.perf_counter()
+        fresh, _ = collect_rollouts(policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs,
+                                    env_pool=EnvPool(capacity=0))
+        totals["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
+        totals["policy, fresh worlds"][1] += time.perf_counter() - started
+    physics = totals["physics only"][0] / totals["physics only"][1]
+    rows = {name: {"steps": steps, "seconds": round(seconds, 3), "steps_per_second": round(steps / seconds, 1),
+                   "x_physics": round(steps / seconds / physics, 3)} for name, (steps, seconds) in totals.items()}
+    result = {"policy": source, "task": args.task, "episodes_per_round": args.episodes, "rounds": args.rounds,
+              "batch_envs": args.batch_envs,
+              "replays_exact": f"{exact_replays}/{args.episodes * args.rounds}", "load_average": os.getloadavg(), "rows": rows}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, {args.batch_envs} envs in lockstep, "
+          f"1 torch thread; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10}")
+    for name, row in rows.items():
+        print(f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} {row['x_physics']:>10.2f}")
+    print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
+
+
+if __name__ == "__main__":
+    main()
