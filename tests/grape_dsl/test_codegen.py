@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast as pyast
+import re
 
 import numba
 
@@ -100,9 +101,9 @@ stage only {
     source = generate(to_blocks(ir.lower_task(parse(text, "forms.grc"))))
     # min/max keep Python's two-argument semantics (the first unless the second is strictly
     # smaller/larger), nothing is simplified: g / g and exp(log(g)) are computed as written.
-    code = [line for line in source.split("def score_kernel")[1].splitlines()
-            if not line.strip().startswith("#")]
-    assert not any("min(" in line for line in code)
-    assert any(" if " in line and " < " in line for line in code)
+    code = "\n".join(line for line in source.split("def score_kernel")[1].splitlines()
+                     if not line.strip().startswith("#"))
+    assert not re.search(r"(?<![\w])min\(", code) and "_min(" in code and "_max(" in code
+    assert "def _min(a, b):\n" in source and "return b if b < a else a" in source
     assert "math.exp(" in source and "math.log(" in source and " / " in source
-    assert "math.inf if math.isnan(" in source
+    assert "_nan_inf(" in code and "return math.inf if math.isnan(x) else x" in source
