@@ -175,15 +175,32 @@ def _scanner():  # noqa: ANN202 - a numba dispatcher
 
         @numba.njit(nogil=True, cache=True)
         def scan(kp, sig, lengths, ki, si, first, lo, hi):  # noqa: ANN001, ANN202
+            # One float64 sum per bound column: NaN and +-inf survive any sum, the sums are
+            # independent (no branch, no dependency between columns), and only a trajectory
+            # whose sums are not finite (or a float64 batch that overflows one) is scanned
+            # step by step for the exact first step.
+            acc = np.zeros(3 * ki.shape[0] + si.shape[0])
             for n in range(lo, hi):
                 first[n] = -1
+                acc[:] = 0.0
+                for t in range(lengths[n]):
+                    j = 0
+                    for k in ki:
+                        for axis in range(3):
+                            acc[j] += kp[n, t, k, axis]
+                            j += 1
+                    for c in si:
+                        acc[j] += sig[n, t, c]
+                        j += 1
+                if np.isfinite(acc).all():
+                    continue
                 for t in range(lengths[n]):
                     finite = True
                     for k in ki:
                         for axis in range(3):
                             finite &= math.isfinite(kp[n, t, k, axis])
-                    for j in si:
-                        finite &= math.isfinite(sig[n, t, j])
+                    for c in si:
+                        finite &= math.isfinite(sig[n, t, c])
                     if not finite:
                         first[n] = t
                         break
