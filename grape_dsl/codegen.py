@@ -35,7 +35,7 @@ from grape_dsl.ir.blocks import BUDGET_CODE, Block, BlockProgram, StageBlocks, V
 # per-step code does not vectorize, so fast-math bought nothing measurable here.
 
 KERNEL_ARGS = (
-    "kp, sig, lengths, ki, si, bounds, reached, constraint_costs, stage_costs, r_ext, lo, hi"
+    "kp, sig, lengths, ki, si, first, bounds, reached, constraint_costs, stage_costs, r_ext, lo, hi"
 )
 
 # Generated source beyond this many characters is refused (GRC402) before numba sees it; the
@@ -74,6 +74,30 @@ def _pos(x):
 @njit(cache=True, error_model='numpy')
 def _select(condition, a, b):
     return a if condition else b
+
+
+@njit(cache=True, error_model='numpy')
+def _all_finite(row, count):
+    \"\"\"Whether row[:count] is all finite. A count, not a branch, per value, so LLVM can
+    vectorize the loop (the order of integer adds does not matter, unlike float ones).\"\"\"
+    bad = 0
+    for i in range(count):
+        bad += not (abs(row[i]) < math.inf)
+    return bad == 0
+
+
+@njit(cache=True, error_model='numpy')
+def _first_nonfinite(kp, sig, n, L, ki, si):
+    \"\"\"The first step t < L at which a bound value of trajectory n is NaN or +-inf, else -1.\"\"\"
+    for t in range(L):
+        for k in ki:
+            for axis in range(3):
+                if not math.isfinite(kp[n, t, k, axis]):
+                    return t
+        for c in si:
+            if not math.isfinite(sig[n, t, c]):
+                return t
+    return -1
 """
 
 
@@ -143,11 +167,12 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
         f"compiler: grape_dsl.codegen {COMPILER_VERSION}; numba {numba.__version__}; "
         f"numpy {np.__version__}; python {sys.version_info.major}.{sys.version_info.minor}",
         "",
-        "score_kernel(...) fills, for each trajectory n: bounds[n, stage] = (first, last step) or",
-        "(-1, -1) if unreached, reached[n, stage], constraint_costs[n, constraint],",
-        "stage_costs[n, stage] and r_ext[n] = exp(-sum of stage costs). Inputs are checked finite",
-        "before the kernel runs; every operation is one IEEE float64 operation, as the language",
-        "reference defines it (no algebraic rewriting).",
+        "score_kernel(...) fills, for each trajectory n: first[n] = the first step at which a bound",
+        "input is NaN or +-inf (-1 if none; such a trajectory is not scored, the runtime reports it",
+        "or scores it as worst), and otherwise bounds[n, stage] = (first, last step) or (-1, -1) if",
+        "unreached, reached[n, stage], constraint_costs[n, constraint], stage_costs[n, stage] and",
+        "r_ext[n] = exp(-sum of stage costs). Every operation is one IEEE float64 operation, as the",
+        "language reference defines it (no algebraic rewriting).",
         '"""',
         "",
         "import math",
@@ -272,8 +297,25 @@ def generate(blocks: BlockProgram, source_name: str | None = None) -> str:
         "@njit(nogil=True, cache=True, error_model='numpy')",
         f"def score_kernel({KERNEL_ARGS}):",
         '    """Score trajectories lo..hi-1 (threads run disjoint ranges; nogil releases the GIL)."""',
+        "    # Bound inputs must be finite at every valid step, read or not (docs/language.md).",
+        "    # Each trajectory's steps are checked just before it is scored, so the scoring reads",
+        "    # them from cache. When the bound columns are at least half the batch's, a whole",
+        "    # trajectory is checked as one contiguous run (vectorized); only a trajectory with a",
+        "    # non-finite value somewhere (or a batch of mostly unbound columns) is checked column",
+        "    # by column.",
+        "    kp_width = kp.shape[2] * 3",
+        "    sig_width = sig.shape[2]",
+        "    kp_rows = kp.reshape((kp.shape[0], kp.shape[1] * kp_width))",
+        "    sig_rows = sig.reshape((sig.shape[0], sig.shape[1] * sig_width))",
+        "    whole_rows = 2 * (3 * ki.shape[0] + si.shape[0]) >= kp_width + sig_width",
         "    for n in range(lo, hi):",
         "        L = lengths[n]",
+        "        first[n] = -1",
+        "        if not (whole_rows and _all_finite(kp_rows[n], L * kp_width)",
+        "                and _all_finite(sig_rows[n], L * sig_width)):",
+        "            first[n] = _first_nonfinite(kp, sig, n, L, ki, si)",
+        "            if first[n] >= 0:",
+        "                continue",
         "        t = 0  # the stage cursor walks t forward once; each step belongs to one stage",
         "        alive = True  # whether the current stage is reached",
         "        total = 0.0",

@@ -11,7 +11,9 @@ Non-finite values:
   and the step, whether or not a constraint happens to evaluate that value. With
   `nonfinite="worst"` such a trajectory is scored as the worst possible: every cost +inf,
   R_ext 0, stage bounds (-1, -1), and `valid[n]` False. Only padding (t >= length) and batch
-  columns the program does not bind never count. The test runs before the kernel, in numpy.
+  columns the program does not bind never count. The compiled kernel checks each
+  trajectory just before scoring it (grape_dsl/codegen.py); `first_nonfinite_steps` below
+  states the same rule in numpy, and the tests hold the kernels to it.
 - Computed values (e.g. `log(0)`, `sqrt(-1)`, `0/0`). A comparison whose difference is NaN is
   violated by +inf (and is false as a truth value); a violation of +inf makes its cost +inf and
   R_ext 0. A constraint with weight 0 always costs 0.

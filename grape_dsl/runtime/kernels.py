@@ -105,7 +105,7 @@ class CompiledProgram:
         prepared = prepare_batch(
             batch, self.program.keypoint_sources, self.program.signal_sources
         )
-        steps = _first_nonfinite_steps(prepared)
+        table, steps = _run_kernel(self.module, self.program, prepared)
         bad = np.flatnonzero(steps >= 0)
         if bad.size and nonfinite == "error":
             n = int(bad[0])
@@ -118,7 +118,6 @@ class CompiledProgram:
                 f"non-finite input: {what}{more}. Fix the data, or score with "
                 "nonfinite='worst' (CLI: --nonfinite worst) to give such trajectories R_ext 0"
             )
-        table = _run_kernel(self.module, self.program, prepared)
         if bad.size:
             table.valid[bad] = False
             table.constraint_costs[bad] = np.inf
@@ -129,9 +128,14 @@ class CompiledProgram:
         return table
 
 
-def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -> ScoreTable:
-    """Run `score_kernel` over every trajectory (threads over disjoint ranges)."""
+def _run_kernel(
+    module: ModuleType, program: Program, prepared: PreparedBatch
+) -> tuple[ScoreTable, np.ndarray]:
+    """Run `score_kernel` over every trajectory (threads over disjoint ranges): the table, and
+    per trajectory the first step with a non-finite bound input (-1 where none; such a
+    trajectory's row of the table is left unscored)."""
     n = prepared.lengths.shape[0]
+    first = np.empty(n, dtype=np.int64)
     n_stages = len(program.stages)
     bounds = np.full((n, n_stages, 2), -1, dtype=np.int64)
     reached = np.zeros((n, n_stages), dtype=np.bool_)
@@ -140,8 +144,9 @@ def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -
     r_ext = np.zeros(n, dtype=np.float64)
     args = (
         prepared.keypoints, prepared.signals, prepared.lengths,
-        prepared.keypoint_index, prepared.signal_index,
-        bounds, reached, constraint_costs, stage_costs, r_ext,
+        np.asarray(prepared.keypoint_index, dtype=np.int64),
+        np.asarray(prepared.signal_index, dtype=np.int64),
+        first, bounds, reached, constraint_costs, stage_costs, r_ext,
     )
     threads = _threads()
     ranges = _split_range(n, threads)
@@ -162,73 +167,7 @@ def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -
         stage_costs=stage_costs,
         r_ext=r_ext,
     )
-    return table
-
-
-_SCANNER: list = []
-
-
-def _scanner():  # noqa: ANN202 - a numba dispatcher
-    """The compiled scan behind `_first_nonfinite_steps` (built on first use; numba caches it)."""
-    if not _SCANNER:
-        import numba
-
-        @numba.njit(nogil=True, cache=True)
-        def scan(kp, sig, lengths, ki, si, first, lo, hi):  # noqa: ANN001, ANN202
-            # One float64 sum per bound column: NaN and +-inf survive any sum, the sums are
-            # independent (no branch, no dependency between columns), and only a trajectory
-            # whose sums are not finite (or a float64 batch that overflows one) is scanned
-            # step by step for the exact first step.
-            acc = np.zeros(3 * ki.shape[0] + si.shape[0])
-            for n in range(lo, hi):
-                first[n] = -1
-                acc[:] = 0.0
-                for t in range(lengths[n]):
-                    j = 0
-                    for k in ki:
-                        for axis in range(3):
-                            acc[j] += kp[n, t, k, axis]
-                            j += 1
-                    for c in si:
-                        acc[j] += sig[n, t, c]
-                        j += 1
-                if np.isfinite(acc).all():
-                    continue
-                for t in range(lengths[n]):
-                    finite = True
-                    for k in ki:
-                        for axis in range(3):
-                            finite &= math.isfinite(kp[n, t, k, axis])
-                    for c in si:
-                        finite &= math.isfinite(sig[n, t, c])
-                    if not finite:
-                        first[n] = t
-                        break
-
-        _SCANNER.append(scan)
-    return _SCANNER[0]
-
-
-def _first_nonfinite_steps(prepared: PreparedBatch) -> np.ndarray:
-    """grape_dsl.score.first_nonfinite_steps, compiled: one pass over the valid steps of the
-    bound columns, on the same threads as the kernels (numpy's version costs more than
-    scoring itself)."""
-    n = prepared.lengths.shape[0]
-    first = np.full(n, -1, dtype=np.int64)
-    args = (
-        prepared.keypoints, prepared.signals, prepared.lengths,
-        np.asarray(prepared.keypoint_index, dtype=np.int64),
-        np.asarray(prepared.signal_index, dtype=np.int64), first,
-    )
-    scan = _scanner()
-    threads = _threads()
-    ranges = _split_range(n, threads)
-    if len(ranges) <= 1:
-        scan(*args, 0, n)
-    else:
-        for _ in _pool(threads).map(lambda r: scan(*args, *r), ranges):
-            pass
-    return first
+    return table, first
 
 
 # Below this many trajectories per range a thread pool costs more than it saves.

@@ -17,7 +17,7 @@ from grape_dsl.compiler import compile_checked, compile_task
 from grape_dsl.ir.lower import lower_task
 from grape_dsl.parser import parse
 from grape_dsl.runtime.kernels import CompiledProgram, load_program
-from grape_dsl.score import BatchError, ScoreTable
+from grape_dsl.score import BatchError, ScoreTable, first_nonfinite_steps, prepare_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = ROOT / "constraints"
@@ -245,6 +245,48 @@ def test_nan_in_padding_is_ignored_but_any_bound_component_is_an_error(
         semantics_program.score(batch)
     worst = semantics_program.score(batch, nonfinite="worst")
     assert not worst.valid[0] and worst.r_ext[0] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("extra_columns", [0, 40], ids=["bound-columns-dominate", "mostly-unbound"])
+def test_the_kernels_find_each_trajectorys_first_nonfinite_step_as_the_rule_says(
+    cache_dir: Path, dtype: type, extra_columns: int
+) -> None:
+    """The kernel checks each trajectory before scoring it, as one contiguous run when the
+    bound columns are at least half of the batch and column by column otherwise; both must
+    find exactly what grape_dsl.score.first_nonfinite_steps (the rule in numpy) finds."""
+    compiled = compile_task(STOCK / "tasks" / "pick_place.grc", cache_dir=cache_dir)
+    program = compiled.program
+    rng = np.random.default_rng(extra_columns + (dtype is np.float64))
+    base = random_batch(rng, 300, 12)
+    bound = [KEYPOINTS.index(name) for name in program.keypoint_sources]
+    keypoints = np.concatenate(
+        [base.keypoints[:, :, bound], rng.normal(size=(300, 12, extra_columns, 3))], axis=2
+    ).astype(dtype)
+    names = list(program.keypoint_sources) + [f"unused.k{i}" for i in range(extra_columns)]
+    signals = base.signals.astype(dtype)  # some signals are not bound
+    for n in range(0, 300, 3):  # NaN/inf anywhere: bound or unbound columns, valid steps or padding
+        array = keypoints if n % 2 else signals
+        where = tuple(int(rng.integers(0, size)) for size in array.shape[1:])
+        array[(n, *where)] = [np.nan, np.inf, -np.inf][n % 3]
+    keypoints[7, :, 0] = 1e300 if dtype is np.float64 else 3e38  # huge, finite
+    batch = TrajectoryBatch(keypoints, names, signals, base.signal_names, base.lengths)
+    want = first_nonfinite_steps(
+        prepare_batch(batch, program.keypoint_sources, program.signal_sources)
+    )
+    assert 10 < (want >= 0).sum() < 100  # both kinds of trajectory are there
+
+    worst = compiled.score(batch, nonfinite="worst")
+    np.testing.assert_array_equal(worst.valid, want < 0)
+    clean = np.flatnonzero(want < 0)
+    alone = compiled.score(TrajectoryBatch(
+        keypoints[clean], names, signals[clean], base.signal_names, base.lengths[clean]
+    ))
+    np.testing.assert_array_equal(worst.r_ext[clean], alone.r_ext)
+    np.testing.assert_array_equal(worst.constraint_costs[clean], alone.constraint_costs)
+    first = int(np.flatnonzero(want >= 0)[0])
+    with pytest.raises(BatchError, match=rf"\[{first}, {want[first]}[,\]]"):
+        compiled.score(batch)
 
 
 def test_computed_nan_counts_as_infinitely_violated(cache_dir: Path) -> None:
