@@ -28,14 +28,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_json
+from trainer import model_sizes
 from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
-from trainer.policy.embedded import EmbeddedVLAConfig
+
+# torch is imported inside the functions that train or evaluate: it takes seconds, and the CLI
+# checks every flag first (a bad value exits 2 at once, with nothing written).
+if TYPE_CHECKING:
+    import torch
 
 SFT_RECIPE_VERSION = 1
 """Bumped when the training code changes what a given config produces (invalidates caches)."""
@@ -95,14 +99,14 @@ class SFTConfig:
     """AdamW weight decay."""
     seed: int = 0
     """Seeds model init and batch order (demonstration seeds are the sim's training seeds)."""
-    # The model sizes are the embedded VLA's own defaults (one source: EmbeddedVLAConfig).
-    hidden_size: int = EmbeddedVLAConfig.hidden_size
+    # The model sizes are the embedded VLA's own defaults (one source: trainer.model_sizes).
+    hidden_size: int = model_sizes.HIDDEN_SIZE
     """Width of the embedded VLA."""
-    num_layers: int = field(default=EmbeddedVLAConfig.num_layers, metadata={"aliases": ("--layers",)})
+    num_layers: int = field(default=model_sizes.NUM_LAYERS, metadata={"aliases": ("--layers",)})
     """Decoder layers of the embedded VLA."""
-    num_heads: int = field(default=EmbeddedVLAConfig.num_heads, metadata={"aliases": ("--heads",)})
+    num_heads: int = field(default=model_sizes.NUM_HEADS, metadata={"aliases": ("--heads",)})
     """Attention heads of the embedded VLA."""
-    intermediate_size: int = EmbeddedVLAConfig.intermediate_size
+    intermediate_size: int = model_sizes.INTERMEDIATE_SIZE
     """MLP width of the embedded VLA."""
     max_episode_steps: int = 120
     """Episode step limit for demonstrations (and evaluation)."""
@@ -272,6 +276,8 @@ def _learning_rate(config: SFTConfig, step: int) -> float:
 
 def _save_checkpoint(path: Path, policy: Any, optimizer: torch.optim.Optimizer, config: SFTConfig, step: int,
                      generator: torch.Generator) -> None:
+    import torch
+
     state = {
         "model": policy.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -301,6 +307,7 @@ def train_sft(
     checkpoint_every: int = 500,
 ) -> Path:
     """Train and save the SFT policy; return its folder (``out_dir/policy``)."""
+    import torch
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -408,6 +415,7 @@ def _log(message: str, progress: bool) -> None:
 def evaluate_sft(policy: Any, tasks: Sequence[str], episodes: int, greedy: bool, temperature: float = 1.0,
                  seed: int = 0, max_steps: int | None = None, progress: bool = True, split: str = "in_domain") -> dict[str, Any]:
     """Success per task on the sim's fixed evaluation seeds of ``split`` (never training seeds)."""
+    import torch
     from tqdm.auto import tqdm
 
     from trainer.eval import evaluation_specs, wilson_interval
@@ -548,6 +556,8 @@ def _checked_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
 
 def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
     """Train (or resume) and optionally evaluate; the summary printed at the end."""
+    import torch
+
     from trainer.flags import save_config
 
     config, out = run.recipe, Path(run.out)

@@ -126,6 +126,46 @@ def test_every_numeric_grape_sft_flag_refuses_hostile_values_before_writing(tmp_
         assert not out.exists()
 
 
+def test_grape_sft_refuses_every_hostile_flag_value_without_loading_torch(tmp_path):
+    """In a fresh process: every numeric flag of grape-sft with nan, inf, -1 and 0 (where 0 is
+    out of range) exits 2 naming the flag, nothing is written, and torch is never imported (it
+    takes seconds; the refusal must not wait for it). Then the real entry points."""
+    out = tmp_path / "sft"
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from trainer.bounds import namespace_problems\n"
+        "from trainer.sft import SFT_FIELD_BOUNDS, SFT_RUN_BOUNDS, build_parser, main\n"
+        "bounds = {**SFT_FIELD_BOUNDS, **SFT_RUN_BOUNDS}\n"
+        "flags = [(a.option_strings[0], a.dest) for a in build_parser()._actions\n"
+        "         if a.option_strings and a.type in (int, float)]\n"
+        "results = []\n"
+        "for flag, dest in flags:\n"
+        "    for value in ('nan', 'inf', '-1', '0'):\n"
+        "        if value == '0' and not namespace_problems({dest: 0}, bounds):\n"
+        "            continue\n"
+        "        err = io.StringIO()\n"
+        "        with contextlib.redirect_stderr(err):\n"
+        "            try:\n"
+        f"                code = main(['--out', {str(out)!r}, flag, value])\n"
+        "            except SystemExit as done:\n"
+        "                code = done.code\n"
+        "        results.append([flag, value, code, err.getvalue()])\n"
+        "print(json.dumps({'results': results, 'torch': 'torch' in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["results"]) >= 15 * 3 and not report["torch"]
+    for flag, value, code, err in report["results"]:
+        assert code == 2 and flag in err and "Traceback" not in err, (flag, value, err)
+    assert not out.exists()
+    for entry in ([sys.executable, "-m", "trainer.sft"], [shutil.which("grape-sft") or "grape-sft"]):
+        done = subprocess.run([*entry, "--out", str(out), "--lr", "nan"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and "--lr must be a finite number, got nan" in done.stderr, (entry, done.stderr)
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("value", HOSTILE)
 def test_every_numeric_grape_eval_flag_refuses_hostile_values_before_writing(tmp_path, value, capsys):
     from trainer.cli import _eval_parser

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from grape_dsl.util.atomic import atomic_directory, atomic_write_json
+from trainer import model_sizes
 from trainer.policy.base import (
     ACTION_STATS_FILE,
     ADAPTER_DIR,
@@ -61,14 +62,14 @@ class EmbeddedVLAConfig:
     """Action tokens per step: dx, dy, dz, droll, dpitch, dyaw, gripper."""
     n_bins: int = 256
     """Bins (tokens) per action dimension, as in OpenVLA."""
-    # The one set of model-size defaults: grape-sft's recipe (trainer.sft.SFTConfig) takes these.
-    hidden_size: int = 128
+    # The one set of model-size defaults, shared with grape-sft's recipe (trainer.model_sizes).
+    hidden_size: int = model_sizes.HIDDEN_SIZE
     """Width of the decoder and of every prefix projection."""
-    num_layers: int = 2
+    num_layers: int = model_sizes.NUM_LAYERS
     """Llama decoder layers."""
-    num_heads: int = 4
+    num_heads: int = model_sizes.NUM_HEADS
     """Attention heads (hidden_size must divide by it)."""
-    intermediate_size: int = 256
+    intermediate_size: int = model_sizes.INTERMEDIATE_SIZE
     """Width of each layer's gated MLP."""
     instruction_dim: int = EMBEDDING_DIM
     """Size of the frozen sentence embedding (384 for all-MiniLM-L6-v2)."""
