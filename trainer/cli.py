@@ -259,6 +259,15 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
         print(f"reusing iterations {reused} from {out_dir / EVAL_INFO_FILE} (same settings)", file=sys.stderr)
     gifs: list[str] = []
     last = max(policies)
+    # every checkpoint is checked against its manifest before any is evaluated
+    corrupt = {k: problem for k, folder in policies.items() if k not in per_iteration
+               and (problem := _checkpoint_problem(folder)) is not None}
+    if corrupt:
+        iteration = min(corrupt)
+        others = [k for k in sorted(policies) if k not in corrupt]
+        hint = f"; evaluate the others with --iterations {' '.join(map(str, others))}" if others else ""
+        more = f" ({len(corrupt)} checkpoints are corrupt)" if len(corrupt) > 1 else ""
+        raise CommandError(f"checkpoint {policies[iteration].parent} is corrupt: {corrupt[iteration]}{more}{hint}")
     for iteration, folder in sorted(policies.items()):
         if iteration in per_iteration:
             continue
@@ -278,6 +287,18 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
         info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs}
         write_eval_info(info, out_dir / EVAL_INFO_FILE)
     return per_iteration, gifs
+
+
+def _checkpoint_problem(policy_dir: Path) -> str | None:
+    """What is wrong with a policy inside a grape-train checkpoint, checked against the
+    checkpoint's manifest (None: it verifies). A policy folder without one is left to loading."""
+    from trainer.loop import POLICY_DIR
+    from trainer.runfolder import MANIFEST_FILE, verify_checkpoint
+
+    checkpoint = policy_dir.parent
+    if policy_dir.name != POLICY_DIR or not (checkpoint / MANIFEST_FILE).is_file():
+        return None
+    return verify_checkpoint(checkpoint, within=POLICY_DIR)
 
 
 def _print_tables(per_iteration: dict[int, dict[str, Any]], name: str, footer: str) -> None:

@@ -156,12 +156,13 @@ def write_manifest(folder: Path) -> Path:
     return target
 
 
-def verify_checkpoint(folder: Path, required: tuple[str, ...] = ()) -> str | None:
+def verify_checkpoint(folder: Path, required: tuple[str, ...] = (), within: str | None = None) -> str | None:
     """What is wrong with a checkpoint folder, as one phrase, or None when it verifies.
 
-    With a manifest every listed file must exist with its digest. A folder without one was
-    written before manifests existed: then only the `required` files are checked (present and
-    not empty), and loading them is the remaining test.
+    With a manifest every listed file must exist with its digest (only those under the
+    subfolder `within` when given: grape-eval needs the policy, not the optimizer state). A
+    folder without one was written before manifests existed: then only the `required` files are
+    checked (present and not empty), and loading them is the remaining test.
     """
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
@@ -178,6 +179,8 @@ def verify_checkpoint(folder: Path, required: tuple[str, ...] = ()) -> str | Non
         return f"{MANIFEST_FILE} is unreadable ({error})"
     if not entries or any(len(entry) != 2 or not re.fullmatch(r"[0-9a-f]{64}", entry[0]) for entry in entries):
         return f"{MANIFEST_FILE} is damaged"
+    if within is not None:
+        entries = [(digest, name) for digest, name in entries if name.startswith(f"{within}/")]
     for digest, name in entries:
         path = folder / name
         if not path.is_file():

@@ -303,6 +303,28 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_suggested_command_finishes
     assert [p.name.split("-")[0] for p in (run / "checkpoints" / ".corrupt").iterdir()] == ["iter_0002"]
 
 
+def test_grape_eval_verifies_checkpoint_checksums_and_names_a_corrupt_one(whole_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(whole_run, run)
+    _damage(run / "checkpoints" / "iter_0002" / "policy" / "adapter" / "adapter_model.safetensors", "flip")
+    _damage(run / "checkpoints" / "iter_0001" / "trainer_state.pt", "truncate")  # not part of the policy
+    quick = ["--episodes", "1", "--splits", "in_domain", "--max-steps", "4", "--no-progress"]
+    out = tmp_path / "eval"
+    assert eval_main(["--policy", str(run), "--output-dir", str(out), *quick]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"checkpoint {run / 'checkpoints' / 'iter_0002'} is corrupt" in err
+    assert "policy/adapter/adapter_model.safetensors does not match its checksum" in err
+    assert not (out / "eval_info.json").exists()  # refused before evaluating anything
+    assert eval_main(["--policy", str(run / "checkpoints" / "iter_0002"), "--output-dir", str(out), *quick]) == 1
+    assert "iter_0002 is corrupt" in capsys.readouterr().err
+    # the message's suggestion evaluates the rest; a damaged optimizer state does not stop that
+    suggested = err.split("evaluate the others with ", 1)[1].split()
+    assert suggested == ["--iterations", "0", "1"]
+    assert eval_main(["--policy", str(run), "--output-dir", str(out), *quick, *suggested]) == 0
+    assert sorted(json.loads((out / "eval_info.json").read_text())["iterations"]) == ["0", "1"]
+
+
 @pytest.mark.parametrize("how", ["empty", "truncate"])
 def test_a_corrupt_run_config_is_restored_from_the_checkpoints(how, whole_run, tiny_policy_dir, tmp_path, capsys):
     run = tmp_path / "run"
