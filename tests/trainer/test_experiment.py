@@ -251,6 +251,35 @@ def test_tiny_experiment_end_to_end_resumes_a_half_trained_run_and_skips_done_on
     assert {n: (run_dir(out, n) / DONE_FILE).stat().st_mtime_ns for n in ("sft", "grape_tc")} == done_before
 
 
+def test_a_corrupt_checkpoint_names_a_command_that_repairs_the_run(tmp_path, tiny_sft, capsys):
+    """grape-experiment resumes from the newest checkpoint only; when that one is corrupt its
+    message must give a command that exists (grape-train on the run folder), and after it the
+    experiment finishes."""
+    import shlex
+
+    from trainer.cli import train_main
+    from trainer.loop import completed_checkpoints, train
+
+    out = tmp_path / "exp"
+    preset = Preset(**{**TINY.__dict__, "iterations": 2})
+    open_experiment(out, Experiment(preset, 0, tiny_sft, list(STATE_SPLITS), False, ["grape_tc"]))
+    config = train_config(next(r for r in PLAN if r.name == "grape_tc"), preset, out, 0, tiny_sft)
+    train(config, progress=False, echo=lambda _: None, stop_after=1)
+    newest = completed_checkpoints(Path(config.output_dir))[1] / "policy" / "adapter" / "adapter_model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-100])
+    with pytest.raises(ExperimentError) as failure:
+        run_experiment(out, preset, policy=tiny_sft, only=["grape_tc"], progress=False, echo=lambda _: None)
+    message = str(failure.value)
+    assert "iter_0001 is corrupt" in message and "\n" not in message
+    command = shlex.split(message.split("Repair the run with: ", 1)[1].split(";")[0])
+    assert command[0] == "grape-train" and command[-2:] == ["--resume-from", "previous"]
+    assert train_main(command[1:] + ["--no-progress"]) == 0
+    capsys.readouterr()
+    assert sorted(completed_checkpoints(Path(config.output_dir))) == [0, 1, 2]
+    run_experiment(out, preset, policy=tiny_sft, only=["grape_tc"], progress=False, echo=lambda _: None)
+    assert (run_dir(out, "grape_tc") / DONE_FILE).is_file()
+
+
 @pytest.mark.slow  # ~20 s of real rollouts and evaluation; the pairing rule itself is in test_pairing.py
 def test_random_success_ablation_trains_on_success_failure_pairs(tmp_path, tiny_sft):
     import pyarrow.parquet as pq

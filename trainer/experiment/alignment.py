@@ -33,7 +33,7 @@ from typing import Any
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_text
 from trainer.config import STOCK_TASKS, GcpgConfig, OptimConfig, PolicyConfig, RolloutConfig, TrainConfig
-from trainer.experiment.plan import CONSTRAINTS_DIR, STATE_SPLITS, ExperimentError
+from trainer.experiment.plan import CONSTRAINTS_DIR, STATE_SPLITS, ExperimentError, train_failure
 
 ALIGNMENT_FILE = "alignment.json"
 SUMMARY_FILE = "summary.json"
@@ -430,11 +430,11 @@ def run_method(name: str, preset: AlignmentPreset, out: Path, seed: int, policy_
     m = method(name)
     if m.trains:
         echo(f"[{m.name}] training {m.label}")
+        config = train_config(m, preset, out, seed, policy_dir)
         try:
-            train(train_config(m, preset, out, seed, policy_dir), progress=progress,
-                  echo=lambda line: echo(f"[{m.name}] {line}"))
+            train(config, progress=progress, echo=lambda line: echo(f"[{m.name}] {line}"))
         except TrainError as error:
-            raise ExperimentError(f"method {m.name}: {error}") from None
+            raise ExperimentError(f"method {m.name}: {train_failure(error, config)}") from None
     for planned, decoding, splits in evaluation_plan(preset):
         if planned.name == m.name:
             evaluate(m, decoding, splits, preset, out, policy_dir, progress, echo)

@@ -6,6 +6,7 @@ Adding a run is one `RunSpec` in `PLAN` (and a row in a `TableSpec` to show it).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,18 @@ def train_argv(config: TrainConfig) -> list[str]:
     from trainer.flags import config_to_argv  # the same field -> flag rule that builds grape-train's parser
 
     return config_to_argv(config, TrainConfig())
+
+
+def train_failure(error: Exception, config: TrainConfig) -> str:
+    """A training error of one run, for grape-experiment's user. A corrupt checkpoint gets the
+    grape-train command that continues that run folder from its last complete checkpoint:
+    grape-experiment itself resumes only from the newest one, and picks up the repaired run."""
+    from trainer.runfolder import CorruptCheckpointError
+
+    if not isinstance(error.__cause__, CorruptCheckpointError):
+        return str(error)
+    command = shlex.join(["grape-train", *train_argv(config), "--resume-from", "previous"])
+    return f"{error}. Repair the run with: {command}; then run this grape-experiment command again"
 
 
 def run_dir(out: Path, name: str) -> Path:

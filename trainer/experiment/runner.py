@@ -24,6 +24,7 @@ from trainer.experiment.plan import (
     run_dir,
     train_argv,
     train_config,
+    train_failure,
 )
 from trainer.experiment.presets import EVAL_SAMPLE_SEED, Preset
 from trainer.experiment.report import write_report
@@ -120,7 +121,7 @@ def execute_run(
         try:
             train(config, progress=progress, echo=echo)
         except TrainError as error:
-            raise ExperimentError(f"run {run.name}: {error}") from None
+            raise ExperimentError(f"run {run.name}: {train_failure(error, config)}") from None
     train_cpu_seconds = time.process_time() - cpu_started
     per_iteration = evaluate_checkpoints(run, exp, out, progress, echo)
     info = {
