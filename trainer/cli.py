@@ -132,6 +132,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     from trainer.envs import add_env_arguments
+    from trainer.policy.source import add_policy_arguments
+
+    add_policy_arguments(parser)
 
     add_env_arguments(parser)
     return parser
@@ -195,6 +198,13 @@ def eval_main(argv: list[str] | None = None) -> int:
     problems = namespace_problems(args, EVAL_BOUNDS)
     if problems:
         return _fail("; ".join(problems), 2)
+    from trainer.device import DeviceError
+    from trainer.policy.source import options_from_args
+
+    try:
+        policy_options = options_from_args(args)
+    except DeviceError as error:
+        return _fail(str(error), 2)
     from trainer.config import STOCK_TASKS
     from trainer.envs import EnvError, register_from_args
     from trainer.sim.splits import SPLITS
@@ -214,7 +224,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     import torch
 
     from trainer.eval import EVAL_INFO_FILE, evaluate_policy, plot_iterations, render_table, summarize, write_eval_info
-    from trainer.policy import CheckpointError, load_policy
+    from trainer.policy import CheckpointError
+    from trainer.policy.source import open_policy
 
     try:
         policies, run_config, default_out = _policies_to_evaluate(Path(args.policy), args.iterations)
@@ -237,7 +248,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         if iteration in per_iteration:
             continue
         try:
-            policy = load_policy(folder)
+            policy = open_policy(folder, **policy_options)
         except (CheckpointError, OSError, ValueError) as error:
             return _fail(f"--policy {folder}: cannot load the policy: {error}")
         try:

@@ -299,8 +299,15 @@ def train_sft(
     progress: bool = True,
     log_every: int = 100,
     checkpoint_every: int = 500,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Train and save the SFT policy; return its folder (``out_dir/policy``)."""
+    """Train and save the SFT policy; return its folder (``out_dir/policy``).
+
+    ``device`` (default cpu) runs the training there; ``dtype`` bfloat16 computes the forward
+    passes in bfloat16 (autocast) over float32 weights, which the optimizer updates; log-probs
+    and the loss are float32 either way.
+    """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -338,6 +345,8 @@ def train_sft(
                                                    config.max_episode_steps, progress)
     policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
     policy.set_state_statistics(demos.states)
+    device = device or torch.device("cpu")
+    policy.to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     if resume:
@@ -370,7 +379,8 @@ def train_sft(
             obs = {"state": demos.states[rows]}
             if demos.images is not None:
                 obs["image"] = demos.images[rows]
-            logps = policy.log_prob(obs, list(demos.instructions[rows]), tokens[rows])
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                logps = policy.log_prob(obs, list(demos.instructions[rows]), tokens[rows])
             loss, metrics = sft_loss(logps.unsqueeze(1), torch.ones_like(logps, dtype=torch.bool).unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -489,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    from trainer.policy.source import add_device_arguments
+
+    add_device_arguments(parser)
     from trainer.envs import add_env_arguments
 
     add_env_arguments(parser)  # with --env: --demos-dir holds that env's demonstrations (no scripted expert)
@@ -522,6 +535,12 @@ def _checked_config(args: argparse.Namespace) -> SFTConfig:
     problems = namespace_problems(args, SFT_CLI_BOUNDS)
     if problems:
         raise SFTError("; ".join(problems))
+    from trainer.device import DeviceError, resolve
+
+    try:
+        args.device, args.dtype = resolve(args.device, args.dtype)
+    except DeviceError as error:
+        raise SFTError(str(error)) from None
     from trainer.sim.splits import SPLITS
 
     if args.eval_split not in SPLITS:
@@ -543,13 +562,15 @@ def _run(args: argparse.Namespace, config: SFTConfig) -> dict[str, Any]:
         config.steps = max(1, math.ceil(args.epochs * total / config.batch_size))
     started = time.perf_counter()
     policy_dir = train_sft(config, args.out, demos_dir=args.demos_dir, resume=args.resume, workers=args.workers,
-                           progress=progress, log_every=args.log_every, checkpoint_every=args.checkpoint_every)
+                           progress=progress, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                           device=args.device, dtype=args.dtype)
     summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
                                "config": dataclasses.asdict(config)}
     if args.eval_episodes:
+        from trainer.device import place_policy
         from trainer.policy import load_policy
 
-        policy = load_policy(policy_dir)
+        policy = place_policy(load_policy(policy_dir), args.device, args.dtype)
         summary["eval"] = {
             "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False,
                                      temperature=args.eval_temperature, seed=config.seed, progress=progress,
