@@ -111,7 +111,7 @@ def read_grc(path: Path) -> tuple[str | None, list[Diagnostic]]:
     except GrcError as err:
         return None, err.diagnostics
     except OSError as err:
-        reason = err.strerror or type(err).__name__
+        reason = err.strerror or str(err) or type(err).__name__
         return None, [Diagnostic(MISSING_FILE, "error", f"cannot read {path}: {reason}", str(path))]
 
 
@@ -120,8 +120,10 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], sources: dict[str, str]
     objective's imports) are read from disk when possible."""
     for diag in diagnostics:
         if diag.path not in sources:
-            try:
-                sources[diag.path] = Path(diag.path).read_text(encoding="utf-8", errors="replace")
+            from grape_dsl.source_files import read_source_bytes
+
+            try:  # bounded: the path may be a device or a pipe (the diagnostic says so)
+                sources[diag.path] = read_source_bytes(diag.path).decode("utf-8", errors="replace")
             except (OSError, ValueError):
                 sources[diag.path] = None  # type: ignore[assignment]
         print(render(diag, sources[diag.path]), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""sympy blocks -> the source text of a Numba module that scores a whole batch.
+"""Straight-line blocks (grape_dsl/ir/blocks.py) -> the source text of a Numba module that scores a whole batch.
 
 The generated module is meant to be read: one function, `score_kernel`, makes one pass over
 each trajectory's steps. A stage cursor walks t forward; each stage evaluates its `step` block
@@ -18,102 +18,120 @@ Output is deterministic for a given program, so the cache key can be the program
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numba
 import numpy as np
-import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
+from grape_dsl.diagnostics import Diagnostic, GrcError
 from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir import lower as ir
-from grape_dsl.ir.sym import Block, InputSymbol, NanToInf, StageSym, SymProgram
+from grape_dsl.ir.blocks import BUDGET_CODE, Block, BlockProgram, StageBlocks, Value, to_blocks
 
 
-# No fast-math: even without `nnan`/`ninf`, the flag set {arcp, contract, nsz, reassoc} lets
-# LLVM fold `math.isfinite(a + b)` to True for a NaN input (numba 0.68.1), which would break
-# the non-finite rules of grape_dsl/score.py; and this scalar, branchy per-step code does not
-# vectorize, so fast-math bought nothing measurable here.
+# No fast-math: the kernels must do exactly what IEEE float64 does (docs/language.md,
+# "Precision"); reassociation or `nnan`/`ninf` would change results, and this scalar, branchy
+# per-step code does not vectorize, so fast-math bought nothing measurable here.
 
 KERNEL_ARGS = (
-    "kp, sig, lengths, ki, si, bounds, reached, constraint_costs, stage_costs, r_ext, first_bad, "
-    "lo, hi"
+    "kp, sig, lengths, ki, si, bounds, reached, constraint_costs, stage_costs, r_ext, lo, hi"
 )
 
-HELPERS = {
-    "_nan_to_inf": (
-        "@njit(cache=True, error_model='numpy')\n"
-        "def _nan_to_inf(x):\n"
-        '    """x, or +inf where x is NaN: a NaN comparison counts as infinitely violated."""\n'
-        "    return math.inf if math.isnan(x) else x\n"
-    ),
-}
+# Generated source beyond this many characters is refused (GRC402) before numba sees it; the
+# operation limits of grape_dsl/ir/blocks.py keep every program well below it.
+MAX_KERNEL_SOURCE_CHARS = 2_000_000
+
+_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<=", "gt": ">",
+           "ge": ">=", "eq": "==", "ne": "!=", "and": "and", "or": "or"}
 
 
-class KernelPrinter(PythonCodePrinter):
-    """Prints sympy as Numba-friendly Python and records which helpers the code used."""
+HELPERS = """\
+@njit(cache=True, error_model='numpy')
+def _min(a, b):
+    \"\"\"Python's min(a, b): a unless b is strictly smaller (so a NaN `a` stays).\"\"\"
+    return b if b < a else a
 
-    def __init__(self) -> None:
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-        self.helpers_used: set[str] = set()
 
-    def _print_NanToInf(self, expr: NanToInf) -> str:
-        self.helpers_used.add("_nan_to_inf")
-        return f"_nan_to_inf({self._print(expr.args[0])})"
+@njit(cache=True, error_model='numpy')
+def _max(a, b):
+    \"\"\"Python's max(a, b): a unless b is strictly larger.\"\"\"
+    return b if b > a else a
 
-    def _print_Quotient(self, expr: sp.Basic) -> str:
-        a, b = (self.parenthesize(arg, 1000) for arg in expr.args)
-        return f"({a} / {b})"
 
-    def _print_Float(self, expr: sp.Float) -> str:
-        return repr(float(expr))
+@njit(cache=True, error_model='numpy')
+def _nan_inf(x):
+    \"\"\"x, or +inf where x is NaN: a NaN comparison counts as infinitely violated.\"\"\"
+    return math.inf if math.isnan(x) else x
 
-    def _print_Integer(self, expr: sp.Integer) -> str:
-        return repr(float(int(expr)))
 
-    def _print_Rational(self, expr: sp.Rational) -> str:
-        return repr(float(expr))
+@njit(cache=True, error_model='numpy')
+def _pos(x):
+    \"\"\"max(0, x) as Python computes it.\"\"\"
+    return x if x > 0.0 else 0.0
 
-    def _print_Half(self, expr: sp.Rational) -> str:
-        return "0.5"
 
-    def _print_Infinity(self, expr: sp.Basic) -> str:
-        return "math.inf"
+@njit(cache=True, error_model='numpy')
+def _select(condition, a, b):
+    return a if condition else b
+"""
 
-    def _print_NegativeInfinity(self, expr: sp.Basic) -> str:
-        return "(-math.inf)"
 
-    def _print_ComplexInfinity(self, expr: sp.Basic) -> str:
-        return "math.inf"
-
-    def _print_NaN(self, expr: sp.Basic) -> str:
+def _number(x: float) -> str:
+    if math.isnan(x):
         return "math.nan"
+    if math.isinf(x):
+        return "math.inf" if x > 0 else "(-math.inf)"
+    return repr(float(x))
 
-    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        base, exponent = expr.args
-        # Small integer powers as products: exact, and cheaper than a pow() call.
-        if exponent in (2, 3) and (base.is_Symbol or base.is_Atom):
-            name = self._print(base)
-            return "(" + "*".join([name] * int(exponent)) + ")"
-        if exponent == -1:
-            return f"(1.0/{self.parenthesize(base, 1000)})"
-        if exponent.is_Integer:
-            return f"{self.parenthesize(base, 1000)}**{int(exponent)}"
-        return super()._print_Pow(expr, rational=rational)
 
-    def _print_min_max(self, expr: sp.Basic, func: str) -> str:
-        # Nested pairs: Numba's builtin min/max are fastest and best supported with two args.
-        args = [self._print(a) for a in expr.args]
-        text = args[0]
-        for arg in args[1:]:
-            text = f"{func}({text}, {arg})"
-        return text
+def _expression(value: Value, arg: list[str], step: str, program: ir.Program) -> str:
+    """One operation as Python/Numba source; `arg` are the operands' local names."""
+    op = value.op
+    if op == "const":
+        return _number(value.number)  # type: ignore[arg-type]
+    if op == "bool":
+        return repr(bool(value.flag))
+    if op == "load":
+        src = value.source
+        assert src is not None
+        index = step if src.shift == 0 else f"{step}_p{src.shift}"
+        if src.array == "kp":
+            # float64(...): float32 inputs are widened, so every operation is a float64 one
+            # (numba's float() keeps a float32 a float32)
+            return f"float64(kp[n, {index}, ki[{src.slot}], {src.axis}])"
+        if src.array == "sig":
+            return f"float64(sig[n, {index}, si[{src.slot}]])"
+        return f"float64({index})"
+    if op == "started":
+        return f"{step} > {value.shift}"
+    if op in _BINARY:
+        return f"{arg[0]} {_BINARY[op]} {arg[1]}"
+    if op == "neg":
+        return f"-{arg[0]}"
+    if op == "not":
+        return f"not {arg[0]}"
+    if op == "abs":
+        return f"abs({arg[0]})"
+    if op in ("sqrt", "exp", "log"):
+        return f"math.{op}({arg[0]})"
+    # Branching operations call small helpers: a conditional expression inline would give numba
+    # basic blocks per operation, and its compile time grows faster than linearly in them
+    # (a 1,800-operation kernel took minutes); LLVM inlines the helpers again.
+    if op in ("min", "max", "nan_inf", "pos", "select"):
+        return f"_{op}({', '.join(arg)})"
+    raise ValueError(f"codegen: unknown operation {op}")
 
-    def _print_Max(self, expr: sp.Basic) -> str:
-        return self._print_min_max(expr, "max")
 
-    def _print_Min(self, expr: sp.Basic) -> str:
-        return self._print_min_max(expr, "min")
+def _load_comment(value: Value, program: ir.Program, step: str) -> str:
+    src = value.source
+    assert src is not None
+    back = f" at {step}-{src.shift}" if src.shift else ""
+    if src.array == "kp":
+        return f"  # {program.keypoint_sources[src.slot]}.{'xyz'[src.axis]}{back}"
+    if src.array == "sig":
+        return f"  # {program.signal_sources[src.slot]}{back}"
+    return ""
 
 
 def _header(program: ir.Program, source_name: str) -> list[str]:
@@ -127,13 +145,15 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
         "",
         "score_kernel(...) fills, for each trajectory n: bounds[n, stage] = (first, last step) or",
         "(-1, -1) if unreached, reached[n, stage], constraint_costs[n, constraint],",
-        "stage_costs[n, stage], r_ext[n] = exp(-sum of stage costs), and first_bad[n], a step at",
-        "which a value read was NaN or inf (-1 if none).",
+        "stage_costs[n, stage] and r_ext[n] = exp(-sum of stage costs). Inputs are checked finite",
+        "before the kernel runs; every operation is one IEEE float64 operation, as the language",
+        "reference defines it (no algebraic rewriting).",
         '"""',
         "",
         "import math",
         "",
         "from numba import njit",
+        "from numpy import float64",
         "",
         f"KEYPOINT_SOURCES = {tuple(program.keypoint_sources)!r}",
         f"SIGNAL_SOURCES = {tuple(program.signal_sources)!r}",
@@ -144,55 +164,25 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
     ]
 
 
-def _load_line(indent: str, name: str, source: InputSymbol, program: ir.Program, step: str) -> str:
-    index = step if source.shift == 0 else f"{step}_p{source.shift}"
-    if source.array == "kp":
-        where = f"{program.keypoint_sources[source.slot]}.{'xyz'[source.axis]}"
-        read = f"float(kp[n, {index}, ki[{source.slot}], {source.axis}])"
-    else:
-        where = program.signal_sources[source.slot]
-        read = f"float(sig[n, {index}, si[{source.slot}]])"
-    back = f" at {step}-{source.shift}" if source.shift else ""
-    return f"{indent}{name} = {read}  # {where}{back}"
-
-
 def _block_lines(
-    indent: str, block: Block, temp_prefix: str, step: str, sym: SymProgram,
-    printer: KernelPrinter, comments: dict[str, str],
+    indent: str, block: Block, prefix: str, step: str, program: ir.Program,
+    comments: dict[str, str],
 ) -> list[str]:
-    """Straight-line code computing `block` at step `step` of trajectory n.
-
-    Inputs are loaded into locals named after their source; CSE temporaries get a prefix per
-    block, so each keeps one type across the kernel.
-    """
-    used = block.free_symbols()
-    rename: dict[sp.Symbol, sp.Symbol] = {}
-    for symbol in used:
-        source = sym.inputs[symbol.name]
-        if source.array == "t":
-            rename[symbol] = sp.Symbol(step if source.shift == 0 else f"{step}_p{source.shift}")
-    for temp, _ in block.temporaries:
-        rename[temp] = sp.Symbol(f"{temp_prefix}{temp.name[1:]}")
-    lines = []
-    for shift in sorted({sym.inputs[s.name].shift for s in used if sym.inputs[s.name].shift > 0}):
-        lines.append(f"{indent}{step}_p{shift} = max({step} - {shift}, 0)  # delta: 0 at step 0")
-    loaded = [name for name in sorted(s.name for s in used) if sym.inputs[name].array != "t"]
-    for name in loaded:
-        lines.append(_load_line(indent, name, sym.inputs[name], sym.program, step))
-    if loaded:
-        # One test of a float64 sum flags any NaN/inf among the values read (float32 inputs
-        # cannot overflow it; score.first_nonfinite_step confirms each flag exactly).
-        total = " + ".join(loaded)
-        lines += [
-            f"{indent}if bad < 0 and not math.isfinite({total}):",
-            f"{indent}    bad = {step}",
-        ]
-    for temp, value in block.temporaries:
-        lines.append(f"{indent}{rename[temp]} = {printer.doprint(value.xreplace(rename))}")
-    for out_name, value in block.outputs:
+    """Straight-line code computing `block` at step `step` of trajectory n: one local per
+    operation (named with a per-block prefix, so each keeps one type across the kernel)."""
+    lines = [
+        f"{indent}{step}_p{shift} = max({step} - {shift}, 0)  # an earlier step, clamped at 0"
+        for shift in block.shifts()
+    ]
+    names = [f"{prefix}{i}" for i in range(len(block.values))]
+    for i, value in enumerate(block.values):
+        code = _expression(value, [names[a] for a in value.args], step, program)
+        note = _load_comment(value, program, step) if value.op == "load" else ""
+        lines.append(f"{indent}{names[i]} = {code}{note}")
+    for out_name, index in block.outputs:
         if out_name in comments:
             lines.append(f"{indent}# {comments[out_name]}")
-        lines.append(f"{indent}{out_name} = {printer.doprint(value.xreplace(rename))}")
+        lines.append(f"{indent}{out_name} = {names[index]}")
     return lines
 
 
@@ -204,11 +194,9 @@ def _cost(c: ir.Constraint, value: str) -> str:
     return excess if c.weight == 1 else f"{c.weight!r} * {excess}"
 
 
-def _stage_lines(
-    index: int, stage_sym: StageSym, first_constraint: int, sym: SymProgram,
-    printer: KernelPrinter,
-) -> list[str]:
-    stage = stage_sym.stage
+def _stage_lines(index: int, stage_blocks: StageBlocks, first_constraint: int,
+                 program: ir.Program) -> list[str]:
+    stage = stage_blocks.stage
     path = [c for c in stage.constraints if c.kind == "path"]
     comments = {f"v_{c.name}": c.text for c in stage.constraints}
     if stage.until_text is not None:
@@ -226,9 +214,9 @@ def _stage_lines(
         out.append(f"{i8}ended = False")
     out += [f"{i8}acc_{c.name} = 0.0  # over {c.over}" for c in path]
     out.append(f"{i8}if stage_reached:")
-    if stage_sym.step.outputs:
+    if stage_blocks.step.outputs:
         out.append(f"{i12}while t < L:")
-        out += _block_lines(i16, stage_sym.step, f"s{index}_c", "t", sym, printer, comments)
+        out += _block_lines(i16, stage_blocks.step, f"s{index}_c", "t", program, comments)
         for c in path:
             if c.over == "max":
                 out.append(f"{i16}acc_{c.name} = max(acc_{c.name}, v_{c.name})")
@@ -251,9 +239,9 @@ def _stage_lines(
         f"{i12}reached[n, {index}] = False",
         f"{i12}pt = L - 1  # unreached: every constraint as if the stage were the single step L-1",
     ]
-    if stage_sym.point.outputs:
+    if stage_blocks.point.outputs:
         out.append(f"{i8}# every constraint's violation at step pt")
-        out += _block_lines(i8, stage_sym.point, f"s{index}_p", "pt", sym, printer, comments)
+        out += _block_lines(i8, stage_blocks.point, f"s{index}_p", "pt", program, comments)
     out.append(f"{i8}stage_cost = 0.0 if stage_reached else UNREACHED_PENALTY")
     for j, c in enumerate(stage.constraints):
         if c.kind == "subgoal":
@@ -276,9 +264,10 @@ def _stage_lines(
     return out + [""]
 
 
-def generate(sym: SymProgram, source_name: str | None = None) -> str:
-    """The full source of the kernel module for `sym` (deterministic)."""
-    printer = KernelPrinter()
+def generate(blocks: BlockProgram, source_name: str | None = None) -> str:
+    """The full source of the kernel module for `blocks` (deterministic); GrcError GRC402 if it
+    would exceed MAX_KERNEL_SOURCE_CHARS, naming the stage where it does."""
+    program = blocks.program
     kernel = [
         "@njit(nogil=True, cache=True, error_model='numpy')",
         f"def score_kernel({KERNEL_ARGS}):",
@@ -287,23 +276,29 @@ def generate(sym: SymProgram, source_name: str | None = None) -> str:
         "        L = lengths[n]",
         "        t = 0  # the stage cursor walks t forward once; each step belongs to one stage",
         "        alive = True  # whether the current stage is reached",
-        "        bad = -1",
         "        total = 0.0",
         "",
     ]
     first = 0
-    for index, stage_sym in enumerate(sym.stages):
-        kernel += _stage_lines(index, stage_sym, first, sym, printer)
-        first += len(stage_sym.stage.constraints)
-    kernel += ["        r_ext[n] = math.exp(-total)", "        first_bad[n] = bad", ""]
-    lines = _header(sym.program, source_name or sym.program.path) + ["", ""]
-    for helper in sorted(printer.helpers_used):
-        lines += [HELPERS[helper], ""]
+    size = 0
+    for index, stage_blocks in enumerate(blocks.stages):
+        lines = _stage_lines(index, stage_blocks, first, program)
+        size += sum(len(line) + 1 for line in lines)
+        if size > MAX_KERNEL_SOURCE_CHARS:
+            raise GrcError([Diagnostic(
+                BUDGET_CODE, "error",
+                f"program too large to compile: its kernel source passes the limit of "
+                f"{MAX_KERNEL_SOURCE_CHARS:,} characters at stage '{stage_blocks.stage.name}'",
+                program.path, stage_blocks.stage.span,
+                hint="share work through lets, or split the task into simpler constraints",
+            )])
+        kernel += lines
+        first += len(stage_blocks.stage.constraints)
+    kernel += ["        r_ext[n] = math.exp(-total)", ""]
+    lines = _header(program, source_name or program.path) + ["", "", HELPERS, ""]
     return "\n".join(lines + kernel)
 
 
 def generate_program(program: ir.Program, source_name: str | None = None) -> str:
-    """Lower-level convenience: IR program -> module source (runs the sympy pass)."""
-    from grape_dsl.ir.sym import to_sympy
-
-    return generate(to_sympy(program), source_name)
+    """IR program -> module source (runs the block pass; GrcError GRC402 over a budget)."""
+    return generate(to_blocks(program), source_name)

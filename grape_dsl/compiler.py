@@ -9,6 +9,16 @@ from grape_dsl.ir.lower import lower
 from grape_dsl.runtime.kernels import CompiledProgram, load_program
 
 
+def check_budgets(checked: object) -> None:
+    """Raise GrcError (GRC402, at the stage or constraint that caused it) when the program is
+    over a compile budget: stages, constraints, or operations per kernel block
+    (grape_dsl/ir/lower.py, grape_dsl/ir/blocks.py). Linear in the program's size; nothing is
+    handed to numba."""
+    from grape_dsl.ir.blocks import to_blocks
+
+    to_blocks(lower(checked))
+
+
 def compile_checked(checked: object, cache_dir: str | os.PathLike | None = None) -> CompiledProgram:
     """Kernels for an already loaded `CheckedTask` (grape_dsl.api.load_task)."""
     program = lower(checked)

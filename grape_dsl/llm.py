@@ -15,11 +15,15 @@ Every exchange is appended to an audit log next to the output (`AuditLog`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import json
+import logging
+import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +36,8 @@ from urllib.parse import urlparse
 from grape_dsl.diagnostics import Diagnostic, render
 from grape_dsl.util.atomic import atomic_write_text
 from grape_dsl.util.nearname import did_you_mean
+
+log = logging.getLogger("grape_dsl.llm")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -112,11 +118,11 @@ def resolve_endpoint(
             raise InputError(f"no API key for {url}: pass --api-key or set OPENAI_API_KEY "
                              "(a server on this machine or a private network needs none)")
         key = LOCAL_API_KEY_PLACEHOLDER
-    if timeout <= 0:
-        raise InputError(f"--timeout must be positive, got {timeout}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout}")
     if retries < 0:
         raise InputError(f"--retries must be 0 or more, got {retries}")
-    if backoff < 0:
+    if not math.isfinite(backoff) or backoff < 0:
         raise InputError(f"--backoff must be 0 or more, got {backoff}")
     return Endpoint(url.rstrip("/"), key, model or env.get("OPENAI_MODEL") or DEFAULT_MODEL,
                     timeout, retries, backoff)
@@ -156,8 +162,7 @@ class ChatClient:
         self.endpoint = endpoint
         self._openai = openai
         # max_retries=0: the loop below retries, including answers the client accepts but we don't.
-        self._client = openai.OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key,
-                                     timeout=endpoint.timeout, max_retries=0)
+        self._client = self._new_client()
         self._on_event = on_event or (lambda event: None)
         self._sleep = sleep
 
@@ -184,6 +189,43 @@ class ChatClient:
         return f"{self.endpoint.base_url} (model {self.endpoint.model})"
 
     def _attempt(self, messages: Sequence[Message]) -> tuple[str, str]:
+        """One request, done within `timeout` seconds from start to last byte. The client's
+        own timeout bounds each read, so a server trickling a byte at a time could hold it
+        for ever; the request runs in a worker thread, and a late one is abandoned (its
+        connection closed) and counted as a timed-out attempt."""
+        outcome: dict[str, Any] = {}
+
+        def request() -> None:
+            try:
+                outcome["value"] = self._request(messages)
+            except BaseException as error:  # handed to the caller's thread below
+                outcome["error"] = error
+
+        worker = threading.Thread(target=request, name="grapec-generate-request", daemon=True)
+        worker.start()
+        worker.join(self.endpoint.timeout)
+        if worker.is_alive():
+            self._abandon_client()
+            raise _Retryable(f"timed out after {self.endpoint.timeout:g} s (no complete answer)")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _abandon_client(self) -> None:
+        """Close the client a late request still uses (its thread then fails and ends) and
+        make a fresh one for the next attempt."""
+        late = self._client
+        self._client = self._new_client()
+        try:
+            late.close()
+        except Exception:  # noqa: BLE001 - closing under a running request may complain; it is discarded
+            log.debug("closing an abandoned client failed", exc_info=True)
+
+    def _new_client(self) -> Any:
+        return self._openai.OpenAI(base_url=self.endpoint.base_url, api_key=self.endpoint.api_key,
+                                   timeout=self.endpoint.timeout, max_retries=0)
+
+    def _request(self, messages: Sequence[Message]) -> tuple[str, str]:
         openai = self._openai
         try:
             raw = self._client.chat.completions.with_raw_response.create(
@@ -709,9 +751,33 @@ class AuditLog:
         self.events: list[dict] = []
 
     def add(self, event: dict) -> None:
-        stamped = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **event}
+        stamped = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                   **_bounded(event)}
         self.events.append(stamped)
         atomic_write_text(self.path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.events))
+
+
+# Longest text kept whole in the audit log: above the largest .grc file the checker accepts,
+# so every candidate file is logged complete; a longer answer (which cannot be a valid file)
+# is logged as its start plus its length and sha256. This bounds the log at a few times this
+# size per round, however much a server sends.
+MAX_AUDIT_TEXT_CHARS = 256_000
+AUDIT_TEXT_HEAD_CHARS = 16_000
+
+
+def _bounded(value: Any) -> Any:
+    """`value` with every string longer than MAX_AUDIT_TEXT_CHARS cut to its start and a note."""
+    if isinstance(value, str):
+        if len(value) <= MAX_AUDIT_TEXT_CHARS:
+            return value
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return (value[:AUDIT_TEXT_HEAD_CHARS]
+                + f"\n[... audit log: cut here; {len(value):,} characters in all, sha256 {digest}]")
+    if isinstance(value, dict):
+        return {k: _bounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v) for v in value]
+    return value
 
 
 def audit_path_for(output: Path) -> Path:

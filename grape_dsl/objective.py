@@ -32,6 +32,10 @@ from grape_dsl.checker import (
 from grape_dsl.diagnostics import Diagnostic, GrcError
 
 IMPORT_CYCLE = "GRC301"
+IMPORT_TOO_DEEP = "GRC309"
+# Files on one import chain (an objective importing one importing one ...). The stock
+# objectives use 2; the limit keeps loading far from Python's recursion limit.
+MAX_IMPORT_DEPTH = 32
 MISSING_FILE = "GRC302"
 UNKNOWN_SET_PARAM = "GRC303"
 OBJECTIVE_PARAM_NOT_IN_TASK = "GRC304"  # warning
@@ -57,9 +61,12 @@ class LoadedObjectives:
 
 def read_source_or_diagnostics(path: str) -> tuple[str | None, list[Diagnostic]]:
     """The text of `path`, or None with a diagnostic (missing, unreadable, not UTF-8)."""
+    from grape_dsl.source_files import UnreadableSource, read_source_bytes
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_source_bytes(path)
+    except UnreadableSource as exc:
+        return None, [Diagnostic(MISSING_FILE, "error", f"cannot read {path!r}: {exc}", _printable(path))]
     except FileNotFoundError:
         return None, [Diagnostic(MISSING_FILE, "error", f"no such file: {path}", path)]
     except OSError as exc:
@@ -162,6 +169,13 @@ class _Loader:
         chain = (*chain, module.path)
         base = os.path.dirname(module.path) if _is_file(module.path) else os.getcwd()
         for decl in module.imports:
+            if len(chain) >= MAX_IMPORT_DEPTH:
+                self.diagnostics.append(Diagnostic(
+                    IMPORT_TOO_DEEP, "error",
+                    f"import chain too deep: more than {MAX_IMPORT_DEPTH} files, starting at "
+                    f"{os.path.basename(chain[0])}",
+                    module.path, _real(decl.span), hint="import the files you need directly"))
+                break
             target = os.path.normpath(os.path.join(base, decl.target))
             on_chain = [i for i, p in enumerate(chain) if _is_file(p) and _key(p) == _key(target)]
             if on_chain:
@@ -181,7 +195,14 @@ def _is_file(path: str) -> bool:
 
 
 def _key(path: str) -> str:
+    if "\0" in path:  # not a path the OS can resolve; read_source reports it
+        return path
     return os.path.realpath(path)
+
+
+def _printable(path: str) -> str:
+    """`path` as a diagnostic's file name: a NUL byte would break every later os call on it."""
+    return path.replace("\0", "\\0")
 
 
 def _real(span: ast.Span | None) -> ast.Span | None:
@@ -223,6 +244,9 @@ def apply_in_order(
     tag_tol: dict[str, float] = {}
     tag_weight: dict[str, float] = {}
     unreached = task.unreached.value if task.unreached is not None else DEFAULT_UNREACHED
+    # Whether the final penalty was written in a file: the checker of that file then reports a
+    # bad value itself (GRC224, at its line and column), so applying need not repeat it.
+    unreached_written = task.unreached is not None
 
     for objective in files:
         for decl in objective.decls:
@@ -247,6 +271,7 @@ def apply_in_order(
                     tag_weight[decl.tag] = float(decl.weight)
             elif isinstance(decl, ast.UnreachedDecl):
                 unreached = float(decl.value)
+                unreached_written = True
 
     for name, value in (overrides or {}).items():
         if name not in task_params:
@@ -264,7 +289,7 @@ def apply_in_order(
         param_values[name] = value
 
     builder = _ConcreteTask(task, param_values, tag_tol, tag_weight, diagnostics)
-    concrete = builder.build(unreached)
+    concrete = builder.build(unreached, report_invalid=not unreached_written)
     return concrete, diagnostics
 
 
@@ -277,7 +302,7 @@ class _ConcreteTask:
         self.tag_weight = tag_weight
         self.diagnostics = diagnostics
 
-    def build(self, unreached: float) -> ast.TaskFile:
+    def build(self, unreached: float, report_invalid: bool = True) -> ast.TaskFile:
         decls: list[ast.TaskDecl] = []
         unreached_placed = False
         for decl in self.task.decls:
@@ -293,7 +318,7 @@ class _ConcreteTask:
                 decls.append(decl)
         if not unreached_placed:
             decls.append(ast.UnreachedDecl(unreached))
-        if not math.isfinite(unreached) or unreached < 0:
+        if report_invalid and (not math.isfinite(unreached) or unreached < 0):
             self.diagnostics.append(Diagnostic(INVALID_APPLIED_VALUE, "error",
                                                f"the unreached-stage penalty becomes {unreached:g}; it must be >= 0",
                                                self.task.path))

@@ -95,7 +95,9 @@ class _Trajectory:
             now = self.value(e.args[0], t)
             if t == 0:
                 return np.zeros(3) if isinstance(now, np.ndarray) else np.float64(0.0)
-            return now - self.value(e.args[0], t - 1)
+            before = self.value(e.args[0], t - 1)
+            with np.errstate(all="ignore"):
+                return now - before
         args = [self.value(a, t) for a in e.args]
         with np.errstate(all="ignore"):
             if f == "vec":
@@ -106,8 +108,9 @@ class _Trajectory:
                 return np.sqrt(np.sum((args[0][:2] - args[1][:2]) ** 2))
             if f == "norm":
                 return np.sqrt(np.sum(args[0] ** 2))
-            if f == "dot":
-                return np.float64(np.dot(args[0], args[1]))
+            if f == "dot":  # left to right, as written (BLAS may reorder or fuse)
+                a, b = args
+                return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
             if f == "cross":
                 return np.cross(args[0], args[1])
             if f == "abs":

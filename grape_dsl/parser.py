@@ -33,6 +33,7 @@ from grape_dsl.util.nearname import near_name
 MAX_SOURCE_CHARS = 200_000  # the stock files are ~2 kB; 200 kB parses in about 2 s (bench/parser.py)
 MAX_NESTING = 100  # expression depth; keeps every recursive pass far from Python's limit
 MAX_SYNTAX_ERRORS = 10
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 # Every GRC1xx code with a one-line summary; docs/language.md lists the same table.
 SYNTAX_CODES: dict[str, str] = {
@@ -158,14 +159,20 @@ def decode_source(data: bytes, path: str = "<string>") -> str:
 
 
 def read_source(path: str | Path) -> str:
-    """Read a .grc file as text; undecodable bytes raise GrcError (OSError passes through)."""
-    return decode_source(Path(path).read_bytes(), str(path))
+    """Read a .grc file as text; undecodable bytes raise GrcError (OSError passes through,
+    including grape_dsl.source_files.UnreadableSource for devices, pipes and oversized files)."""
+    from grape_dsl.source_files import read_source_bytes
+
+    return decode_source(read_source_bytes(path), str(path))
 
 
 def parse(text: str | bytes, path: str = "<string>") -> ast.Module:
     """Parse one .grc file. Raises GrcError carrying every syntax diagnostic found."""
     if isinstance(text, bytes):
         text = decode_source(text, path)
+    # A lone CR (old Mac line endings) ends a line like LF; replaced one for one, so every
+    # offset stays the same. Without this a comment would run to the end of the file.
+    text = _LONE_CR.sub("\n", text)
     if len(text) > MAX_SOURCE_CHARS:
         diag = Diagnostic(
             "GRC100",

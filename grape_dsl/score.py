@@ -5,13 +5,13 @@ was expected: wrong shapes or dtypes, keypoint/signal names the program reads an
 lacks (with near names), lengths outside 1..T. Nothing malformed reaches a kernel.
 
 Non-finite values:
-- Inputs. A NaN or +-inf keypoint or signal value at a valid step (t < length) that the program
-  reads is, by default (`nonfinite="error"`), a `BatchError` naming the array, the source name,
-  the trajectory and the step. With `nonfinite="worst"` such a trajectory is scored as the worst
-  possible: every cost +inf, R_ext 0, stage bounds (-1, -1), and `valid[n]` False. "Reads"
-  is exact: the kernels test the values each stage loads at each step (including the earlier
-  steps `delta` reads, and step L-1 for unreached stages), so padding (t >= length), names
-  and components the program does not use, and steps where nothing reads a name never count.
+- Inputs. A NaN or +-inf in any component of a keypoint or signal the program binds (declares
+  in its `keypoints`/`signals` blocks, used or not), at any valid step (t < length), is by
+  default (`nonfinite="error"`) a `BatchError` naming the array, the source name, the trajectory
+  and the step, whether or not a constraint happens to evaluate that value. With
+  `nonfinite="worst"` such a trajectory is scored as the worst possible: every cost +inf,
+  R_ext 0, stage bounds (-1, -1), and `valid[n]` False. Only padding (t >= length) and batch
+  columns the program does not bind never count. The test runs before the kernel, in numpy.
 - Computed values (e.g. `log(0)`, `sqrt(-1)`, `0/0`). A comparison whose difference is NaN is
   violated by +inf (and is false as a truth value); a violation of +inf makes its cost +inf and
   R_ext 0. A constraint with weight 0 always costs 0.
@@ -130,18 +130,18 @@ def prepare_batch(
     )
 
 
-def first_nonfinite_step(prepared: PreparedBatch, trajectory: int) -> int | None:
-    """The first valid step of `trajectory` where a value the program reads is NaN or inf.
-
-    The kernel flags trajectories with one cheap test per step (a float64 sum, which a float64
-    batch of values near 1e308 could overflow); this exact test confirms each flag.
-    """
-    length = int(prepared.lengths[trajectory])
-    kp = prepared.keypoints[trajectory, :length][:, list(prepared.keypoint_index)]
-    sig = prepared.signals[trajectory, :length][:, list(prepared.signal_index)]
-    ok = np.isfinite(kp).all(axis=(1, 2)) & np.isfinite(sig).all(axis=1)
-    bad = np.flatnonzero(~ok)
-    return int(bad[0]) if bad.size else None
+def first_nonfinite_steps(prepared: PreparedBatch) -> np.ndarray:
+    """Per trajectory, the first valid step (t < length) at which any component of a keypoint
+    or any signal the program binds is NaN or +-inf; -1 where there is none."""
+    n, t_max = prepared.keypoints.shape[:2]
+    ok = np.ones((n, t_max), dtype=bool)
+    for column in dict.fromkeys(prepared.keypoint_index):
+        ok &= np.isfinite(prepared.keypoints[:, :, column, :]).all(axis=-1)
+    for column in dict.fromkeys(prepared.signal_index):
+        ok &= np.isfinite(prepared.signals[:, :, column])
+    ok |= np.arange(t_max)[None, :] >= prepared.lengths[:, None]  # padding never counts
+    first = np.argmin(ok, axis=1)
+    return np.where(ok.all(axis=1), -1, first).astype(np.int64)
 
 
 def describe_nonfinite(
@@ -151,7 +151,7 @@ def describe_nonfinite(
     trajectory: int,
     step: int,
 ) -> str:
-    """Which value the program reads at (trajectory, step) is not finite, in words."""
+    """Which value the program binds at (trajectory, step) is not finite, in words."""
     for slot, column in enumerate(prepared.keypoint_index):
         for axis in range(3):
             value = prepared.keypoints[trajectory, step, column, axis]

@@ -1,8 +1,10 @@
 """`grape-train` and `grape-eval`: the user's entry points to the GRAPE loop and its evaluation.
 
-Exit codes: 0 done, 1 bad input (constraints, policy, run folder), 2 usage. Errors go to
-stderr as one clear message, never a traceback; 130 when interrupted (the run resumes from its
-last complete iteration when the same command runs again).
+Each command's flags are the fields of one dataclass (grape-train: trainer.config.TrainConfig,
+grape-eval: trainer.eval.EvalConfig), turned into argparse by trainer.flags; `--config` replays
+a saved one. Exit status as every trainer command (trainer.command): 0 done, 1 failure (bad
+constraints, policy, run folder), 2 usage, 130 interrupted (the run resumes from its last
+complete iteration, the evaluation reuses finished iterations, when the same command runs again).
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
-
-from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, namespace_problems
-from trainer.runfolder import RESUME_CHOICES
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -28,6 +27,8 @@ examples:
       the step-wise DPO baseline from a given policy
   grape-train --constraints constraints/safety.grc --output-dir runs/safety
       run again with the same options to resume after an interruption
+  grape-train --config runs/safety --output-dir runs/safety-seed1 --seed 1
+      the settings of an earlier run (its config.json), with another seed into a new folder
 """
 
 EVAL_EXAMPLES = """\
@@ -37,45 +38,58 @@ examples:
       success-per-iteration plot, GIFs
   grape-eval --policy runs/.../checkpoints/iter_0003 --splits in_domain visual --episodes 100
   grape-eval --policy cache/sft/sft-<hash>/policy --tasks stack --episodes 20 --json
+  grape-eval --config runs/.../eval --episodes 50
+      replay an earlier evaluation's settings (saved as eval_config.json) with more episodes
 """
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 # ---------------------------------------------------------------------- grape-train
-def train_main(argv: list[str] | None = None) -> int:
-    from trainer.config import build_parser, config_from_args, validate
+def _train_parser() -> argparse.ArgumentParser:
+    from trainer.config import RUN_CONFIG_FILE, build_parser
+    from trainer.envs import add_env_arguments
+    from trainer.flags import add_config_file_argument
+    from trainer.runfolder import RESUME_CHOICES
 
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
+    add_config_file_argument(parser, RUN_CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    # how to resume, not what the run is: outside TrainConfig, like --json
     parser.add_argument("--resume-from", choices=RESUME_CHOICES, default="latest",
                         help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
                              "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
                              "one that verifies is used) (default: latest)")
-    from trainer.envs import EnvError, add_env_arguments, register_from_args
-
     add_env_arguments(parser)
-    args = parser.parse_args(argv)
-    as_json, progress, resume_from = args.json, not args.no_progress, args.resume_from
-    del args.json, args.no_progress, args.resume_from
-    try:
-        own_task = register_from_args(args)
-    except EnvError as error:
-        return _fail(str(error))
-    config = config_from_args(args)
+    return parser
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    from trainer.command import run_command
+    from trainer.envs import EnvError
+
+    parser = _train_parser()  # trainer.loop (and torch) is imported only once the flags are judged
+    return run_command("grape-train", lambda: _train(parser, argv), parser=parser, failures=(EnvError,),
+                       interrupted="interrupted; run the same command again to resume from the last complete iteration")
+
+
+def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    from trainer.command import CommandError, UsageError
+    from trainer.config import LEGACY_DEFAULTS, RUN_CONFIG_FILE, TrainConfig, validate
+    from trainer.envs import register_from_args
+    from trainer.flags import parse_config
+
+    # a run folder saved before a field existed replays what that version did
+    config, rest = parse_config(parser, TrainConfig, argv, RUN_CONFIG_FILE, missing=LEGACY_DEFAULTS)
+    own_task = register_from_args(rest)
     if own_task is not None and config.policy.base_policy is None:
-        return _fail("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)", 2)
+        raise UsageError("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)")
     problems = validate(config)
     if problems:
-        parser.print_usage(sys.stderr)
-        return _fail("; ".join(problems), 2)
+        raise UsageError("; ".join(problems))
 
     from tqdm.auto import tqdm
 
+    from trainer.envs import EnvError
     from trainer.loop import TrainError, train
     from trainer.runfolder import CorruptCheckpointError, describe_write_failure
 
@@ -83,19 +97,18 @@ def train_main(argv: list[str] | None = None) -> int:
         tqdm.write(line, file=sys.stderr)
 
     try:
-        run_dir = train(config, progress=progress, echo=echo, resume_from=resume_from)
+        run_dir = train(config, progress=not rest.no_progress, echo=echo, resume_from=rest.resume_from)
     except (TrainError, EnvError) as error:
         if isinstance(error.__cause__, CorruptCheckpointError):
             command = ["grape-train", *(sys.argv[1:] if argv is None else argv), "--resume-from", "previous"]
-            return _fail(f"{error}: {shlex.join(command)}")
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        return _fail("interrupted; run the same command again to resume from the last complete iteration", 130)
+            raise CommandError(f"{error}: {shlex.join(command)}") from None
+        raise CommandError(str(error)) from None
     except OSError as error:
         where = config.output_dir or "the run folder"
-        return _fail(f"{describe_write_failure(error, where)}; completed iterations are kept, run the same command again to resume")
+        raise CommandError(f"{describe_write_failure(error, where)}; completed iterations are kept, "
+                           "run the same command again to resume") from None
     summary = {"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / f"iter_{config.iterations:04d}")}
-    if as_json:
+    if rest.json:
         print(json.dumps(summary))
     else:
         print(f"done: {run_dir}  (evaluate with: grape-eval --policy {run_dir})")
@@ -104,7 +117,9 @@ def train_main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- grape-eval
 def _eval_parser() -> argparse.ArgumentParser:
-    from trainer.eval import EVAL_SPLITS
+    from trainer.envs import add_env_arguments
+    from trainer.eval import EVAL_CONFIG_FILE, EvalConfig
+    from trainer.flags import add_config_arguments, add_config_file_argument
 
     parser = argparse.ArgumentParser(
         prog="grape-eval",
@@ -112,30 +127,10 @@ def _eval_parser() -> argparse.ArgumentParser:
         epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--policy", required=True, metavar="RUN_OR_CHECKPOINT",
-                        help="a grape-train run folder (evaluates each iteration's checkpoint), a checkpoint folder, or a policy folder")
-    parser.add_argument("--splits", nargs="+", default=list(EVAL_SPLITS), metavar="SPLIT",
-                        help=f"splits to evaluate (default: all: {' '.join(EVAL_SPLITS)})")
-    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                        help="tasks (default: the run's tasks, else all four stock tasks)")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per task and split (default: 10)")
-    parser.add_argument("--seed-offset", type=int, default=0, help="skip this many evaluation seeds (default: 0)")
-    parser.add_argument("--iterations", nargs="+", type=int, default=None, metavar="K",
-                        help="with a run folder: only these iterations (default: all; 0 = the base policy)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode (default: each task's limit)")
-    parser.add_argument("--batch-envs", type=int, default=24, help="environments stepped in lockstep, one policy batch (default: 24)")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="sample actions at this temperature (seeded by --seed) instead of greedy decoding (default: greedy)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed with --temperature (default: 0)")
-    parser.add_argument("--gifs", type=int, default=1, help="GIFs per task of the last policy, first split (default: 1; 0 = none)")
-    parser.add_argument("--output-dir", default=None, help="where results go (default: <run or checkpoint>/eval)")
+    add_config_arguments(parser, EvalConfig)
+    add_config_file_argument(parser, EVAL_CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print eval_info.json on stdout instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from trainer.envs import add_env_arguments
-    from trainer.policy.source import add_policy_arguments
-
-    add_policy_arguments(parser)
-
     add_env_arguments(parser)
     return parser
 
@@ -187,99 +182,119 @@ def _previous_results(path: Path, setting: dict[str, Any]) -> dict[int, dict[str
     return {int(k): v for k, v in previous.get("iterations", {}).items()}
 
 
-EVAL_BOUNDS = {"episodes": AT_LEAST_ONE, "max_steps": AT_LEAST_ONE, "batch_envs": AT_LEAST_ONE,
-               "temperature": POSITIVE, "seed": SEED}
-"""grape-eval's flags with ranges of their own; every other number must be finite and >= 0."""
-
-
 def eval_main(argv: list[str] | None = None) -> int:
+    from trainer.command import run_command
+    from trainer.envs import EnvError
+
     parser = _eval_parser()
-    args = parser.parse_args(argv)
-    problems = namespace_problems(args, EVAL_BOUNDS)
+    return run_command("grape-eval", lambda: _eval(parser, argv), parser=parser, failures=(EnvError,),
+                       interrupted="interrupted; run the same command again: finished iterations are reused")
+
+
+def _eval_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[Any, argparse.Namespace]:
+    """The EvalConfig from the flags (over a --config file), checked; --env registered."""
+    from trainer.command import UsageError
+    from trainer.envs import register_from_args
+    from trainer.eval import EVAL_CONFIG_FILE, EvalConfig
+    from trainer.flags import parse_config
+
+    config, rest = parse_config(parser, EvalConfig, argv, EVAL_CONFIG_FILE)
+    own_task = register_from_args(rest)
+    if own_task is not None and config.tasks is None:
+        config.tasks = [own_task]
+    problems = config.problems()
     if problems:
-        return _fail("; ".join(problems), 2)
-    from trainer.device import DeviceError
-    from trainer.policy.source import options_from_args
+        raise UsageError("; ".join(problems))
+    return config, rest
 
-    try:
-        policy_options = options_from_args(args)
-    except DeviceError as error:
-        return _fail(str(error), 2)
+
+def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    from trainer.command import CommandError
     from trainer.config import STOCK_TASKS
-    from trainer.envs import EnvError, register_from_args
-    from trainer.sim.splits import SPLITS
-    from trainer.sim.tasks import TASKS
+    from trainer.eval import EVAL_CONFIG_FILE, EVAL_INFO_FILE, plot_iterations, write_eval_info
+    from trainer.evalreport import plot_title
+    from trainer.flags import save_config
 
-    try:
-        own_task = register_from_args(args)
-    except EnvError as error:
-        return _fail(str(error))
-    if own_task is not None and args.tasks is None:
-        args.tasks = [own_task]
-
-    unknown = [s for s in args.splits if s not in SPLITS] + [t for t in (args.tasks or []) if t not in TASKS]
-    if unknown:
-        return _fail(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}", 2)
-
+    config, rest = _eval_config(parser, argv)
     import torch
 
-    from trainer.eval import EVAL_INFO_FILE, evaluate_policy, plot_iterations, render_table, summarize, write_eval_info
-    from trainer.policy import CheckpointError
-    from trainer.policy.source import open_policy
-
     try:
-        policies, run_config, default_out = _policies_to_evaluate(Path(args.policy), args.iterations)
+        policies, run_config, default_out = _policies_to_evaluate(Path(config.policy), config.iterations)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as error:
-        return _fail(str(error))
-    tasks = args.tasks or (_run_tasks(run_config) if run_config else list(STOCK_TASKS))
-    out_dir = Path(args.output_dir) if args.output_dir else default_out
+        raise CommandError(str(error)) from None
+    tasks = config.tasks or (_run_tasks(run_config) if run_config else list(STOCK_TASKS))
+    out_dir = Path(config.output_dir) if config.output_dir else default_out
     torch.set_num_threads(1)  # small matrices: see trainer.loop.train
-    setting = {"policy": str(args.policy), "tasks": tasks, "splits": args.splits, "episodes_per_task_and_split": args.episodes,
-               "seed_offset": args.seed_offset, "max_steps": args.max_steps, "greedy": args.temperature is None,
-               **({"temperature": args.temperature, "sample_seed": args.seed} if args.temperature is not None else {})}
+    save_config(config, out_dir / EVAL_CONFIG_FILE)
+    setting = _eval_setting(config, tasks)
+    per_iteration, gifs = _evaluate_iterations(config, policies, tasks, out_dir, setting, progress=not rest.no_progress)
+    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png",
+                           title=plot_title(Path(config.policy).name, per_iteration))
+    info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
+    write_eval_info(info, out_dir / EVAL_INFO_FILE)
+    if rest.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_tables(per_iteration, Path(config.policy).name, f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))
+    return 0
+
+
+def _eval_setting(config: Any, tasks: list[str]) -> dict[str, Any]:
+    """What decides the numbers: an earlier evaluation with the same setting is reused."""
+    sampled = {"temperature": config.temperature, "sample_seed": config.seed} if config.temperature is not None else {}
+    return {"policy": str(config.policy), "tasks": tasks, "splits": config.splits, "episodes_per_task_and_split": config.episodes,
+            "seed_offset": config.seed_offset, "max_steps": config.max_steps, "greedy": config.temperature is None, **sampled}
+
+
+def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str], out_dir: Path, setting: dict[str, Any],
+                         progress: bool) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Metrics per iteration (earlier results with the same setting reused) and the GIFs written."""
+    from trainer.command import CommandError
+    from trainer.eval import EVAL_INFO_FILE, evaluate_policy, summarize, write_eval_info
+    from trainer.device import resolve
+    from trainer.policy import CheckpointError
+    from trainer.policy.source import HFOptions, open_policy
+
+    device, dtype = resolve(config.device, config.dtype)
+    policy_options = {"policy_type": config.policy_type, "device": device, "dtype": dtype,
+                      "hf": HFOptions(config.trust_remote_code, config.action_stats, config.unnorm_key)}
+
     per_iteration = _previous_results(out_dir / EVAL_INFO_FILE, setting)
     reused = sorted(k for k in per_iteration if k in policies)
     if reused:
         print(f"reusing iterations {reused} from {out_dir / EVAL_INFO_FILE} (same settings)", file=sys.stderr)
     gifs: list[str] = []
     last = max(policies)
-    info: dict[str, Any] = {}
     for iteration, folder in sorted(policies.items()):
         if iteration in per_iteration:
             continue
         try:
             policy = open_policy(folder, **policy_options)
         except (CheckpointError, OSError, ValueError) as error:
-            return _fail(f"--policy {folder}: cannot load the policy: {error}")
-        try:
-            outcomes, written = evaluate_policy(
-                policy, tasks, args.splits, args.episodes, seed_offset=args.seed_offset, max_steps=args.max_steps,
-                gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if args.gifs and iteration == last else None,
-                gifs_per_task=args.gifs, progress=not args.no_progress, desc=f"eval iter {iteration}", batch_envs=args.batch_envs,
-                temperature=args.temperature, sample_seed=args.seed,
-            )
-        except EnvError as error:
-            return _fail(str(error))
+            raise CommandError(f"--policy {folder}: cannot load the policy: {error}") from None
+        outcomes, written = evaluate_policy(
+            policy, tasks, config.splits, config.episodes, seed_offset=config.seed_offset, max_steps=config.max_steps,
+            gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if config.gifs and iteration == last else None,
+            gifs_per_task=config.gifs, progress=progress, desc=f"eval iter {iteration}", batch_envs=config.batch_envs,
+            temperature=config.temperature, sample_seed=config.seed,
+        )
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]
         # written after every policy, so an interrupted evaluation keeps what it finished
         info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs}
         write_eval_info(info, out_dir / EVAL_INFO_FILE)
-    from trainer.evalreport import comparison_table, plot_title
+    return per_iteration, gifs
 
-    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png",
-                           title=plot_title(Path(args.policy).name, per_iteration))
-    info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
-    write_eval_info(info, out_dir / EVAL_INFO_FILE)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        from rich.console import Console
 
-        console = Console(width=max(Console().width, 120))
-        for iteration, metrics in sorted(per_iteration.items()):
-            console.print(render_table(metrics, title=f"{Path(args.policy).name}: iteration {iteration}"))
-        if len(per_iteration) > 1:
-            console.print(comparison_table(per_iteration, title=f"{Path(args.policy).name}: iterations compared (all tasks)"))
-        console.print(f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))
-    return 0
+def _print_tables(per_iteration: dict[int, dict[str, Any]], name: str, footer: str) -> None:
+    from rich.console import Console
+
+    from trainer.eval import render_table
+    from trainer.evalreport import comparison_table
+
+    console = Console(width=max(Console().width, 120))
+    for iteration, metrics in sorted(per_iteration.items()):
+        console.print(render_table(metrics, title=f"{name}: iteration {iteration}"))
+    if len(per_iteration) > 1:
+        console.print(comparison_table(per_iteration, title=f"{name}: iterations compared (all tasks)"))
+    console.print(footer)

@@ -1,9 +1,9 @@
 """`TrainConfig`: every knob of a GRAPE run, which is also the `grape-train` command line.
 
-Small dataclasses, one per component, composed into `TrainConfig`. Each field's docstring is its
-`--help` text: `build_parser` reads the docstrings from this file's source, so the help and the
-code cannot drift apart. Field names are unique across the components and become flags with
-dashes (`samples_per_state` -> `--samples-per-state`).
+Small dataclasses, one per component, composed into `TrainConfig`. Each field is one flag and
+its docstring is the flag's `--help` text (trainer.flags turns any config dataclass into a
+command line, the same way for every trainer command). Field names are unique across the
+components and become flags with dashes (`samples_per_state` -> `--samples-per-state`).
 
 The full config is saved as JSON with every checkpoint; `config_differences` tells a resume
 into a run directory made with another configuration apart from a genuine resume.
@@ -12,20 +12,18 @@ into a run directory made with another configuration apart from a genuine resume
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import datetime as dt
-import inspect
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
 
+RUN_CONFIG_FILE = "config.json"
+"""The TrainConfig a run folder holds (trainer.loop writes it; `grape-train --config RUN` replays it)."""
 STOCK_TASKS = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
 LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
 
@@ -158,10 +156,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        kwargs = dict(data)
-        for name, sub in _SUBCONFIGS.items():
-            kwargs[name] = sub(**kwargs.get(name, {}))
-        return cls(**kwargs)
+        """From `to_dict`'s form; unknown keys are errors (trainer.flags.ConfigFileError)."""
+        from trainer.flags import config_from_dict
+
+        return config_from_dict(cls, data)
 
     def default_output_dir(self, now: dt.datetime | None = None) -> Path:
         stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -207,70 +205,28 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     ]
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The string literal right after each annotated field in the class body."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for stmt, following in zip(body, body[1:]):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[stmt.target.id] = following.value.value
-    return docs
-
-
-def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any, doc: str) -> None:
-    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    kwargs: dict[str, Any] = {"dest": f.name, "help": f"{doc} (default: {default})"}
-    if origin is Literal:
-        kwargs.update(choices=list(args), type=str)
-    elif origin is list and f.metadata.get("repeatable"):
-        kwargs.update(action="append", type=args[0], metavar=f.name.upper())
-    elif origin is list:
-        kwargs.update(nargs="+", type=args[0], metavar=f.name.upper())
-    elif hint is bool:
-        kwargs.update(action=argparse.BooleanOptionalAction)
-    else:
-        kwargs.update(type=hint, metavar=f.name.upper())
-    group.add_argument(flag, default=argparse.SUPPRESS, **kwargs)
+TRAIN_DESCRIPTION = (
+    "Align a policy with an objective by GRAPE (Algorithm 1): sample, score with the compiled .grc, rank, pair, "
+    "train with TPO, repeat."
+)
 
 
 def build_parser(prog: str = "grape-train", epilog: str | None = None) -> argparse.ArgumentParser:
-    """argparse from the dataclass fields; unset flags keep the dataclass default."""
+    """grape-train's flags, one per TrainConfig field (trainer.flags); unset flags keep the dataclass default."""
+    from trainer.flags import add_config_arguments
+
     parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Align a policy with an objective by GRAPE (Algorithm 1): sample, score with the compiled .grc, rank, pair, train with TPO, repeat.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=TRAIN_DESCRIPTION, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for title, cls in (("run", TrainConfig), *_SUBCONFIGS.items()):
-        group = parser.add_argument_group(title)
-        hints = typing.get_type_hints(cls)
-        docs = _field_docs(cls)
-        for f in dataclasses.fields(cls):
-            if cls is TrainConfig and f.name in _SUBCONFIGS:
-                continue
-            _add_field(group, f, hints[f.name], docs.get(f.name, ""))
+    add_config_arguments(parser, TrainConfig, title="run")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Place parsed flags into the nested dataclasses; flags not given keep their defaults."""
-    given = vars(args)
-    top = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given and f.name not in _SUBCONFIGS}
-    for name, cls in _SUBCONFIGS.items():
-        top[name] = cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
-    return TrainConfig(**top)
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """Place parsed flags into the nested dataclasses over `base` (a saved config) or the defaults."""
+    from trainer import flags
+
+    return flags.config_from_args(TrainConfig, args, base)
 
 
 FIELD_BOUNDS: dict[str, Bound] = {

@@ -17,18 +17,83 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_text
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED
 
 Z_95 = 1.959963984540054
 EVAL_SPLITS = ("in_domain", "subject", "physical", "semantic", "visual")
 RATE_METRICS = ("success", "grasp", "collision")
 EVAL_INFO_FILE = "eval_info.json"
+EVAL_CONFIG_FILE = "eval_config.json"
+"""The EvalConfig grape-eval ran with, saved in its output folder (`grape-eval --config FOLDER` replays it)."""
+
+
+@dataclass
+class EvalConfig:
+    """Every setting of `grape-eval`: one flag per field, the docstring is its --help (trainer.flags)."""
+
+    policy: str = field(default="", metadata={"required": True, "metavar": "RUN_OR_CHECKPOINT"})
+    """A grape-train run folder (evaluates each iteration's checkpoint), a checkpoint folder, or a policy folder."""
+    splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS))
+    """Splits to evaluate."""
+    tasks: list[str] | None = None
+    """Tasks (default: the run's tasks, else all four stock tasks)."""
+    episodes: int = field(default=10, metadata={"bounds": AT_LEAST_ONE})
+    """Episodes per task and split."""
+    seed_offset: int = 0
+    """Skip this many evaluation seeds."""
+    iterations: list[int] | None = None
+    """With a run folder: only these iterations (default: all; 0 = the base policy)."""
+    max_steps: int | None = field(default=None, metadata={"bounds": AT_LEAST_ONE})
+    """Cap on steps per episode (default: each task's limit)."""
+    batch_envs: int = field(default=24, metadata={"bounds": AT_LEAST_ONE})
+    """Environments stepped in lockstep, one policy batch."""
+    temperature: float | None = field(default=None, metadata={"bounds": POSITIVE})
+    """Sample actions at this temperature (seeded by --seed) instead of greedy decoding (default: greedy)."""
+    seed: int = field(default=0, metadata={"bounds": SEED})
+    """Sampling seed with --temperature."""
+    gifs: int = 1
+    """GIFs per task of the last policy, first split (0 = none)."""
+    output_dir: str | None = None
+    """Where results go (default: <run or checkpoint>/eval)."""
+    policy_type: Literal["auto", "embedded", "hf"] = "auto"
+    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    trust_remote_code: bool = False
+    """Let an HF checkpoint whose config.json names its own model code (auto_map) run that code."""
+    action_stats: str | None = None
+    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's action_stats.json)."""
+    unnorm_key: str | None = None
+    """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy runs: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the policy's weights; log-probs stay float32."""
+
+    def problems(self) -> list[str]:
+        """Values argparse cannot judge; each names its flag. Ranges are in the fields' metadata
+        (trainer.bounds; a number without one must be finite and >= 0)."""
+        from trainer.bounds import dataclass_problems
+        from trainer.sim.splits import SPLITS
+        from trainer.sim.tasks import TASKS
+
+        found = dataclass_problems(self)
+        unknown = [s for s in self.splits if s not in SPLITS] + [t for t in (self.tasks or []) if t not in TASKS]
+        if unknown:
+            found.append(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}")
+        if self.device == "cuda" or self.dtype != "float32":  # the defaults need no torch to check
+            from trainer.device import DeviceError, resolve
+
+            try:
+                resolve(self.device, self.dtype)
+            except DeviceError as error:
+                found.append(str(error))
+        return found
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:

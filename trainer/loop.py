@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from grape_dsl.util.atomic import atomic_directory, atomic_write_text
-from trainer.config import TrainConfig, config_differences, parse_overrides
+from trainer.config import RUN_CONFIG_FILE, TrainConfig, config_differences, parse_overrides
 from trainer.gcpg import (
     GcpgWeights,
     count_pair_kinds,
@@ -70,7 +70,7 @@ from trainer.runfolder import (
 )
 from trainer.sampling import TRAIN_SPLIT
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = RUN_CONFIG_FILE
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE_FILE = "trainer_state.pt"
 POLICY_DIR = "policy"

@@ -28,13 +28,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from grape_dsl.util.atomic import atomic_write, atomic_write_json
-from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dashed_flag, dataclass_problems, namespace_problems
+from trainer.bounds import AT_LEAST_ONE, POSITIVE, SEED, Bound, dataclass_problems
+from trainer.policy.embedded import EmbeddedVLAConfig
 
 SFT_RECIPE_VERSION = 1
 """Bumped when the training code changes what a given config produces (invalidates caches)."""
@@ -50,6 +51,7 @@ EXAMPLES = """examples:
   grape-sft --out runs/sft --resume --steps 3000             continue an interrupted/finished run
   grape-sft --out runs/sft --resume --eval-episodes 50 --eval-split semantic   evaluate a finished run
   grape-sim demo --out demos/ -n 50 && grape-sft --out runs/sft --demos-dir demos/
+  grape-sft --config runs/sft --out runs/sft-seed1 --seed 1   the settings of an earlier run, another seed
 """
 
 
@@ -64,14 +66,11 @@ SFT_FIELD_BOUNDS = {
     "image_size": Bound(low=16, high=256),
 }
 """SFTConfig's numeric fields and their ranges; a field not listed must be finite and >= 0."""
-SFT_FIELD_FLAGS = {"demos_per_task": "--demos", "expert_noise": "--noise", "num_layers": "--layers", "num_heads": "--heads"}
-"""grape-sft's flag for a field whose flag is not its name with dashes."""
-SFT_CLI_BOUNDS = {
-    **{flag[2:]: SFT_FIELD_BOUNDS[name] for name, flag in SFT_FIELD_FLAGS.items()}, **SFT_FIELD_BOUNDS,
+SFT_RUN_BOUNDS = {
     "epochs": POSITIVE, "workers": AT_LEAST_ONE, "threads": AT_LEAST_ONE, "eval_episodes": Bound(low=0),
     "eval_temperature": POSITIVE, "log_every": AT_LEAST_ONE, "checkpoint_every": AT_LEAST_ONE,
 }
-"""Every numeric grape-sft flag (argparse dest) with a range of its own."""
+"""SFTRunConfig's numeric fields with a range of their own (the recipe's are SFT_FIELD_BOUNDS)."""
 
 
 @dataclass
@@ -79,11 +78,11 @@ class SFTConfig:
     """One SFT recipe. Every field except the run-time ones below enters the cache hash."""
 
     tasks: tuple[str, ...] = ("pick_place", "pick_place_obstacle", "push_to_target", "stack")
-    """Tasks to learn; one policy serves them all, told apart by the instruction."""
-    demos_per_task: int = 50
+    """Tasks to learn (`a b`; `a,b` and 'all' work too); one policy serves them all, told apart by the instruction."""
+    demos_per_task: int = field(default=50, metadata={"aliases": ("--demos",)})
     """Scripted-expert demonstrations per task (successful episodes on training seeds)."""
-    expert_noise: float = 0.0
-    """Translation noise of the expert, as a fraction of the step limit (state coverage)."""
+    expert_noise: float = field(default=0.0, metadata={"aliases": ("--noise",)})
+    """Translation noise of the expert when recording, as a fraction of the step limit (state coverage)."""
     steps: int = 1600
     """Optimizer steps."""
     batch_size: int = 64
@@ -96,18 +95,19 @@ class SFTConfig:
     """AdamW weight decay."""
     seed: int = 0
     """Seeds model init and batch order (demonstration seeds are the sim's training seeds)."""
-    hidden_size: int = 128
+    # The model sizes are the embedded VLA's own defaults (one source: EmbeddedVLAConfig).
+    hidden_size: int = EmbeddedVLAConfig.hidden_size
     """Width of the embedded VLA."""
-    num_layers: int = 2
+    num_layers: int = field(default=EmbeddedVLAConfig.num_layers, metadata={"aliases": ("--layers",)})
     """Decoder layers of the embedded VLA."""
-    num_heads: int = 4
+    num_heads: int = field(default=EmbeddedVLAConfig.num_heads, metadata={"aliases": ("--heads",)})
     """Attention heads of the embedded VLA."""
-    intermediate_size: int = 256
+    intermediate_size: int = EmbeddedVLAConfig.intermediate_size
     """MLP width of the embedded VLA."""
     max_episode_steps: int = 120
     """Episode step limit for demonstrations (and evaluation)."""
     image_size: int | None = None
-    """Camera side in pixels for a policy that also sees an image (None: state only). The
+    """Camera side in pixels for a policy that also sees an image (default: state only). The
     demonstrations are replayed with the camera on to get their frames (~1-2 s per episode)."""
 
     def __post_init__(self) -> None:
@@ -119,11 +119,11 @@ class SFTConfig:
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown or not self.tasks:
             raise SFTError(f"--tasks: unknown task(s) {unknown or '(none given)'}; known tasks: {', '.join(TASKS)}")
-        problems = dataclass_problems(self, SFT_FIELD_BOUNDS, lambda f: SFT_FIELD_FLAGS.get(f.name, dashed_flag(f.name)))
+        problems = dataclass_problems(self, SFT_FIELD_BOUNDS)
         if problems:
             raise SFTError("; ".join(problems))
         if self.hidden_size % self.num_heads:
-            raise SFTError(f"--hidden-size {self.hidden_size} must be divisible by --heads {self.num_heads}")
+            raise SFTError(f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}")
 
     def cache_key(self) -> str:
         payload = json.dumps({"recipe": SFT_RECIPE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
@@ -470,138 +470,160 @@ def ensure_default_sft_policy(cache_dir: str | os.PathLike, config: SFTConfig | 
 
 
 # ---------------------------------------------------------------------- CLI
+@dataclass
+class SFTRunConfig:
+    """Every setting of `grape-sft`: how this run goes, and the recipe (what the policy is).
+
+    One flag per field (trainer.flags; the docstrings are the --help). Only `recipe` enters the
+    cache hash; the run-time fields here change how the policy is made, not what it is.
+    """
+
+    out: str = field(default="", metadata={"required": True, "metavar": "DIR"})
+    """Run folder: demos/, checkpoint.pt, tensorboard/, policy/ (and the config it ran with, for --config)."""
+    demos_dir: str | None = None
+    """Use this trajectory store (grape-sim demo) instead of recording."""
+    epochs: float | None = None
+    """Train this many passes over the demonstrations instead of --steps."""
+    resume: bool = False
+    """Continue the run in --out from its checkpoint."""
+    workers: int = 1
+    """Processes recording demonstrations."""
+    threads: int = 1
+    """Torch CPU threads (on a shared CPU a second thread mostly waits)."""
+    eval_episodes: int = 0
+    """After training, evaluate this many seeds per task (0: skip)."""
+    eval_split: str = "in_domain"
+    """Split of the evaluation seeds."""
+    eval_temperature: float = 1.0
+    """Sampling temperature of the evaluation."""
+    log_every: int = 100
+    """Log every N steps."""
+    checkpoint_every: int = 500
+    """Checkpoint every N steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights; log-probs and the loss stay float32."""
+    recipe: SFTConfig = field(default_factory=SFTConfig)
+
+    def check(self) -> None:
+        """Raise SFTError naming the flag of the first value out of range."""
+        from trainer.sim.splits import SPLITS
+
+        problems = dataclass_problems(self, {**SFT_FIELD_BOUNDS, **SFT_RUN_BOUNDS})
+        if problems:
+            raise SFTError("; ".join(problems))
+        if self.eval_split not in SPLITS:
+            raise SFTError(f"--eval-split: unknown split {self.eval_split!r}; known splits: {', '.join(SPLITS)}")
+        if self.demos_dir is not None and not Path(self.demos_dir).is_dir():
+            raise SFTError(f"--demos-dir {self.demos_dir}: no such directory")
+        if self.device == "cuda" or self.dtype != "float32":  # the defaults need no torch to check
+            from trainer.device import DeviceError, resolve
+
+            try:
+                resolve(self.device, self.dtype)
+            except DeviceError as error:
+                raise SFTError(str(error)) from None
+        self.recipe.validate()
+
+
+RUN_CONFIG_FILE = "sft_run_config.json"
+"""The SFTRunConfig grape-sft ran with, saved in --out when training finished (`--config` replays it)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = SFTConfig()
+    from trainer.envs import add_env_arguments
+    from trainer.flags import add_config_arguments, add_config_file_argument
+
     parser = argparse.ArgumentParser(prog="grape-sft", description=__doc__.splitlines()[0], epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="run folder: demos/, checkpoint.pt, tensorboard/, policy/")
-    parser.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
-                        help="task names (`a b`; `a,b` works too), or 'all' (default)")
-    parser.add_argument("--demos", type=int, default=defaults.demos_per_task, help=f"demonstrations per task (default {defaults.demos_per_task})")
-    parser.add_argument("--demos-dir", type=Path, help="use this trajectory store (grape-sim demo) instead of recording")
-    parser.add_argument("--noise", type=float, default=defaults.expert_noise, help="expert translation noise when recording (default 0)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
-    parser.add_argument("--epochs", type=float, help="train this many passes over the demonstrations instead of --steps")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr:g})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"steps per batch (default {defaults.batch_size})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed for init and batch order (default 0)")
-    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help=f"model width (default {defaults.hidden_size})")
-    parser.add_argument("--layers", type=int, default=defaults.num_layers, help=f"decoder layers (default {defaults.num_layers})")
-    parser.add_argument("--heads", type=int, default=defaults.num_heads, help=f"attention heads (default {defaults.num_heads})")
-    parser.add_argument("--image-size", type=int, help="also feed a camera image of this side to the policy (default: state only)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--workers", type=int, default=1, help="processes recording demonstrations (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU a second thread mostly waits)")
-    parser.add_argument("--eval-episodes", type=int, default=0, help="after training, evaluate this many seeds per task (0: skip)")
-    parser.add_argument("--eval-split", default="in_domain", help="split of the evaluation seeds (default in_domain)")
-    parser.add_argument("--eval-temperature", type=float, default=1.0, help="sampling temperature of the evaluation (default 1)")
-    parser.add_argument("--log-every", type=int, default=100, help="log every N steps (default 100)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
+    add_config_arguments(parser, SFTRunConfig, title="run")
+    add_config_file_argument(parser, RUN_CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
-    from trainer.policy.source import add_device_arguments
-
-    add_device_arguments(parser)
-    from trainer.envs import add_env_arguments
-
     add_env_arguments(parser)  # with --env: --demos-dir holds that env's demonstrations (no scripted expert)
     return parser
 
 
-def _config_from_args(args: argparse.Namespace) -> SFTConfig:
+def _checked_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[SFTRunConfig, argparse.Namespace]:
+    """The run's config from the flags (over a --config file); a bad value raises SFTError (a usage error)."""
+    from trainer.envs import EnvError, register_from_args
+    from trainer.flags import parse_config
     from trainer.sim.tasks import task_names
 
-    config = SFTConfig(tasks=tuple(task_names(args.tasks)), demos_per_task=args.demos, expert_noise=args.noise, steps=args.steps, lr=args.lr,
-                       batch_size=args.batch_size, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.layers,
-                       num_heads=args.heads, image_size=args.image_size)
-    config.validate()
-    return config
-
-
-def _checked_config(args: argparse.Namespace) -> SFTConfig:
-    """The run's config from the flags; a bad flag value raises SFTError (a usage error, exit 2)."""
-    from trainer.envs import EnvError, register_from_args
-
+    run, rest = parse_config(parser, SFTRunConfig, argv, RUN_CONFIG_FILE)
     try:
-        own_task = register_from_args(args)
+        own_task = register_from_args(rest)
     except EnvError as error:
         raise SFTError(str(error)) from None
     if own_task is not None:
-        if args.demos_dir is None:
+        if run.demos_dir is None:
             raise SFTError("--env needs --demos-dir: a trajectory store of that environment's demonstrations "
                            "(the scripted experts know only the stock tasks)")
-        if args.tasks == ["all"]:
-            args.tasks = [own_task]
-    problems = namespace_problems(args, SFT_CLI_BOUNDS)
-    if problems:
-        raise SFTError("; ".join(problems))
-    from trainer.device import DeviceError, resolve
-
-    try:
-        args.device, args.dtype = resolve(args.device, args.dtype)
-    except DeviceError as error:
-        raise SFTError(str(error)) from None
-    from trainer.sim.splits import SPLITS
-
-    if args.eval_split not in SPLITS:
-        raise SFTError(f"--eval-split: unknown split {args.eval_split!r}; known splits: {', '.join(SPLITS)}")
-    if args.demos_dir is not None and not args.demos_dir.is_dir():
-        raise SFTError(f"--demos-dir {args.demos_dir}: no such directory")
-    return _config_from_args(args)
+        if run.recipe.tasks == SFTConfig().tasks:  # no --tasks given: the env's own task
+            run.recipe.tasks = (own_task,)
+    run.recipe.tasks = tuple(task_names(list(run.recipe.tasks)))
+    run.check()
+    return run, rest
 
 
-def _run(args: argparse.Namespace, config: SFTConfig) -> dict[str, Any]:
+def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
     """Train (or resume) and optionally evaluate; the summary printed at the end."""
-    torch.set_num_threads(args.threads)
-    progress = not args.quiet
-    if args.epochs is not None:
-        store = args.demos_dir or args.out / DEMO_DIR
-        if args.demos_dir is None:
-            record_demonstrations(config, store, workers=args.workers, progress=progress)
+    from trainer.device import resolve
+    from trainer.flags import save_config
+
+    config, out = run.recipe, Path(run.out)
+    demos_dir = Path(run.demos_dir) if run.demos_dir is not None else None
+    torch.set_num_threads(run.threads)
+    if run.epochs is not None:
+        store = demos_dir or out / DEMO_DIR
+        if demos_dir is None:
+            record_demonstrations(config, store, workers=run.workers, progress=progress)
         total = len(load_demonstrations(store, config.tasks, config.demos_per_task).actions)
-        config.steps = max(1, math.ceil(args.epochs * total / config.batch_size))
+        config.steps = max(1, math.ceil(run.epochs * total / config.batch_size))
     started = time.perf_counter()
-    policy_dir = train_sft(config, args.out, demos_dir=args.demos_dir, resume=args.resume, workers=args.workers,
-                           progress=progress, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                           device=args.device, dtype=args.dtype)
+    device, dtype = resolve(run.device, run.dtype)
+    policy_dir = train_sft(config, out, demos_dir=demos_dir, resume=run.resume, workers=run.workers,
+                           progress=progress, log_every=run.log_every, checkpoint_every=run.checkpoint_every,
+                           device=device, dtype=dtype)
+    save_config(run, out / RUN_CONFIG_FILE)
     summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
                                "config": dataclasses.asdict(config)}
-    if args.eval_episodes:
+    if run.eval_episodes:
         from trainer.device import place_policy
         from trainer.policy import load_policy
 
-        policy = place_policy(load_policy(policy_dir), args.device, args.dtype)
+        policy = place_policy(load_policy(policy_dir), device, dtype)
         summary["eval"] = {
-            "sampling": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=False,
-                                     temperature=args.eval_temperature, seed=config.seed, progress=progress,
-                                     split=args.eval_split),
-            "greedy": evaluate_sft(policy, config.tasks, args.eval_episodes, greedy=True, progress=progress,
-                                   split=args.eval_split),
+            "sampling": evaluate_sft(policy, config.tasks, run.eval_episodes, greedy=False,
+                                     temperature=run.eval_temperature, seed=config.seed, progress=progress,
+                                     split=run.eval_split),
+            "greedy": evaluate_sft(policy, config.tasks, run.eval_episodes, greedy=True, progress=progress,
+                                   split=run.eval_split),
         }
-        eval_file = EVAL_FILE if args.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{args.eval_split}.json")
-        atomic_write_json(args.out / eval_file, summary["eval"])
+        eval_file = EVAL_FILE if run.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{run.eval_split}.json")
+        atomic_write_json(out / eval_file, summary["eval"])
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 ok, 1 failure (unusable demonstrations, mismatched resume), 2 usage, 130 interrupted."""
+    """Exit status (trainer.command): 0 ok, 1 failure (unusable demonstrations, mismatched resume), 2 usage, 130 interrupted."""
+    from trainer.command import run_command
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command("grape-sft", lambda: _main(parser, argv), parser=parser, failures=(SFTError,),
+                       interrupted="interrupted; continue with --resume")
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    from trainer.command import UsageError
+
     try:
-        config = _checked_config(args)
+        run, rest = _checked_config(parser, argv)
     except SFTError as error:
-        parser.print_usage(sys.stderr)
-        print(f"grape-sft: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        summary = _run(args, config)
-    except SFTError as error:
-        print(f"grape-sft: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("grape-sft: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    if args.json:
+        raise UsageError(str(error)) from None
+    summary = _run(run, progress=not rest.quiet)
+    if rest.json:
         print(json.dumps(summary, indent=1))
     else:
         print(f"policy: {summary['policy']}  ({summary['train_seconds']} s)")
@@ -609,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = "  ".join(f"{task} {info['success']:.0%}" for task, info in result["tasks"].items())
             print(f"{mode:<9} success {result['overall']['success']:.1%}  ({cells})")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,11 +14,12 @@ examples:
   grapec compile my_task.grc --task pick_place      # reject sources pick_place does not report
   grapec compile task.grc --set near=0.05 -o build/kernels     # write the module under build/kernels
   grapec compile task.grc --emit ir                            # print one stage of the pipeline:
-  grapec compile task.grc --emit sympy                         #   ast (objectives applied, as .grc),
-  grapec compile task.grc --emit python > kernels.py           #   ir, sympy (before/after CSE), python
+  grapec compile task.grc --emit blocks                        #   ast (objectives applied, as .grc),
+  grapec compile task.grc --emit python > kernels.py           #   ir, blocks (one operation a line), python
 
 Without --emit the kernels are compiled (or found in the cache: $GRAPE_DSL_CACHE, else
-~/.cache/grape_dsl, unless -o) and a line says where they are and what it took.
+~/.cache/grape_dsl, unless -o) and a line says where they are and what it took. Programs over
+the compile budgets (stages, constraints, operations; docs/language.md) are refused with GRC402.
 Exit: 0 ok, 1 errors in the input (diagnostics on stderr), 2 usage.
 """
 
@@ -55,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_common_arguments(parser)
     parser.add_argument("-o", "--output", metavar="DIR", help="write the kernel module (and numba's cache) under DIR")
     parser.add_argument(
-        "--emit", choices=("ast", "ir", "sympy", "python"),
+        "--emit", choices=("ast", "ir", "blocks", "python"),
         help="print this stage of the pipeline to stdout instead of compiling",
     )
     parser.add_argument("--json", action="store_true", help="report as JSON on stdout")
@@ -92,6 +93,9 @@ def load_checked(args: argparse.Namespace, command: str) -> Any:
         return schema
     try:
         checked = load_task(args.task, args.objective, overrides, schema=schema)
+        from grape_dsl.compiler import check_budgets
+
+        check_budgets(checked)
     except GrcError as err:
         print_diagnostics(err.diagnostics, dict(err.sources))
         print(f"grapec {command}: {len(err.diagnostics)} error(s); nothing compiled", file=sys.stderr)
@@ -115,17 +119,19 @@ def run(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         print(dump(program))
         return 0
-    if args.emit in ("sympy", "python"):
+    if args.emit in ("blocks", "python"):
         from grape_dsl.codegen import generate
-        from grape_dsl.ir.sym import dump as dump_sympy
-        from grape_dsl.ir.sym import to_sympy
+        from grape_dsl.ir.blocks import dump as dump_blocks
+        from grape_dsl.ir.blocks import to_blocks
 
-        sym = to_sympy(program)
-        print(dump_sympy(sym) if args.emit == "sympy" else generate(sym, args.task))
+        blocks = to_blocks(program)
+        print(dump_blocks(blocks) if args.emit == "blocks" else generate(blocks, args.task))
         return 0
 
     from rich.console import Console
 
+    from grape_dsl.cli import print_diagnostics
+    from grape_dsl.diagnostics import GrcError
     from grape_dsl.runtime.kernels import KernelCacheError, load_program
 
     try:
@@ -133,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
             compiled = load_program(program, args.output or args.cache_dir, source_name=args.task)
     except KernelCacheError as err:
         print(f"grapec compile: {err}", file=sys.stderr)
+        return 1
+    except GrcError as err:  # a compile budget (GRC402) or the wall-clock cap (GRC403)
+        print_diagnostics(err.diagnostics, dict(checked.sources))
         return 1
     info = compiled.info
     report = {

@@ -53,6 +53,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def _available_memory() -> int | None:
+    """Physical memory in bytes, where the OS says; None where it does not."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_npz_headers(path: str) -> str | None:
+    """A message if an array of the .npz at `path` claims a shape its bytes cannot hold, or one
+    larger than this machine's memory; None if every header is plausible. Reads only the
+    headers, so a hostile file costs nothing to refuse."""
+    import math
+    import zipfile
+
+    import numpy as np
+
+    memory = _available_memory()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(handle, max_header_size=10_000)
+                    header_bytes = handle.tell()
+                name = member.filename[: -len(".npy")]
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > member.file_size - header_bytes:
+                    return (
+                        f"{path}: array '{name}' claims shape {tuple(shape)} ({claimed:,} bytes) but "
+                        f"the file holds {max(member.file_size - header_bytes, 0):,} bytes of it"
+                    )
+                if memory is not None and claimed > memory:
+                    return (
+                        f"{path}: array '{name}' has shape {tuple(shape)} ({claimed:,} bytes), more "
+                        f"than this machine's memory ({memory:,} bytes)"
+                    )
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None  # not a zip of .npy files: np.load below says what it is
+    return None
+
+
 def load_batch(path: str):  # noqa: ANN201 - returns TrajectoryBatch or an error message
     """The batch in `path`, or a message saying what is wrong with the file."""
     import numpy as np
@@ -66,6 +114,9 @@ def load_batch(path: str):  # noqa: ANN201 - returns TrajectoryBatch or an error
     except (OSError, ValueError) as err:
         return f"{path}: not a readable .npz file ({err})"
     with data:
+        problem = check_npz_headers(path)
+        if problem:
+            return problem
         missing = [f for f in REQUIRED_FIELDS if f not in data.files]
         if missing:
             return f"{path}: missing field(s) {', '.join(missing)} (has: {', '.join(data.files) or 'nothing'})"
@@ -153,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     from grape_dsl.compiler import compile_checked
     from grape_dsl.score import BatchError
 
+    from grape_dsl.diagnostics import GrcError
     from grape_dsl.runtime.kernels import KernelCacheError
 
     err_console = Console(stderr=True)
@@ -161,6 +213,11 @@ def run(args: argparse.Namespace) -> int:
             compiled = compile_checked(checked, args.cache_dir)
     except KernelCacheError as err:
         print(f"grapec score: {err}", file=sys.stderr)
+        return 1
+    except GrcError as err:  # the compile wall-clock cap (GRC403)
+        from grape_dsl.cli import print_diagnostics
+
+        print_diagnostics(err.diagnostics, dict(checked.sources))
         return 1
     try:
         with err_console.status(f"scoring {len(batch.lengths)} trajectories"):

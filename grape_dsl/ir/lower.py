@@ -3,12 +3,14 @@
 The IR is what every later pass reads (sympy, codegen, oracle comparisons): names are resolved
 (keypoints and signals to input slots, params to constants), every node carries its type, and
 constraint attributes are plain floats. Lets are inlined but stay visible as `LetRef` nodes,
-because a bool let is scored 0/1 rather than graded (docs/language.md, "Violation").
+because a bool let is scored 0/1 rather than graded (docs/language.md, "Violation"). A let is
+one node however often it is used, so the IR is a DAG: passes over it walk nodes by identity
+and iteratively (`_postorder`), never as a tree or by Python recursion through lets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from grape_dsl import ast
@@ -145,6 +147,7 @@ class Constraint:
     over: Literal["sum", "mean", "max"] | None  # None for subgoals
     tag: str
     text: str  # the constraint in canonical .grc form (grape_dsl.fmt), for comments
+    span: ast.Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Stage:
     until: Expr | None
     until_text: str | None
     constraints: tuple[Constraint, ...]
+    span: ast.Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,13 @@ DEFAULT_UNREACHED = 1.0
 DEFAULT_OVER = "mean"
 DEFAULT_TAG = "task"
 
+# Compile budgets, checked here before any later pass sees the program (GRC402 at the first
+# stage or constraint over the limit). The stock tasks have 3-5 stages and under 20 constraints;
+# each stage adds a loop to the kernel, and numba's compile time grows with the kernel's length.
+MAX_STAGES = 32
+MAX_CONSTRAINTS = 128
+BUDGET_CODE = "GRC402"
+
 # ---------------------------------------------------------------------------- lowering
 
 
@@ -206,6 +217,32 @@ class _Lowerer:
         for s in task.signals:
             if s.source.dotted not in self.signal_sources:
                 self.signal_sources.append(s.source.dotted)
+
+    def lower_lets(self) -> None:
+        """Lower every let before anything uses it, dependencies first, so that lowering an
+        expression never recurses into a chain of lets (only into one let's own syntax, whose
+        depth the parser bounds)."""
+        from grape_dsl.checker import names_in
+
+        deps = {
+            let.name: [n.ident for n in names_in(let.value) if n.ident in self.let_decls]
+            for let in self.task.lets
+        }
+        entered: set[str] = set()
+        for root in deps:
+            stack = [(root, False)]
+            while stack:
+                name, ready = stack.pop()
+                if name in self.let_cache:
+                    continue
+                if ready:
+                    self.let(name, self.let_decls[name].span)
+                    continue
+                if name in entered:
+                    continue  # a cycle (the checker reports it): self.let names it if lowered
+                entered.add(name)
+                stack.append((name, True))
+                stack.extend((d, False) for d in deps[name] if d not in self.let_cache)
 
     def fail(self, message: str, span: ast.Span | None) -> GrcError:
         return GrcError([Diagnostic("GRC401", "error", message, self.task.path, span)])
@@ -327,6 +364,7 @@ class _Lowerer:
             over=over,
             tag=c.tag or DEFAULT_TAG,
             text=format_constraint(c),
+            span=c.span,
         )
 
     def stage(self, s: ast.Stage) -> Stage:
@@ -339,12 +377,15 @@ class _Lowerer:
             until=until,
             until_text=format_expr(s.until) if s.until is not None else None,
             constraints=tuple(self.constraint(c) for c in s.constraints),
+            span=s.span,
         )
 
 
 def lower_task(task: ast.TaskFile, source_hash: str = "") -> Program:
     """Lower a concrete, checked task file to a Program."""
+    _check_counts(task)
     lowerer = _Lowerer(task)
+    lowerer.lower_lets()
     stages = tuple(lowerer.stage(s) for s in task.stages)
     if not stages:
         raise lowerer.fail(f"task '{task.name}' declares no stage", task.span)
@@ -361,42 +402,137 @@ def lower_task(task: ast.TaskFile, source_hash: str = "") -> Program:
     )
 
 
+def _check_counts(task: ast.TaskFile) -> None:
+    def too_many(what: str, limit: int, span: ast.Span) -> GrcError:
+        return GrcError([Diagnostic(
+            BUDGET_CODE, "error", f"too many {what}: the limit is {limit:,} per task",
+            task.path, span, hint="split the task, or merge constraints that say the same thing",
+        )])
+
+    if len(task.stages) > MAX_STAGES:
+        raise too_many("stages", MAX_STAGES, task.stages[MAX_STAGES].span)
+    constraints = [c for s in task.stages for c in s.constraints]
+    if len(constraints) > MAX_CONSTRAINTS:
+        raise too_many("constraints", MAX_CONSTRAINTS, constraints[MAX_CONSTRAINTS].span)
+
+
 def lower(checked: Any) -> Program:
     """Lower a `CheckedTask` (grape_dsl.api.load_task) to a Program."""
     return lower_task(checked.task, getattr(checked, "source_hash", ""))
 
 
+_CHILD_FIELDS = ("value", "base", "operand", "left", "right")
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, Call):
+        return list(node.args)
+    if isinstance(node, LetRef):
+        return [node.value]
+    return [getattr(node, f) for f in _CHILD_FIELDS[1:] if hasattr(node, f)]
+
+
+def _roots(program: Program) -> list[Any]:
+    return [e for s in program.stages for e in (s.until, *(c.expr for c in s.constraints)) if e is not None]
+
+
+def _postorder(roots: list[Any]) -> list[Any]:
+    """Every node reachable from `roots`, each once (by identity), children first; iterative."""
+    seen: set[int] = set()
+    order: list[Any] = []
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            if ready:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(_children(node)) if id(c) not in seen)
+    return order
+
+
+def fingerprint(program: Program) -> str:
+    """The program's content as text, each shared node (a let used many times) written once:
+    linear in the program's size, unlike repr(), which writes a chain of lets as a tree."""
+    number: dict[int, int] = {}
+    lines = [
+        f"task {program.task_name!r} unreached {program.unreached!r}",
+        f"keypoints {program.keypoint_sources!r} signals {program.signal_sources!r}",
+        f"params {program.params!r}",
+    ]
+    for node in _postorder(_roots(program)):
+        number[id(node)] = len(number)
+        skip = {"args", *(f for f in _CHILD_FIELDS if f != "value" or isinstance(node, LetRef))}
+        fields = {k: v for k, v in vars(node).items() if k not in skip}
+        kids = " ".join(f"#{number[id(c)]}" for c in _children(node))
+        lines.append(f"#{number[id(node)]} {type(node).__name__} {fields!r} {kids}")
+    for stage in program.stages:
+        until = f"#{number[id(stage.until)]}" if stage.until is not None else "-"
+        lines.append(f"stage {stage.name!r} until {until}")
+        for c in stage.constraints:
+            lines.append(
+                f"  {c.kind} {c.name!r} #{number[id(c.expr)]} tol {c.tol!r} weight {c.weight!r} "
+                f"over {c.over!r} tag {c.tag!r}"
+            )
+    return "\n".join(lines)
+
+
 def dump(node: Any, indent: int = 0) -> str:
-    """A readable tree listing of an IR node or Program (for `grapec compile --emit ir`)."""
-    pad = "  " * indent
+    """A readable tree listing of an IR node or Program (for `grapec compile --emit ir`).
+
+    A let is listed once, under `lets`, and shown as `LetRef name` where it is used."""
     if isinstance(node, Program):
+        lets = [n for n in _postorder(_roots(node)) if isinstance(n, LetRef)]
         lines = [
             f"program {node.task_name}  (unreached {node.unreached:g})",
             f"  keypoints: {', '.join(f'[{i}] {s}' for i, s in enumerate(node.keypoint_sources))}",
             f"  signals: {', '.join(f'[{i}] {s}' for i, s in enumerate(node.signal_sources))}",
         ]
+        if lets:
+            lines.append("  lets")
+            for let in lets:
+                lines.append(f"    let {let.name}: {let.type}\n{_dump_expr(let.value, 3)}")
         for stage in node.stages:
             lines.append(f"  stage {stage.name}")
             if stage.until is not None:
-                lines.append(f"    until\n{dump(stage.until, 3)}")
+                lines.append(f"    until\n{_dump_expr(stage.until, 3)}")
             for c in stage.constraints:
                 over = f" over {c.over}" if c.over else ""
                 lines.append(
                     f"    {c.kind} {c.name}{over} tol {c.tol:g} weight {c.weight:g} tag {c.tag}"
                 )
-                lines.append(dump(c.expr, 3))
+                lines.append(_dump_expr(c.expr, 3))
         return "\n".join(lines)
+    return _dump_expr(node, indent)
+
+
+def _dump_expr(root: Any, indent: int) -> str:
+    lines: list[str] = []
+    stack = [(root, indent)]
+    while stack:
+        node, level = stack.pop()
+        lines.append("  " * level + _head(node))
+        if not isinstance(node, LetRef):
+            stack.extend((c, level + 1) for c in reversed(_children(node)))
+    return "\n".join(lines)
+
+
+def _head(node: Any) -> str:
     if isinstance(node, (Const, BoolConst)):
-        return f"{pad}{type(node).__name__} {node.value!r}"
+        return f"{type(node).__name__} {node.value!r}"
     if isinstance(node, StepIndex):
-        return f"{pad}StepIndex t"
+        return "StepIndex t"
     if isinstance(node, KeypointInput):
-        return f"{pad}KeypointInput [{node.slot}] {node.source}"
+        return f"KeypointInput [{node.slot}] {node.source}"
     if isinstance(node, SignalInput):
-        return f"{pad}SignalInput [{node.slot}] {node.source}"
+        return f"SignalInput [{node.slot}] {node.source}"
     if isinstance(node, LetRef):
-        return f"{pad}LetRef {node.name}: {node.type}\n{dump(node.value, indent + 1)}"
-    head = {
+        return f"LetRef {node.name}: {node.type}"
+    return {
         Component: lambda n: f"Component .{'xyz'[n.axis]}",
         Arith: lambda n: f"Arith {n.op}: {n.type}",
         Neg: lambda n: f"Neg: {n.type}",
@@ -406,7 +542,3 @@ def dump(node: Any, indent: int = 0) -> str:
         Logic: lambda n: f"Logic {n.op}",
         Not: lambda n: "Not",
     }[type(node)](node)
-    children = [getattr(node, f) for f in ("base", "operand", "left", "right") if hasattr(node, f)]
-    if isinstance(node, Call):
-        children = list(node.args)
-    return "\n".join([pad + head, *(dump(c, indent + 1) for c in children)])

@@ -12,10 +12,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +29,7 @@ import numpy as np
 
 from grape_dsl.batch import TrajectoryBatch
 from grape_dsl.ir import COMPILER_VERSION
-from grape_dsl.ir.lower import Program
+from grape_dsl.ir.lower import Program, fingerprint
 from grape_dsl.util.atomic import atomic_write_text
 from grape_dsl.score import (
     BatchError,
@@ -32,13 +37,16 @@ from grape_dsl.score import (
     PreparedBatch,
     ScoreTable,
     describe_nonfinite,
-    first_nonfinite_step,
     prepare_batch,
 )
 
 log = logging.getLogger("grape_dsl.kernels")
 
 CACHE_ENV = "GRAPE_DSL_CACHE"
+# The last line of defence behind the compile budgets: generating and compiling one program
+# may take at most this long (seconds; 0 disables). The stock tasks compile in 2-4 s cold.
+COMPILE_TIMEOUT_ENV = "GRAPE_DSL_COMPILE_TIMEOUT"
+DEFAULT_COMPILE_TIMEOUT_S = 120.0
 MODULE_FILE = "kernels.py"
 
 
@@ -62,7 +70,7 @@ def cache_key(program: Program) -> str:
             f"numpy {np.__version__}",
             f"python {sys.version_info.major}.{sys.version_info.minor}",
             f"source {program.source_hash}",
-            repr(program),
+            fingerprint(program),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -97,20 +105,20 @@ class CompiledProgram:
         prepared = prepare_batch(
             batch, self.program.keypoint_sources, self.program.signal_sources
         )
-        table, first_bad = _run_kernel(self.module, self.program, prepared)
-        steps = {int(n): first_nonfinite_step(prepared, int(n)) for n in np.flatnonzero(first_bad >= 0)}
-        bad = np.array([n for n, step in steps.items() if step is not None], dtype=np.int64)
+        steps = _first_nonfinite_steps(prepared)
+        bad = np.flatnonzero(steps >= 0)
         if bad.size and nonfinite == "error":
             n = int(bad[0])
             what = describe_nonfinite(
                 prepared, self.program.keypoint_sources, self.program.signal_sources,
-                n, steps[n],  # type: ignore[arg-type]
+                n, int(steps[n]),
             )
             more = f" ({bad.size} trajectories have non-finite values)" if bad.size > 1 else ""
             raise BatchError(
                 f"non-finite input: {what}{more}. Fix the data, or score with "
                 "nonfinite='worst' (CLI: --nonfinite worst) to give such trajectories R_ext 0"
             )
+        table = _run_kernel(self.module, self.program, prepared)
         if bad.size:
             table.valid[bad] = False
             table.constraint_costs[bad] = np.inf
@@ -121,11 +129,8 @@ class CompiledProgram:
         return table
 
 
-def _run_kernel(
-    module: ModuleType, program: Program, prepared: PreparedBatch
-) -> tuple[ScoreTable, np.ndarray]:
-    """Run `score_kernel` over every trajectory (threads over disjoint ranges); returns the
-    table and each trajectory's first flagged step (-1 if none)."""
+def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -> ScoreTable:
+    """Run `score_kernel` over every trajectory (threads over disjoint ranges)."""
     n = prepared.lengths.shape[0]
     n_stages = len(program.stages)
     bounds = np.full((n, n_stages, 2), -1, dtype=np.int64)
@@ -133,11 +138,10 @@ def _run_kernel(
     constraint_costs = np.zeros((n, len(program.constraint_names)), dtype=np.float64)
     stage_costs = np.zeros((n, n_stages), dtype=np.float64)
     r_ext = np.zeros(n, dtype=np.float64)
-    first_bad = np.full(n, -1, dtype=np.int64)
     args = (
         prepared.keypoints, prepared.signals, prepared.lengths,
         prepared.keypoint_index, prepared.signal_index,
-        bounds, reached, constraint_costs, stage_costs, r_ext, first_bad,
+        bounds, reached, constraint_costs, stage_costs, r_ext,
     )
     threads = _threads()
     ranges = _split_range(n, threads)
@@ -158,7 +162,73 @@ def _run_kernel(
         stage_costs=stage_costs,
         r_ext=r_ext,
     )
-    return table, first_bad
+    return table
+
+
+_SCANNER: list = []
+
+
+def _scanner():  # noqa: ANN202 - a numba dispatcher
+    """The compiled scan behind `_first_nonfinite_steps` (built on first use; numba caches it)."""
+    if not _SCANNER:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def scan(kp, sig, lengths, ki, si, first, lo, hi):  # noqa: ANN001, ANN202
+            # One float64 sum per bound column: NaN and +-inf survive any sum, the sums are
+            # independent (no branch, no dependency between columns), and only a trajectory
+            # whose sums are not finite (or a float64 batch that overflows one) is scanned
+            # step by step for the exact first step.
+            acc = np.zeros(3 * ki.shape[0] + si.shape[0])
+            for n in range(lo, hi):
+                first[n] = -1
+                acc[:] = 0.0
+                for t in range(lengths[n]):
+                    j = 0
+                    for k in ki:
+                        for axis in range(3):
+                            acc[j] += kp[n, t, k, axis]
+                            j += 1
+                    for c in si:
+                        acc[j] += sig[n, t, c]
+                        j += 1
+                if np.isfinite(acc).all():
+                    continue
+                for t in range(lengths[n]):
+                    finite = True
+                    for k in ki:
+                        for axis in range(3):
+                            finite &= math.isfinite(kp[n, t, k, axis])
+                    for c in si:
+                        finite &= math.isfinite(sig[n, t, c])
+                    if not finite:
+                        first[n] = t
+                        break
+
+        _SCANNER.append(scan)
+    return _SCANNER[0]
+
+
+def _first_nonfinite_steps(prepared: PreparedBatch) -> np.ndarray:
+    """grape_dsl.score.first_nonfinite_steps, compiled: one pass over the valid steps of the
+    bound columns, on the same threads as the kernels (numpy's version costs more than
+    scoring itself)."""
+    n = prepared.lengths.shape[0]
+    first = np.full(n, -1, dtype=np.int64)
+    args = (
+        prepared.keypoints, prepared.signals, prepared.lengths,
+        np.asarray(prepared.keypoint_index, dtype=np.int64),
+        np.asarray(prepared.signal_index, dtype=np.int64), first,
+    )
+    scan = _scanner()
+    threads = _threads()
+    ranges = _split_range(n, threads)
+    if len(ranges) <= 1:
+        scan(*args, 0, n)
+    else:
+        for _ in _pool(threads).map(lambda r: scan(*args, *r), ranges):
+            pass
+    return first
 
 
 # Below this many trajectories per range a thread pool costs more than it saves.
@@ -231,6 +301,55 @@ def _warm_up(module: ModuleType, program: Program) -> int:
     return sum(1 for e in recorder.buffer if e[1].is_start)
 
 
+class _OutOfTime(Exception):
+    pass
+
+
+def compile_timeout() -> float:
+    """$GRAPE_DSL_COMPILE_TIMEOUT seconds (0 or less: no cap), else the default."""
+    try:
+        value = float(os.environ.get(COMPILE_TIMEOUT_ENV, DEFAULT_COMPILE_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_COMPILE_TIMEOUT_S
+    return value if math.isfinite(value) else DEFAULT_COMPILE_TIMEOUT_S
+
+
+@contextmanager
+def _deadline(seconds: float, program: Program) -> Iterator[None]:
+    """Raise GrcError GRC403 if the body runs longer than `seconds` of wall-clock time.
+
+    Uses SIGALRM, so it acts only in the main thread and only when no other interval timer
+    is set; elsewhere the compile budgets alone bound the work."""
+    usable = (
+        seconds > 0 and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
+    if not usable:
+        yield
+        return
+
+    def out_of_time(signum: int, frame: object) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _OutOfTime:
+        from grape_dsl.diagnostics import Diagnostic, GrcError
+
+        raise GrcError([Diagnostic(
+            "GRC403", "error",
+            f"compiling task '{program.task_name}' took longer than {seconds:g} s and was stopped",
+            program.path, None,
+            hint=f"simplify the task, or raise ${COMPILE_TIMEOUT_ENV} (seconds)",
+        )]) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def load_program(
     program: Program, cache_dir: str | os.PathLike | None = None, source_name: str | None = None
 ) -> CompiledProgram:
@@ -241,22 +360,24 @@ def load_program(
     directory = root / f"{program.task_name}-{key}"
     path = directory / MODULE_FILE
     generated = False
-    if not path.exists():
-        from grape_dsl.codegen import generate_program
+    with _deadline(compile_timeout(), program):
+        if not path.exists():
+            from grape_dsl.codegen import generate_program
 
-        source = generate_program(program, source_name)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, source)
-        except OSError as err:
-            raise KernelCacheError(
-                f"cannot write kernels to the cache directory {directory}: {err.strerror or err}. "
-                f"Set ${CACHE_ENV} (or pass cache_dir / --cache-dir) to a writable directory"
-            ) from err
-        generated = True
-        log.info("generated %s", path)
-    module = _import(path, key)
-    compiled = _warm_up(module, program)
+            source = generate_program(program, source_name)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, source)
+            except OSError as err:
+                raise KernelCacheError(
+                    f"cannot write kernels to the cache directory {directory}: "
+                    f"{err.strerror or err}. Set ${CACHE_ENV} (or pass cache_dir / --cache-dir) "
+                    "to a writable directory"
+                ) from err
+            generated = True
+            log.info("generated %s", path)
+        module = _import(path, key)
+        compiled = _warm_up(module, program)
     info = CompileInfo(path, generated, compiled, time.perf_counter() - started)
     log.info(
         "%s: %s in %.2fs", path, "compiled" if compiled else "loaded from cache", info.seconds

@@ -8,6 +8,7 @@ every request body it received.
     server.status(500, "boom")                 # an HTTP error
     server.raw("not json", "text/plain")       # a 200 with any body
     server.stall(5.0)                          # hold the request past the client's timeout
+    server.trickle(0.3)                        # send the answer one byte every 0.3 s
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class _Step:
     body: bytes = b""
     content_type: str = "application/json"
     stall_s: float = 0.0
+    trickle_s: float = 0.0  # seconds between body bytes (0: the body in one write)
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -106,6 +108,9 @@ class ChatServer:
 
     def stall(self, seconds: float) -> None:
         self._steps.append(_Step(stall_s=seconds, body=completion_body("late")))
+
+    def trickle(self, seconds_per_byte: float, content: str = "late") -> None:
+        self._steps.append(_Step(trickle_s=seconds_per_byte, body=completion_body(content)))
 
     @property
     def unused(self) -> int:
@@ -155,7 +160,13 @@ class ChatServer:
                     for name, value in step.headers:
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(step.body)
+                    if not step.trickle_s:
+                        self.wfile.write(step.body)
+                    for i in range(len(step.body) if step.trickle_s else 0):
+                        if server._stop.wait(step.trickle_s):
+                            return
+                        self.wfile.write(step.body[i:i + 1])
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test); nothing to tell it
 

@@ -81,7 +81,7 @@ def test_compile_then_score(env: dict[str, str], batch_file: Path, tmp_path: Pat
 
 def test_emit_stages(env: dict[str, str]) -> None:
     for stage, marker in (("ast", "task pick_place_obstacle"), ("ir", "program pick_place_obstacle"),
-                          ("sympy", "-- step block after CSE"), ("python", "def score_kernel(")):
+                          ("blocks", "-- step block ("), ("python", "def score_kernel(")):
         result = grapec("compile", TASK, "--emit", stage, "--set", "near=0.05", env=env)
         assert result.returncode == 0, result.stderr
         assert marker in result.stdout

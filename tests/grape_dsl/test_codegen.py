@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import ast as pyast
+import re
 
 import numba
-import sympy as sp
 
 from grape_dsl import ast
-from grape_dsl.codegen import KernelPrinter, generate, generate_program
+from grape_dsl.codegen import generate, generate_program
 from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir import lower as ir
-from grape_dsl.ir.sym import NanToInf, to_sympy
+from grape_dsl.ir.blocks import to_blocks
 from grape_dsl.parser import parse
 
 TASK = """
@@ -89,27 +89,21 @@ def test_path_constraints_run_every_step_subgoals_once() -> None:
     assert "v_bump = " in loop and "v_reach = " not in loop
 
 
-def test_printer_forms_and_helpers() -> None:
-    x, y, z = sp.symbols("x y z", real=True)
-    printer = KernelPrinter()
-    assert printer.doprint(sp.Max(x, y, z)) == "max(max(x, y), z)"
-    assert printer.doprint(sp.Min(x, y)) == "min(x, y)"
-    assert printer.doprint(x**2) == "(x*x)"
-    assert printer.doprint((x + y) ** 2) == "(x + y)**2"
-    assert printer.doprint(sp.Integer(3) * x) == "3.0*x"
-    assert printer.doprint(sp.sqrt(x)) == "math.sqrt(x)"
-    assert printer.helpers_used == set()
-    assert printer.doprint(NanToInf(x - y)) == "_nan_to_inf(x - y)"
-    assert printer.helpers_used == {"_nan_to_inf"}
-
-
-def test_only_used_helpers_are_emitted() -> None:
+def test_operations_are_printed_as_plain_ieee_float_code() -> None:
     text = """
-task flags
+task forms
 signals { g = grasped }
-stage only { subgoal s: not (g > 0.5) }
+stage only {
+    subgoal a: min(g, 1, 2) <= max(g / g, exp(log(g)))
+    subgoal b: not (sqrt(g) <= 1)
+}
 """
-    module = parse(text, "flags.grc")
-    source = generate(to_sympy(ir.lower_task(module)))
-    assert "_nan_to_inf" not in source
-    assert "_nan_to_inf" in generate_program(_program())
+    source = generate(to_blocks(ir.lower_task(parse(text, "forms.grc"))))
+    # min/max keep Python's two-argument semantics (the first unless the second is strictly
+    # smaller/larger), nothing is simplified: g / g and exp(log(g)) are computed as written.
+    code = "\n".join(line for line in source.split("def score_kernel")[1].splitlines()
+                     if not line.strip().startswith("#"))
+    assert not re.search(r"(?<![\w])min\(", code) and "_min(" in code and "_max(" in code
+    assert "def _min(a, b):\n" in source and "return b if b < a else a" in source
+    assert "math.exp(" in source and "math.log(" in source and " / " in source
+    assert "_nan_inf(" in code and "return math.inf if math.isnan(x) else x" in source

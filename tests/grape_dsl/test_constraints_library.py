@@ -87,16 +87,17 @@ def test_each_task_loads_under_each_objective_with_its_settings(path):
         assert {"collision", "path", "task"} <= set(_by_tag(loaded.task))
     assert len({x.source_hash for x in (plain, completion, safety, efficiency, both)}) == 5
 
-    assert _by_tag(completion.task)["collision"] == {(3.0, 0.5)}
-    assert _by_tag(completion.task)["path"] == {(1.0, 0.5)}
+    # completion grades: every contact step and metre of travel costs a little (tol 0)
+    assert _by_tag(completion.task)["collision"] == {(0.0, 0.1)}
+    assert _by_tag(completion.task)["path"] == {(0.0, 0.1)}
     # safety lowers the collision tolerance and raises its weight; paths stay as in completion
     assert _by_tag(safety.task)["collision"] == {(0.0, 2.0)}
     assert _by_tag(safety.task)["path"] == _by_tag(completion.task)["path"]
-    # efficiency lowers the path tolerance; collisions stay as in completion
-    assert _by_tag(efficiency.task)["path"] == {(0.4, 2.0)}
+    # efficiency raises the path weight; collisions stay as in completion
+    assert _by_tag(efficiency.task)["path"] == {(0.0, 1.0)}
     assert _by_tag(efficiency.task)["collision"] == _by_tag(completion.task)["collision"]
     # both at once: each keeps what it set (the shared import is applied once)
-    assert _by_tag(both.task)["collision"] == {(0.0, 2.0)} and _by_tag(both.task)["path"] == {(0.4, 2.0)}
+    assert _by_tag(both.task)["collision"] == {(0.0, 2.0)} and _by_tag(both.task)["path"] == {(0.0, 1.0)}
     # the task's own (completion-like) defaults match the completion objective for these tags
     assert _by_tag(plain.task)["collision"] == _by_tag(completion.task)["collision"]
     assert _by_tag(plain.task)["path"] == _by_tag(completion.task)["path"]

@@ -233,10 +233,18 @@ def test_nonfinite_input_scored_as_worst_on_request(semantics_program: CompiledP
     np.testing.assert_array_equal(table.constraint_costs[0], semantics_program.score(good).constraint_costs[0])
 
 
-def test_nan_in_padding_and_unread_values_is_ignored(semantics_program: CompiledProgram) -> None:
+def test_nan_in_padding_is_ignored_but_any_bound_component_is_an_error(
+    semantics_program: CompiledProgram,
+) -> None:
     batch = _one([0.0, 1.0], [0.0, 0.0], [0.0, 0.0], t_max=5)  # padding is NaN
-    batch.keypoints[0, :, 0, 1] = np.nan  # the program reads only gripper.tip's x
     assert np.isfinite(semantics_program.score(batch).r_ext).all()
+    # The program reads only gripper.tip's x, but a bound input is checked whole, at every
+    # valid step, whether or not a constraint evaluates it there (docs/language.md).
+    batch.keypoints[0, 1, 0, 1] = np.nan
+    with pytest.raises(BatchError, match=r"keypoints\[0, 1, 0, 1\].*is nan"):
+        semantics_program.score(batch)
+    worst = semantics_program.score(batch, nonfinite="worst")
+    assert not worst.valid[0] and worst.r_ext[0] == 0.0
 
 
 def test_computed_nan_counts_as_infinitely_violated(cache_dir: Path) -> None:
@@ -350,11 +358,9 @@ def exprs(scope: Scope, type_: str, depth: int) -> st.SearchStrategy[ast.Expr]:
             v().map(lambda a: ast.Call("delta", (a,))),
         )
     else:
-        # Comparisons against constants off round values. sympy applies algebraic identities
-        # exactly (cross(k, k / 2) is 0, x / 2 * 2 is x) where floats leave a last-bit residue;
-        # a comparison against exactly that value (0, 1, 0.5, ...) could then hold in one
-        # evaluator and not the other. That is what simplification means, not a disagreement
-        # about the language, so thresholds stay clear of such values.
+        # Comparisons against constants off round values (kept from when the compiler
+        # simplified algebraically; kernels now match the oracle exactly, see
+        # test_kernels_ieee.py for the special values).
         composite = st.one_of(
             st.builds(ast.Compare, st.sampled_from(["<=", "<", ">=", ">", "==", "!="]), s(), thresholds),
             st.builds(ast.BoolOp, st.sampled_from(["and", "or"]), b(), b()),

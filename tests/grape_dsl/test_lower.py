@@ -1,17 +1,16 @@
-"""Lowering (AST -> IR) and the sympy pass (IR -> per-stage CSE'd blocks)."""
+"""Lowering (AST -> IR) and the block pass (IR -> per-stage value-numbered blocks)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import sympy as sp
 
 from grape_dsl import ast
 from grape_dsl.api import load_task
 from grape_dsl.diagnostics import GrcError
 from grape_dsl.ir import lower as ir
-from grape_dsl.ir.sym import NanToInf, dump, to_sympy
+from grape_dsl.ir.blocks import dump, to_blocks
 from grape_dsl.parser import parse
 
 STOCK = Path(__file__).resolve().parents[2] / "constraints"
@@ -112,32 +111,29 @@ def test_lowering_a_checked_stock_task() -> None:
 
 
 def test_violation_forms() -> None:
-    sym = to_sympy(_program())
-    grasp = sym.stages[0]
-    reach, bump, slow = grasp.raw_violations
-    # graded comparison, NaN-guarded
-    assert reach.func is sp.Max and any(isinstance(a, NanToInf) for a in reach.args)
-    # `or` is the min of both sides; a bool let is scored 0/1, not graded
-    assert slow.func is sp.Min
-    piecewise = [a for a in slow.args if isinstance(a, sp.Piecewise)]
-    assert len(piecewise) == 1 and {piecewise[0].args[0][0], piecewise[0].args[1][0]} == {0, 1}
-    # delta reads the previous step through shifted symbols
-    names = {s.name for s in slow.free_symbols}
-    assert "kp0_gripper_tip_x_p1" in names
-    assert sym.inputs["kp0_gripper_tip_x_p1"].shift == 1
+    blocks = to_blocks(_program())
+    point = blocks.stages[0].point
+    ops = [v.op for v in point.values]
+    # graded comparisons, NaN-guarded; `or` is a min; a bool let is scored 0/1 by a select
+    assert {"pos", "nan_inf", "min", "select"} <= set(ops)
+    # delta reads the previous step through shifted inputs, and is 0 at the first step
+    shifted = [v.source for v in point.values if v.op == "load" and v.source.shift == 1]
+    assert any(s.array == "kp" and s.slot == 0 for s in shifted)
+    assert any(v.op == "started" and v.shift == 0 for v in point.values)
 
 
-def test_cse_shares_subexpressions_across_a_stage() -> None:
-    sym = to_sympy(_program())
-    point = sym.stages[0].point
-    # dist(ee, obj) appears in `reach` and in the `near` let used by `slow`: computed once
-    temps = [value for _, value in point.temporaries]
-    assert any(isinstance(v, sp.Pow) or v.func is sp.sqrt or "sqrt" in str(v) for v in temps)
-    outputs = dict(point.outputs)
-    assert set(outputs) == {"v_reach", "v_bump", "v_slow"}
-    step = dict(sym.stages[0].step.outputs)
+def test_value_numbering_shares_subexpressions_across_a_stage() -> None:
+    blocks = to_blocks(_program())
+    point = blocks.stages[0].point
+    # dist(ee, obj) appears in `reach` and in the `near` let used by `slow`: computed once,
+    # so the block has two square roots (that one and norm's), not three
+    assert sum(1 for v in point.values if v.op == "sqrt") == 2
+    keys = [(v.op, v.args, repr(v.number), v.flag, v.source, v.shift) for v in point.values]
+    assert len(keys) == len(set(keys))
+    assert {name for name, _ in point.outputs} == {"v_reach", "v_bump", "v_slow"}
+    step = dict(blocks.stages[0].step.outputs)
     assert set(step) == {"until", "v_bump", "v_slow"}  # subgoals are not evaluated every step
-    assert "stage grasp" in dump(sym)
+    assert "stage grasp" in dump(blocks)
 
 
 def test_step_index_and_nested_delta_use_clamped_shifts() -> None:
@@ -148,7 +144,7 @@ stage only {
     path p: delta(delta(g)) + t <= 1
 }
 """
-    sym = to_sympy(_program(text))
-    (v,) = sym.stages[0].raw_violations
-    names = {s.name for s in v.free_symbols}
-    assert {"sig0_grasped", "sig0_grasped_p1", "sig0_grasped_p2", "t"} <= names
+    step = to_blocks(_program(text)).stages[0].step
+    loads = {(v.source.array, v.source.shift) for v in step.values if v.op == "load"}
+    assert {("sig", 0), ("sig", 1), ("sig", 2), ("t", 0)} <= loads
+    assert step.shifts() == [1, 2]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.cli import eval_main, train_main
-from trainer.config import TrainConfig, build_parser, config_from_args, validate
+from trainer.config import TrainConfig, build_parser, config_differences, config_from_args, validate
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
@@ -156,3 +156,37 @@ def test_grape_train_then_grape_eval_subprocess(tmp_path):
     assert Path(info["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert info["gifs"] and all(Path(g).read_bytes()[:3] == b"GIF" for g in info["gifs"])
     assert time.perf_counter() - started < 300
+
+
+# ---------------------------------------------------------------------- --config replays a run's config.json
+def test_config_file_replays_a_run_and_flags_override_it(tmp_path):
+    from trainer.cli import _train_parser
+    from trainer.config import LEGACY_DEFAULTS
+    from trainer.flags import parse_config
+
+    saved = TrainConfig(constraints="constraints/safety.grc", seed=4, output_dir=str(tmp_path / "run")).to_dict()
+    saved["rollout"]["tasks"] = ["stack"]
+    del saved["optim"]["nll_weight"], saved["gcpg"]["self_pairs"]  # a run folder from before these fields existed
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    parser = _train_parser()
+    config, _ = parse_config(parser, TrainConfig, ["--config", str(tmp_path / "run"), "--iterations", "5"], "config.json",
+                             missing=LEGACY_DEFAULTS)
+    assert (config.seed, config.rollout.tasks, config.iterations) == (4, ["stack"], 5)
+    assert config.output_dir == str(tmp_path / "run")  # so the replay resumes that run unless --output-dir says otherwise
+    assert (config.optim.nll_weight, config.gcpg.self_pairs) == (LEGACY_DEFAULTS["nll_weight"], LEGACY_DEFAULTS["self_pairs"])
+    assert config_differences(saved, config.to_dict()) == []  # a resume through --config is a genuine resume
+
+
+def test_train_ctrl_c_exits_130(tmp_path):
+    from interrupting import entry_point, interrupt_when
+    from trainer.policy import make_policy
+    from trainer.sim.env import STATE_DIM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "policy"
+    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    code, err = interrupt_when([*entry_point("trainer.cli:train_main"), "--constraints", "constraints/safety.grc",
+                                "--policy", str(folder), "--tasks", "stack", "--states-per-task", "64",
+                                "--output-dir", str(tmp_path / "run")], "iter 1 rollouts")
+    assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err

@@ -109,6 +109,38 @@ def test_grape_eval_on_a_policy_folder_then_reuses_its_results(tmp_path, capsys)
     again = capsys.readouterr()
     assert "reusing iterations [0]" in again.err
     assert json.loads(again.out)["iterations"] == info["iterations"]
+    # the output folder keeps the settings; --config replays them (results reused), flags override them
+    saved = json.loads((out_dir / "eval_config.json").read_text())
+    assert saved["tasks"] == ["stack"] and saved["episodes"] == 2 and saved["policy"] == str(folder)
+    assert eval_main(["--config", str(out_dir), "--no-progress", "--json"]) == 0
+    replayed = capsys.readouterr()
+    assert "reusing iterations [0]" in replayed.err and json.loads(replayed.out)["iterations"] == info["iterations"]
+    assert eval_main(["--config", str(out_dir), "--episodes", "1", "--gifs", "0", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes_per_task_and_split"] == 1
+
+
+def test_grape_eval_usage_errors_exit_2_and_ctrl_c_130(tmp_path, capsys):
+    import pytest
+    import torch
+
+    from interrupting import entry_point, interrupt_when
+    from trainer.cli import eval_main
+    from trainer.policy import make_policy
+    from trainer.sim.env import STATE_DIM
+
+    with pytest.raises(SystemExit) as missing:
+        eval_main([])
+    assert missing.value.code == 2 and "required: --policy" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"policy": "p", "episods": 3}')
+    with pytest.raises(SystemExit) as bad_file:
+        eval_main(["--config", str(tmp_path / "bad.json")])
+    assert bad_file.value.code == 2 and "did you mean 'episodes'" in capsys.readouterr().err
+    torch.manual_seed(0)
+    folder = tmp_path / "policy"
+    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    code, err = interrupt_when([*entry_point("trainer.cli:eval_main"), "--policy", str(folder), "--episodes", "5000",
+                                "--splits", "in_domain", "--gifs", "0"], "eval iter 0")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
 
 
 def test_grape_eval_sampling_is_seeded(tmp_path, capsys):

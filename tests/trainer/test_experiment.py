@@ -182,7 +182,7 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["paper", "--out", str(tmp_path), "--only", "bogus", "--preset", "huge"])
     assert exit_info.value.code == 2
-    assert main(["paper", "--out", str(tmp_path / "x"), "--only", "bogus"]) == 1
+    assert main(["paper", "--out", str(tmp_path / "x"), "--only", "bogus"]) == 2
     assert "unknown run 'bogus'" in capsys.readouterr().err
     assert main(["plan", "--json", "--eval-episodes", "7", "--tasks", "stack"]) == 0
     plan = json.loads(capsys.readouterr().out)

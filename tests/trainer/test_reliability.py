@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from trainer.bounds import DEFAULT_BOUND, Bound, dataclass_problems, namespace_problems
-from trainer.cli import EVAL_BOUNDS, eval_main, train_main
+from trainer.cli import eval_main, train_main
 from trainer.config import FIELD_BOUNDS, TrainConfig, build_parser, config_from_args, validate
 from trainer.loop import METRICS_FILE, TrainError, completed_checkpoints, train
 from trainer.policy import make_policy
@@ -108,16 +108,16 @@ def test_a_refused_flag_loads_no_model_and_no_torch(tmp_path):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_every_numeric_grape_sft_flag_refuses_hostile_values_before_writing(tmp_path, value, capsys):
-    from trainer.sft import SFT_CLI_BOUNDS
+    from trainer.sft import SFT_FIELD_BOUNDS, SFT_RUN_BOUNDS
     from trainer.sft import build_parser as sft_parser
     from trainer.sft import main as sft_main
 
-    zero_ok = {"--noise", "--seed", "--eval-episodes"}
+    zero_ok = {"--expert-noise", "--seed", "--eval-episodes", "--warmup-steps", "--weight-decay"}
     out = tmp_path / "sft"
     flags = _numeric_flags(sft_parser())
     assert len(flags) >= 15
     for flag, dest, _ in flags:
-        if value == "0" and not namespace_problems({dest: 0}, SFT_CLI_BOUNDS):
+        if value == "0" and not namespace_problems({dest: 0}, {**SFT_FIELD_BOUNDS, **SFT_RUN_BOUNDS}):
             assert flag in zero_ok, flag  # accepted (never run here: that would train)
             continue
         code = _exit_code(sft_main, ["--out", str(out), flag, value])
@@ -129,12 +129,13 @@ def test_every_numeric_grape_sft_flag_refuses_hostile_values_before_writing(tmp_
 @pytest.mark.parametrize("value", HOSTILE)
 def test_every_numeric_grape_eval_flag_refuses_hostile_values_before_writing(tmp_path, value, capsys):
     from trainer.cli import _eval_parser
+    from trainer.eval import EvalConfig
 
     policy = tmp_path / "missing-policy"
     for flag, dest, _ in _numeric_flags(_eval_parser()):
         code = _exit_code(eval_main, ["--policy", str(policy), flag, value])
         err = capsys.readouterr().err
-        if value == "0" and EVAL_BOUNDS.get(dest, DEFAULT_BOUND).problem("", 0) is None:
+        if value == "0" and not dataclass_problems(EvalConfig(**{dest: 0})):
             assert code == 1 and "not found" in err  # accepted; the missing policy is what stops it
             continue
         assert code == 2 and flag in err and "Traceback" not in err, (flag, value, err)
@@ -149,11 +150,11 @@ def test_every_numeric_grape_experiment_flag_refuses_hostile_values(tmp_path, va
     sub = next(a for a in experiment_parser()._actions if a.dest == "command")
     out = tmp_path / "exp"
     for flag, dest, _ in _numeric_flags(sub.choices["paper"]):
-        # --only names no run: a value that passes validation stops there (exit 1) instead of running the plan
+        # --only names no run: a value that passes validation stops there (a usage error too) instead of running the plan
         code = _exit_code(experiment_main, ["paper", "--out", str(out), "--quick", "--only", "no_such_run", flag, value])
         err = capsys.readouterr().err
         if value == "0" and dest in ("seed", "eval_temperature", "nll_weight"):  # seed 0, greedy evaluation, pure TPO
-            assert code == 1 and "unknown run 'no_such_run'" in err, (flag, err)
+            assert code == 2 and "unknown run 'no_such_run'" in err, (flag, err)  # --only is checked last
             continue
         assert code == 2 and flag in err and "Traceback" not in err, (flag, value, err)
         assert not out.exists()

@@ -101,6 +101,14 @@ def test_cli_smoke_then_resume_and_mismatch(demo_store, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "differs in ['lr']" in error and "Traceback" not in error
 
+    # --config replays the saved run config; flags given override it (here: a new folder and seed)
+    saved = json.loads((out / "sft_run_config.json").read_text())
+    assert saved["recipe"]["num_layers"] == 1 and saved["demos_dir"] == str(demo_store) and saved["resume"] is True
+    replay = tmp_path / "replay"
+    assert main(["--config", str(out), "--out", str(replay), "--no-resume", "--seed", "1", "-q"]) == 0
+    again = json.loads((replay / "sft_run_config.json").read_text())
+    assert again["recipe"] == saved["recipe"] | {"seed": 1, "steps": 6} and again["out"] == str(replay)
+
 
 def test_cli_usage_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as help_exit:
@@ -143,12 +151,23 @@ def test_default_policy_is_trained_once_and_cached(demo_store, tmp_path):
     assert SFTConfig(**TINY | {"steps": 4}).cache_key() != config.cache_key()
 
 
+def test_default_recipe_and_its_cache_key_never_change():
+    """The default SFT policy is cached by this hash: a change would make every user retrain."""
+    from trainer.policy.embedded import EmbeddedVLAConfig
+
+    assert SFTConfig().cache_key() == "9e48cb9e3908"
+    model = EmbeddedVLAConfig(state_dim=1)
+    recipe = SFTConfig()
+    sizes = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+    assert [getattr(recipe, name) for name in sizes] == [getattr(model, name) for name in sizes] == [128, 2, 4, 256]
+
+
 def test_config_validation_names_the_argument():
     with pytest.raises(SFTError, match="--lr must be > 0, got -1.0"):
         SFTConfig(lr=-1.0).validate()
     with pytest.raises(SFTError, match="--seed must be >= 0, got -3"):
         SFTConfig(seed=-3).validate()
-    with pytest.raises(SFTError, match="--hidden-size 30 must be divisible by --heads 4"):
+    with pytest.raises(SFTError, match="--hidden-size 30 must be divisible by --num-heads 4"):
         SFTConfig(hidden_size=30).validate()
 
 
@@ -174,3 +193,11 @@ def test_pixel_policy_trains_on_replayed_frames(demo_store, tmp_path):
 
     with pytest.raises(SFTError, match="diverged at step 3"):
         render_demonstration_images(demos, 32, tmp_path / "other.npy", 120, progress=False)
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    from interrupting import interrupt_when
+
+    code, err = interrupt_when(["-m", "trainer.sft", "--out", str(tmp_path / "run"), "--tasks", "stack",
+                                "--demos-per-task", "5000"], "demos")
+    assert code == 130 and "continue with --resume" in err and "Traceback" not in err

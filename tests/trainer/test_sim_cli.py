@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from interrupting import interrupt_when
 from trainer.store import read_episodes
 
 
@@ -31,6 +32,14 @@ def test_demo_records_a_readable_store(tmp_path):
     assert sorted({e.seed for e in episodes}) == [0, 1]  # training seeds, never evaluation seeds
     assert all(e.success for e in episodes)
 
+    # the store keeps the config it was recorded with; --config replays it, flags override it
+    saved = json.loads((tmp_path / "d" / "demo_config.json").read_text())
+    assert saved["tasks"] == ["stack,push_to_target"] and saved["num"] == 2
+    out = run("demo", "--config", str(tmp_path / "d"), "--out", str(tmp_path / "e"), "--tasks", "stack", "--json", "-q")
+    assert out.returncode == 0, out.stderr
+    replayed = read_episodes(tmp_path / "e")
+    assert [e.seed for e in replayed] == [0, 1] and {e.task for e in replayed} == {"stack"}
+
 
 def test_expert_eval_json():
     out = run("expert-eval", "--tasks", "push_to_target", "-n", "2", "--json")
@@ -46,7 +55,7 @@ def test_render_gif_and_replay_stored_episode(tmp_path):
     assert gif.stat().st_size > 1000 and "success=True" in out.stdout
     store = tmp_path / "s"
     assert run("demo", "--tasks", "stack", "-n", "1", "--out", str(store), "-q").returncode == 0
-    (folder,) = [p for p in store.iterdir()]
+    (folder,) = [p for p in store.iterdir() if p.is_dir()]
     out = run("render", "--episode", str(folder), "--size", "48", "--out", str(tmp_path / "b.mp4"))
     assert out.returncode == 0, out.stderr
     assert "success=True" in out.stdout  # replaying the stored actions reproduces the episode
@@ -71,8 +80,11 @@ def test_render_reports_the_frames_the_file_holds(tmp_path):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (("demo", "--tasks", "stak", "--out", "x"), 1, "did you mean 'stack'"),
-    (("expert-eval", "--split", "visaul", "-n", "1"), 1, "unknown split 'visaul'"),
+    (("demo", "--tasks", "stak", "--out", "x"), 2, "did you mean 'stack'"),
+    (("expert-eval", "--split", "visaul", "-n", "1"), 2, "unknown split 'visaul'"),
+    (("render", "--task", "stak", "--out", "x.gif"), 2, "did you mean 'stack'"),
+    (("demo", "-n", "1"), 2, "required: --out"),
+    (("demo", "--out", "x", "--config", "/nonexistent/c.json"), 2, "no such file"),
     (("render", "--task", "stack", "--out", "x.png"), 1, "must end in .gif or .mp4"),
     (("render", "--episode", "/nonexistent/ep", "--out", "x.gif"), 1, "not a readable episode"),
     (("demo", "--out", "x", "-n", "0"), 2, "must be >= 1"),
@@ -83,3 +95,8 @@ def test_bad_input_exit_codes(args, code, words):
     out = run(*args)
     assert out.returncode == code
     assert words in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ctrl_c_exits_130():
+    code, err = interrupt_when(["-m", "trainer.sim.cli", "expert-eval", "--tasks", "all", "-n", "5000"], "expert-eval")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err

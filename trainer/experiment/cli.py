@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from trainer.bounds import SEED, namespace_problems
-from trainer.config import validate
-from trainer.experiment.alignment import PRESETS as ALIGNMENT_PRESETS
+from trainer.command import UsageError, run_command
+from trainer.config import OptimConfig, PolicyConfig, validate
 from trainer.experiment.alignment import METHODS, AlignmentPreset, run_alignment
+from trainer.experiment.alignment import PRESETS as ALIGNMENT_PRESETS
 from trainer.experiment.alignment import method as alignment_method
 from trainer.experiment.plan import PLAN, ExperimentError, describe_plan, get_run, is_done, train_config
 from trainer.experiment.presets import PRESETS, Preset
 from trainer.experiment.report import REPORT_FILE, check_targets, load_results, write_report
 from trainer.experiment.runner import run_experiment
 from trainer.experiment.state import load_experiment
+from trainer.flags import literal_values
 
 EXAMPLES = """\
 examples:
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         group.add_argument(
             "--ref-update",
-            choices=["fixed", "iteration"],
+            choices=literal_values(OptimConfig, "ref_update"),
             default=None,
             help="reference policy of the preference losses (default: the preset's)",
         )
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         group.add_argument(
             "--lora-targets",
-            choices=["attention", "all-linear"],
+            choices=literal_values(PolicyConfig, "lora_targets"),
             default=None,
             help="layers the LoRA adapter adapts (default: the preset's)",
         )
@@ -253,17 +255,16 @@ def _run_alignment(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
-class UsageError(Exception):
-    """A flag value out of range (exit 2)."""
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Exit status as every trainer command (trainer.command): 0 ok, 1 failure, 2 usage, 130 interrupted."""
     parser = build_parser()
+    return run_command("grape-experiment", lambda: _main(parser, argv), parser=parser, failures=(ExperimentError,),
+                       interrupted="interrupted; run the same command again to resume (completed runs are kept)")
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    from trainer.command import CommandError
+
     args = parser.parse_args(argv)
     try:
         if args.command == "alignment":
@@ -292,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             return 0
         preset = _preset_from(args)
-        if args.only:
-            for name in args.only:
+        for name in args.only or ():
+            try:
                 get_run(name)
+            except ExperimentError as error:
+                raise UsageError(f"--only: {error}") from None
         from tqdm.auto import tqdm
 
         def echo(line: str) -> None:
@@ -312,15 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
             echo=echo,
         )
-    except UsageError as error:
-        parser.print_usage(sys.stderr)
-        return _fail(str(error), 2)
-    except ExperimentError as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        return _fail("interrupted; run the same command again to resume (completed runs are kept)", 130)
     except OSError as error:
-        return _fail(f"{error}; completed runs are kept, run the same command again to resume")
+        raise CommandError(f"{error}; completed runs are kept, run the same command again to resume") from None
     report = Path(args.out) / REPORT_FILE
     if args.json:
         print(

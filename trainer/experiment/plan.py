@@ -6,7 +6,6 @@ Adding a run is one `RunSpec` in `PLAN` (and a row in a `TableSpec` to show it).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,27 +160,9 @@ def train_config(
 
 def train_argv(config: TrainConfig) -> list[str]:
     """The grape-train flags that reproduce `config` (fields left at their default omitted)."""
-    from trainer.config import _SUBCONFIGS  # the one mapping of sub-config names to classes
+    from trainer.flags import config_to_argv  # the same field -> flag rule that builds grape-train's parser
 
-    default = TrainConfig().to_dict()
-    current = config.to_dict()
-    argv: list[str] = []
-
-    def emit(cls: type, values: dict[str, Any], defaults: dict[str, Any]) -> None:
-        for f in dataclasses.fields(cls):
-            if f.name in _SUBCONFIGS or values[f.name] == defaults[f.name]:
-                continue
-            flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-            value = values[f.name]
-            if isinstance(value, list):
-                argv.extend([flag, *map(str, value)])
-            else:
-                argv.extend([flag, str(value)])
-
-    emit(TrainConfig, current, default)
-    for name, cls in _SUBCONFIGS.items():
-        emit(cls, current[name], default[name])
-    return argv
+    return config_to_argv(config, TrainConfig())
 
 
 def run_dir(out: Path, name: str) -> Path:

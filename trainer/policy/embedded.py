@@ -61,13 +61,14 @@ class EmbeddedVLAConfig:
     """Action tokens per step: dx, dy, dz, droll, dpitch, dyaw, gripper."""
     n_bins: int = 256
     """Bins (tokens) per action dimension, as in OpenVLA."""
+    # The one set of model-size defaults: grape-sft's recipe (trainer.sft.SFTConfig) takes these.
     hidden_size: int = 128
     """Width of the decoder and of every prefix projection."""
-    num_layers: int = 3
+    num_layers: int = 2
     """Llama decoder layers."""
     num_heads: int = 4
     """Attention heads (hidden_size must divide by it)."""
-    intermediate_size: int = 384
+    intermediate_size: int = 256
     """Width of each layer's gated MLP."""
     instruction_dim: int = EMBEDDING_DIM
     """Size of the frozen sentence embedding (384 for all-MiniLM-L6-v2)."""

@@ -87,33 +87,3 @@ def options_from_config(policy_config) -> dict:
     hf = HFOptions(policy_config.trust_remote_code, policy_config.action_stats, policy_config.unnorm_key)
     return {"policy_type": policy_config.policy_type, "hf": hf, "device": device, "dtype": dtype}
 
-
-def add_device_arguments(parser) -> None:
-    """--device and --dtype for an argparse command (grape-train takes them from its config)."""
-    from trainer.device import DEVICES, DTYPES
-
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the policy runs: cuda (an error if no GPU is visible), cpu, or auto (cuda when available) (default: auto)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                        help="precision of the policy's weights; log-probs stay float32 (default: float32)")
-
-
-def add_policy_arguments(parser) -> None:
-    """The options of opening a --policy folder, for an argparse command: kind, HF options, device, dtype."""
-    parser.add_argument("--policy-type", choices=POLICY_TYPES, default="auto",
-                        help="kind of the --policy folder: embedded, hf (an OpenVLA-style HF checkpoint), or auto (default: auto)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="let an HF checkpoint whose config.json names its own model code (auto_map) run it")
-    parser.add_argument("--action-stats", default=None, metavar="JSON",
-                        help="action statistics of an HF checkpoint (q01/q99 per dimension; default: the folder's action_stats.json)")
-    parser.add_argument("--unnorm-key", default=None, help="which dataset's action statistics of an OpenVLA config.json")
-    add_device_arguments(parser)
-
-
-def options_from_args(args) -> dict:
-    """open_policy's keywords from add_policy_arguments' flags; DeviceError for a missing device."""
-    from trainer.device import resolve
-
-    device, dtype = resolve(args.device, args.dtype)
-    hf = HFOptions(args.trust_remote_code, args.action_stats, args.unnorm_key)
-    return {"policy_type": args.policy_type, "hf": hf, "device": device, "dtype": dtype}

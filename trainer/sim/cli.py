@@ -1,6 +1,10 @@
 """`grape-sim`: record expert demonstrations, evaluate the experts, render episodes, list tasks, export datasets.
 
-Exit status: 0 ok, 1 bad input (unknown task/split, bad seed, unreadable store), 2 usage.
+Each subcommand's flags are the fields of one dataclass below (DemoConfig, ExpertEvalConfig,
+RenderConfig, ExportConfig), turned into argparse by trainer.flags; `--config FILE` replays one (`demo` saves
+the config it ran with in its store as demo_config.json). Exit status as every trainer command
+(trainer.command): 0 ok, 1 failure (bad seed, unreadable store), 2 usage (a bad flag value, an
+unknown task or split name), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EXAMPLES = """examples:
@@ -20,7 +25,117 @@ EXAMPLES = """examples:
   grape-sim render --episode data/demos/stack-in_domain-0000000003-1a2b3c4d5e --out stack.mp4
   grape-sim export data/demos --out exports/demos                 # a LeRobotDataset v3.0 folder
   grape-sim export runs/grape --out exports/grape --tasks stack   # every iteration, scores and pairs
+  grape-sim demo --config data/demos --out data/more --seed-start 100
+      the settings of an earlier recording (saved in its store) into another store, other seeds
 """
+DEMO_CONFIG_FILE = "demo_config.json"
+"""The DemoConfig of the last `grape-sim demo` into a store, saved in that store (`--config STORE` replays it)."""
+
+
+@dataclass
+class DemoConfig:
+    """`grape-sim demo`: record scripted-expert demonstrations into a trajectory store."""
+
+    out: str = field(default="", metadata={"required": True, "metavar": "STORE"})
+    """Store directory (created if missing)."""
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    """Task names (`a b`; `a,b` works too), or 'all'."""
+    split: str = "in_domain"
+    """Split to draw scenes from."""
+    num: int = field(default=100, metadata={"aliases": ("-n",)})
+    """Episodes per task."""
+    seed_start: int = 0
+    """First training seed (seeds 0 .. 999,999; never evaluation seeds)."""
+    workers: int = 1
+    """Worker processes."""
+    noise: float = 0.0
+    """Expert translation noise, fraction of the step limit."""
+    speed: float = 1.0
+    """Expert speed, fraction of the step limit (0, 1]."""
+    max_steps: int = 120
+    """Episode step limit."""
+    keep_failures: bool = False
+    """Also store episodes the expert failed."""
+
+    def problems(self) -> list[str]:
+        return _at_least_one(num=self.num, workers=self.workers, max_steps=self.max_steps)
+
+
+@dataclass
+class ExpertEvalConfig:
+    """`grape-sim expert-eval`: expert success/grasp/collision/length per task over fixed eval seeds."""
+
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    """Task names (`a b`; `a,b` works too), or 'all'."""
+    split: str = "in_domain"
+    """Split of the evaluation seeds."""
+    num: int = field(default=100, metadata={"aliases": ("-n",)})
+    """Eval seeds per task."""
+    workers: int = 1
+    """Worker processes."""
+    noise: float = 0.0
+    """Expert translation noise."""
+    speed: float = 1.0
+    """Expert speed (0, 1]."""
+
+    def problems(self) -> list[str]:
+        return _at_least_one(num=self.num, workers=self.workers)
+
+
+@dataclass
+class RenderConfig:
+    """`grape-sim render`: render an expert episode or a stored one to a GIF or MP4."""
+
+    out: str = field(default="", metadata={"required": True, "metavar": "FILE"})
+    """Output .gif or .mp4."""
+    task: str | None = None
+    """Task to roll the expert out in."""
+    seed: int = 0
+    """Scene seed."""
+    split: str = "in_domain"
+    """Split."""
+    episode: str | None = None
+    """A stored episode folder to replay instead."""
+    size: int = 256
+    """Frame size in pixels."""
+    fps: int = 20
+    """Frames per second (20 = the control rate)."""
+    noise: float = 0.0
+    """Expert noise."""
+    brush: float = 0.0
+    """Expert carries this far below the obstacle top (m)."""
+    max_steps: int = 120
+    """Episode step limit."""
+
+    def problems(self) -> list[str]:
+        return _at_least_one(size=self.size, fps=self.fps, max_steps=self.max_steps)
+
+
+@dataclass
+class ExportConfig:
+    """`grape-sim export`: a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder (docs/export.md)."""
+
+    source: str = field(default="", metadata={"positional": True, "required": True, "metavar": "SOURCE"})
+    """A trajectory store, a run folder, or a run's iterations/iter_k."""
+    out: str = field(default="", metadata={"required": True, "metavar": "DIR"})
+    """Dataset folder to write (written whole, atomically)."""
+    tasks: list[str] | None = None
+    """Only these tasks' episodes (default: all)."""
+    fps: int | None = None
+    """Frames per second recorded in info.json (default: 20, the control rate)."""
+    file_size_mb: float = 100.0
+    """Start a new data file past this size."""
+    chunks_size: int = 1000
+    """Data files per chunk folder."""
+    overwrite: bool = False
+    """Replace an existing, non-empty --out."""
+
+    def problems(self) -> list[str]:
+        return _at_least_one(chunks_size=self.chunks_size, **({"fps": self.fps} if self.fps is not None else {}))
+
+
+def _at_least_one(**values: int) -> list[str]:
+    return [f"--{name.replace('_', '-')} must be >= 1, got {value}" for name, value in values.items() if value < 1]
 
 
 class CliError(Exception):
@@ -28,11 +143,13 @@ class CliError(Exception):
 
 
 def _parse_tasks(values: list[str]) -> list[str]:
+    """Task names from `a b`, `a,b` or 'all'; an unknown name is a usage error."""
+    from trainer.command import UsageError
     from trainer.sim.tasks import get_task, task_names
 
     names = task_names(values)
     if not names:
-        raise CliError("--tasks is empty (give task names, or 'all')")
+        raise UsageError("--tasks is empty (give task names, or 'all')")
     for name in names:
         get_task(name)
     return names
@@ -44,7 +161,7 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="ep", disable=quiet, file=sys.stderr, dynamic_ncols=True)
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
+def cmd_tasks(config: None, args: argparse.Namespace) -> int:
     from trainer.sim.env import ACTION_HIGH, CONTROL_HZ, STATE_NAMES
     from trainer.sim.splits import SPLITS
     from trainer.sim.tasks import SIGNAL_NAMES, TASKS
@@ -75,35 +192,39 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(config: DemoConfig, args: argparse.Namespace) -> int:
+    from trainer.flags import save_config
     from trainer.sim.splits import Split, get_split
     from trainer.sim.vector import ExpertJob, collect_expert_episodes
     from trainer.store import write_episode
 
-    tasks = _parse_tasks(args.tasks)
-    split = get_split(args.split)
+    tasks = _parse_tasks(config.tasks)
+    split = get_split(config.split)
     # Demonstrations always come from training seeds, whatever the split, so that no evaluation
     # scene ever leaks into training data.
-    seeds = Split.train_seeds(args.num, start=args.seed_start)
-    jobs = [ExpertJob(task, split.name, seed, noise=args.noise, speed=args.speed, max_steps=args.max_steps)
+    seeds = Split.train_seeds(config.num, start=config.seed_start)
+    jobs = [ExpertJob(task, split.name, seed, noise=config.noise, speed=config.speed, max_steps=config.max_steps)
             for task in tasks for seed in seeds]
+    out = Path(config.out)
     counts = {task: {"written": 0, "success": 0, "skipped": 0} for task in tasks}
     with _progress(len(jobs), "demos", args.quiet) as bar:
-        for episode in collect_expert_episodes(jobs, workers=args.workers):
+        for episode in collect_expert_episodes(jobs, workers=config.workers):
             c = counts[episode.task]
             c["success"] += int(episode.success)
-            if episode.success or args.keep_failures:
-                write_episode(args.out, episode, extra={"source": "expert", "noise": args.noise, "speed": args.speed})
+            if episode.success or config.keep_failures:
+                write_episode(out, episode, extra={"source": "expert", "noise": config.noise, "speed": config.speed})
                 c["written"] += 1
             else:
                 c["skipped"] += 1
             bar.update(1)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / DEMO_CONFIG_FILE)
     if args.json:
-        print(json.dumps({"out": str(args.out), "split": split.name, "tasks": counts}, indent=1))
+        print(json.dumps({"out": str(out), "split": split.name, "tasks": counts}, indent=1))
     else:
         for task, c in counts.items():
             print(f"{task:<22} written {c['written']:>5}  expert successes {c['success']}/{len(seeds)}  skipped {c['skipped']}")
-        print(f"store: {args.out}")
+        print(f"store: {out}")
     return 0
 
 
@@ -129,18 +250,18 @@ def expert_eval(tasks: list[str], split: str, num: int, workers: int, quiet: boo
             for task, s in sums.items()}
 
 
-def cmd_expert_eval(args: argparse.Namespace) -> int:
+def cmd_expert_eval(config: ExpertEvalConfig, args: argparse.Namespace) -> int:
     from trainer.sim.splits import get_split
 
-    tasks = _parse_tasks(args.tasks)
-    get_split(args.split)
-    table = expert_eval(tasks, args.split, args.num, args.workers, quiet=args.quiet or args.json,
-                        noise=args.noise, speed=args.speed)
+    tasks = _parse_tasks(config.tasks)
+    get_split(config.split)
+    table = expert_eval(tasks, config.split, config.num, config.workers, quiet=args.quiet or args.json,
+                        noise=config.noise, speed=config.speed)
     if args.json:
-        print(json.dumps({"split": args.split, "tasks": table}, indent=1))
+        print(json.dumps({"split": config.split, "tasks": table}, indent=1))
         return 0
-    knobs = "" if (args.noise, args.speed) == (0.0, 1.0) else f", noise={args.noise}, speed={args.speed}"
-    print(f"scripted expert, split={args.split}, {args.num} eval seeds per task{knobs}")
+    knobs = "" if (config.noise, config.speed) == (0.0, 1.0) else f", noise={config.noise}, speed={config.speed}"
+    print(f"scripted expert, split={config.split}, {config.num} eval seeds per task{knobs}")
     print(f"{'task':<22} {'success':>8} {'grasp':>7} {'collision':>10} {'length':>7}")
     for task, row in table.items():
         print(f"{task:<22} {row['success']:>8.2f} {row['grasp']:>7.2f} {row['collision']:>10.2f} {row['length']:>7.1f}")
@@ -161,7 +282,7 @@ def _count_frames(path: Path) -> int:
         return int(reader.count_frames())
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def cmd_render(config: RenderConfig, args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
     import numpy as np
 
@@ -169,26 +290,26 @@ def cmd_render(args: argparse.Namespace) -> int:
     from trainer.sim.expert import Expert
     from trainer.store import read_episode
 
-    if args.episode:
-        stored = read_episode(args.episode)
+    if config.episode:
+        stored = read_episode(config.episode)
         task, split, seed, actions = stored.task, stored.split, stored.seed, stored.actions
     else:
-        if not args.task:
+        if not config.task:
             raise CliError("render needs --task (with --seed) or --episode DIR")
-        task, split, seed, actions = args.task, args.split, args.seed, None
-    out = Path(args.out)
+        task, split, seed, actions = config.task, config.split, config.seed, None
+    out = Path(config.out)
     if out.suffix.lower() not in (".gif", ".mp4"):
         raise CliError(f"--out must end in .gif or .mp4, got '{out.name}'")
-    env = make_env(task, split=split, seed=seed, max_steps=args.max_steps)
+    env = make_env(task, split=split, seed=seed, max_steps=config.max_steps)
     try:
         obs, _ = env.reset()
-        expert = Expert(task, noise=args.noise, brush=args.brush, seed=seed)
-        frames = [env.render_frame(args.size)]
-        steps = len(actions) if actions is not None else args.max_steps
+        expert = Expert(task, noise=config.noise, brush=config.brush, seed=seed)
+        frames = [env.render_frame(config.size)]
+        steps = len(actions) if actions is not None else config.max_steps
         for t in range(steps):
             action = actions[t] if actions is not None else expert.act(obs["state"])
             obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render_frame(args.size))
+            frames.append(env.render_frame(config.size))
             if terminated or truncated:
                 break
         episode = env.episode()
@@ -199,10 +320,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".tmp-{out.name}")
     if out.suffix.lower() == ".gif":
         # A GIF frame carries its own duration: the hold is one longer last frame.
-        durations = [1000 / args.fps] * (len(frames) - 1) + [1000 / args.fps * (1 + hold)]
+        durations = [1000 / config.fps] * (len(frames) - 1) + [1000 / config.fps * (1 + hold)]
         imageio.mimsave(tmp, [np.asarray(f) for f in frames], format="GIF", duration=durations, loop=0)
     else:
-        imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=args.fps)
+        imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=config.fps)
     written = _count_frames(tmp)
     tmp.replace(out)
     print(f"{out}: {written} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
@@ -210,115 +331,87 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(config: ExportConfig, args: argparse.Namespace) -> int:
     from trainer.export import export_lerobot
 
-    tasks = _parse_tasks(args.tasks) if args.tasks else None
-    summary = export_lerobot(args.source, args.out, tasks=tasks, fps=args.fps, data_file_mb=args.file_size_mb,
-                             chunks_size=args.chunks_size, overwrite=args.overwrite)
-    report = {"out": str(summary.out), "source": str(args.source), "source_kind": summary.source_kind,
+    tasks = _parse_tasks(config.tasks) if config.tasks else None
+    summary = export_lerobot(Path(config.source), Path(config.out), tasks=tasks, fps=config.fps,
+                             data_file_mb=config.file_size_mb, chunks_size=config.chunks_size, overwrite=config.overwrite)
+    report = {"out": str(summary.out), "source": config.source, "source_kind": summary.source_kind,
               "episodes": summary.episodes, "frames": summary.frames, "tasks": summary.tasks,
               "data_files": summary.data_files, "pairs": summary.pairs}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({args.source}): "
+        print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({config.source}): "
               f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
               f"{summary.data_files} data file(s)"
               + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
     return 0
 
 
+SUBCOMMANDS: dict[str, tuple[type | None, str]] = {
+    "tasks": (None, "list tasks, splits and the observation/keypoint/signal schema"),
+    "demo": (DemoConfig, "record scripted-expert demonstrations into a trajectory store"),
+    "expert-eval": (ExpertEvalConfig, "expert success/grasp/collision/length per task over fixed eval seeds"),
+    "render": (RenderConfig, "render an expert episode or a stored one to a GIF or MP4"),
+    "export": (ExportConfig, "write a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder"),
+}
+COMMANDS = {"tasks": cmd_tasks, "demo": cmd_demo, "expert-eval": cmd_expert_eval, "render": cmd_render,
+            "export": cmd_export}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from trainer.flags import add_config_arguments, add_config_file_argument
+
     parser = argparse.ArgumentParser(prog="grape-sim", description=__doc__.splitlines()[0],
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("tasks", help="list tasks, splits and the observation/keypoint/signal schema")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_tasks)
-
-    p = sub.add_parser("demo", help="record scripted-expert demonstrations into a trajectory store",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
-                   help="task names (`a b`; `a,b` works too), or 'all' (default)")
-    p.add_argument("--split", default="in_domain", help="split to draw scenes from (default in_domain)")
-    p.add_argument("-n", "--num", type=int, default=100, help="episodes per task (default 100)")
-    p.add_argument("--seed-start", type=int, default=0, help="first training seed (seeds 0 .. 999,999; never evaluation seeds)")
-    p.add_argument("--out", type=Path, required=True, help="store directory (created if missing)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--noise", type=float, default=0.0, help="expert translation noise, fraction of the step limit")
-    p.add_argument("--speed", type=float, default=1.0, help="expert speed, fraction of the step limit (0, 1]")
-    p.add_argument("--max-steps", type=int, default=120, help="episode step limit (default 120)")
-    p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("expert-eval", help="expert success/grasp/collision/length per task over fixed eval seeds")
-    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK",
-                   help="task names (`a b`; `a,b` works too), or 'all' (default)")
-    p.add_argument("--split", default="in_domain", help="split (default in_domain)")
-    p.add_argument("-n", "--num", type=int, default=100, help="eval seeds per task (default 100)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--noise", type=float, default=0.0, help="expert translation noise")
-    p.add_argument("--speed", type=float, default=1.0, help="expert speed (0, 1]")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_expert_eval)
-
-    p = sub.add_parser("render", help="render an expert episode or a stored one to a GIF or MP4")
-    p.add_argument("--task", help="task to roll the expert out in")
-    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
-    p.add_argument("--split", default="in_domain", help="split (default in_domain)")
-    p.add_argument("--episode", type=Path, help="a stored episode folder to replay instead")
-    p.add_argument("--out", type=Path, required=True, help="output .gif or .mp4")
-    p.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
-    p.add_argument("--fps", type=int, default=20, help="frames per second (default 20, the control rate)")
-    p.add_argument("--noise", type=float, default=0.0, help="expert noise")
-    p.add_argument("--brush", type=float, default=0.0, help="expert carries this far below the obstacle top (m)")
-    p.add_argument("--max-steps", type=int, default=120, help="episode step limit (default 120)")
-    p.set_defaults(func=cmd_render)
-
-    p = sub.add_parser("export", help="write a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder",
-                       description="Export episodes (with a run's scores, ranks and pairs) in the LeRobotDataset "
-                                   "v3.0 layout (docs/export.md).",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", type=Path, help="a trajectory store, a run folder, or a run's iterations/iter_k")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to write (written whole, atomically)")
-    p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' episodes (default: all)")
-    p.add_argument("--fps", type=int, default=None,
-                   help="frames per second recorded in info.json (default 20, the control rate)")
-    p.add_argument("--file-size-mb", type=float, default=100.0,
-                   help="start a new data file past this size (default 100)")
-    p.add_argument("--chunks-size", type=int, default=1000, help="data files per chunk folder (default 1000)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(func=cmd_export)
+    for name, (config_class, summary) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if config_class is not None:
+            add_config_arguments(p, config_class)
+            add_config_file_argument(p, DEMO_CONFIG_FILE if config_class is DemoConfig else None)  # the others save nothing
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if name in ("demo", "expert-eval"):
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(subparser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer.command import run_command
     from trainer.export import ExportError
+
+    parser = build_parser()
+    return run_command("grape-sim", lambda: _main(parser, argv), parser=parser,
+                       failures=(CliError, ExportError, ValueError),
+                       interrupted="interrupted (stored episodes are complete; temp folders are ignored)")
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    from trainer.command import CommandError, UsageError
+    from trainer.flags import config_and_rest
     from trainer.sim.tasks import UnknownNameError
     from trainer.store import StoreError
 
-    args = build_parser().parse_args(argv)
-    for name in ("num", "workers", "max_steps", "size", "fps", "chunks_size"):
-        if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
-            print(f"grape-sim: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
+    args = parser.parse_args(argv)
+    subparser, config_class = args.subparser, SUBCOMMANDS[args.command][0]
+    del args.subparser
+    config = None
+    if config_class is not None:
+        saved_as = DEMO_CONFIG_FILE if config_class is DemoConfig else None
+        config, args = config_and_rest(subparser, config_class, args, saved_as)
+        problems = config.problems()
+        if problems:
+            raise UsageError("; ".join(problems))
     try:
-        return args.func(args)
-    except (CliError, UnknownNameError, StoreError, ExportError, ValueError) as exc:
-        print(f"grape-sim {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # output piped into `head` and closed early: not an error
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("grape-sim: interrupted (stored episodes are complete; temp folders are ignored)", file=sys.stderr)
-        return 130
+        return COMMANDS[args.command](config, args)
+    except UnknownNameError as error:  # a task or split name the user typed
+        raise UsageError(f"{args.command}: {error}") from None
+    except StoreError as error:
+        raise CommandError(f"{args.command}: {error}") from None
 
 
 if __name__ == "__main__":
