@@ -82,12 +82,13 @@ def test_a_group_needs_two_processes():
         LearnerGroup(1, torch.device("cpu"))
 
 
-def test_grape_train_with_two_learner_processes_matches_one(tmp_path):
+def test_grape_train_with_two_learner_processes_matches_one(tmp_path, group):
     from safetensors.torch import load_file
 
     from trainer.loop import train
     from trainer.sim.env import STATE_DIM as SIM_STATE_DIM
 
+    group.close()  # one process group at a time: the run starts its own
     torch.manual_seed(0)
     folder = tmp_path / "tiny"
     make_policy("embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
