@@ -251,7 +251,13 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
     """Metrics per iteration (earlier results with the same setting reused) and the GIFs written."""
     from trainer.command import CommandError
     from trainer.eval import EVAL_INFO_FILE, evaluate_policy, summarize, write_eval_info
-    from trainer.policy import CheckpointError, load_policy
+    from trainer.device import resolve
+    from trainer.policy import CheckpointError
+    from trainer.policy.source import HFOptions, open_policy
+
+    device, dtype = resolve(config.device, config.dtype)
+    policy_options = {"policy_type": config.policy_type, "device": device, "dtype": dtype,
+                      "hf": HFOptions(config.trust_remote_code, config.action_stats, config.unnorm_key)}
 
     per_iteration = _previous_results(out_dir / EVAL_INFO_FILE, setting)
     reused = sorted(k for k in per_iteration if k in policies)
@@ -272,7 +278,7 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
         if iteration in per_iteration:
             continue
         try:
-            policy = load_policy(folder)
+            policy = open_policy(folder, **policy_options)
         except (CheckpointError, OSError, ValueError) as error:
             raise CommandError(f"--policy {folder}: cannot load the policy: {error}") from None
         outcomes, written = evaluate_policy(

@@ -38,6 +38,18 @@ class PolicyConfig:
     """Demonstrations per task for the default SFT policy (default: grape-sft's recipe). Ignored with --policy."""
     sft_steps: int | None = None
     """Optimizer steps of the default SFT policy (default: grape-sft's recipe). Ignored with --policy."""
+    policy_type: Literal["auto", "embedded", "hf"] = "auto"
+    """Kind of the --policy folder: embedded, hf (an OpenVLA-style HF checkpoint: config.json, weights, processor), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    trust_remote_code: bool = False
+    """Let an HF checkpoint whose config.json names its own model code (auto_map, as OpenVLA's does) run that code from the --policy folder."""
+    action_stats: str | None = None
+    """Action statistics of an HF checkpoint (JSON with per-dimension q01/q99, as the SFT data's; default: the folder's action_stats.json, else --unnorm-key's entry of the config's norm_stats)."""
+    unnorm_key: str | None = None
+    """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy samples, scores and trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available). Rollout workers (--rollout-workers) always sample on CPU."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the policy's weights; with bfloat16 the LoRA factors, log-probs and losses stay float32."""
     lora_rank: int = 8
     """Rank of the LoRA adapter trained on top of the frozen base policy."""
     lora_alpha: float = 16.0
@@ -114,6 +126,8 @@ class OptimConfig:
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this value (0 = no clipping)."""
+    learner_processes: int = 1
+    """Processes computing each optimizer step's gradient (torch.distributed: gloo on CPU, nccl with one GPU per process): each takes an equal share of the batch's steps and the gradients are summed, so the update equals one process's. Rollouts stay in the main process."""
     ref_update: Literal["fixed", "iteration"] = "iteration"
     """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights and a fresh one attached, so the reference is the previous iteration's policy; the default, since a fixed reference let later iterations start far from it and collapse: docs/results.md)."""
 
@@ -157,10 +171,10 @@ _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgCon
 LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed", "min_gap": 1e-9, "self_pairs": True}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
-PATH_FIELDS = {"constraints", "base_policy", "sft_cache"}
+PATH_FIELDS = {"constraints", "base_policy", "sft_cache", "action_stats"}
 """Fields naming files: a relative and an absolute spelling of one path are the same setting."""
 
-RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes"}
+RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes", "device", "learner_processes", "trust_remote_code"}
 """Fields a resumed run may change: running more iterations extends a run; where it lives and
 how much it evaluates change no result already computed."""
 
@@ -220,6 +234,7 @@ FIELD_BOUNDS: dict[str, Bound] = {
     "sft_demos": AT_LEAST_ONE, "sft_steps": AT_LEAST_ONE, "lora_rank": AT_LEAST_ONE, "lora_alpha": POSITIVE,
     "states_per_task": AT_LEAST_ONE, "samples_per_state": Bound(low=2, note="to form pairs"),
     "temperature": POSITIVE, "max_steps": AT_LEAST_ONE, "m": AT_LEAST_ONE,
+    "learner_processes": AT_LEAST_ONE,
     "beta": POSITIVE, "lr": POSITIVE, "epochs": AT_LEAST_ONE, "pairs_per_step": AT_LEAST_ONE, "chunk_steps": AT_LEAST_ONE,
     "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True), "holdout_fraction": Bound(low=0, high=1, high_open=True),
     "max_rollouts": AT_LEAST_ONE,
@@ -234,6 +249,15 @@ def validate(config: TrainConfig) -> list[str]:
     problems += dataclass_problems(config, FIELD_BOUNDS)
     if config.rollout.ray_address is not None and not config.rollout.rollout_workers:
         problems.append("--ray-address needs --rollout-workers N (N >= 1)")
+    if config.policy.policy_type == "hf" and not config.policy.base_policy:
+        problems.append("--policy-type hf needs --policy <folder of the HF checkpoint>")
+    if config.policy.device == "cuda" or config.policy.dtype != "float32":  # the defaults need no torch to check
+        from trainer.device import DeviceError, resolve
+
+        try:
+            resolve(config.policy.device, config.policy.dtype)
+        except DeviceError as error:
+            problems.append(str(error))
     if config.gcpg.m * 2 > config.rollout.samples_per_state:
         problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
     for item in config.overrides:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -62,6 +62,18 @@ class EvalConfig:
     """GIFs per task of the last policy, first split (0 = none)."""
     output_dir: str | None = None
     """Where results go (default: <run or checkpoint>/eval)."""
+    policy_type: Literal["auto", "embedded", "hf"] = "auto"
+    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    trust_remote_code: bool = False
+    """Let an HF checkpoint whose config.json names its own model code (auto_map) run that code."""
+    action_stats: str | None = None
+    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's action_stats.json)."""
+    unnorm_key: str | None = None
+    """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy runs: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the policy's weights; log-probs stay float32."""
 
     def problems(self) -> list[str]:
         """Values argparse cannot judge; each names its flag. Ranges are in the fields' metadata
@@ -74,6 +86,13 @@ class EvalConfig:
         unknown = [s for s in self.splits if s not in SPLITS] + [t for t in (self.tasks or []) if t not in TASKS]
         if unknown:
             found.append(f"unknown split/task {unknown}; splits: {', '.join(SPLITS)}; tasks: {', '.join(TASKS)}")
+        if self.device == "cuda" or self.dtype != "float32":  # the defaults need no torch to check
+            from trainer.device import DeviceError, resolve
+
+            try:
+                resolve(self.device, self.dtype)
+            except DeviceError as error:
+                found.append(str(error))
         return found
 
 

@@ -244,15 +244,16 @@ def backward_through_steps(
 
 
 def _segment_sums(values: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
-    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(list(lengths)))
-    return torch.zeros(len(lengths), dtype=values.dtype).index_add(0, owner, values)
+    device = values.device  # the policy's: log-probs stay where they were computed
+    owner = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.as_tensor(list(lengths), device=device))
+    return torch.zeros(len(lengths), dtype=values.dtype, device=device).index_add(0, owner, values)
 
 
 def _padded(values: torch.Tensor, lengths: Sequence[int], width: int) -> torch.Tensor:
     """[sum(lengths)] -> [N, width], each trajectory's first `width` steps (zero padded)."""
-    lengths_t = torch.as_tensor(list(lengths))
+    lengths_t = torch.as_tensor(list(lengths), device=values.device)
     starts = torch.cumsum(lengths_t, 0) - lengths_t
-    t = torch.arange(width)[None, :]
+    t = torch.arange(width, device=values.device)[None, :]
     valid = t < lengths_t[:, None]
     index = torch.where(valid, starts[:, None] + t, torch.zeros_like(t))
     return values[index].masked_fill(~valid, 0.0)
@@ -280,8 +281,9 @@ def preference_loss_fn(
 
     elif loss == "dpo-step":
         width = max(seg_lengths)
-        overlap = torch.as_tensor([min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))])
-        mask = torch.arange(width)[None, :] < overlap[:, None]
+        device = ref_step_logps.device
+        overlap = torch.as_tensor([min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))], device=device)
+        mask = torch.arange(width, device=device)[None, :] < overlap[:, None]
         ref = _padded(ref_step_logps, seg_lengths, width)
 
         def preference(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
@@ -307,7 +309,7 @@ def sft_loss_fn(lengths: Sequence[int]) -> Callable[[torch.Tensor], tuple[torch.
     mask = torch.arange(width)[None, :] < torch.as_tensor(list(lengths))[:, None]
 
     def sft(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
-        return sft_loss(_padded(policy_step_logps, list(lengths), width), mask)
+        return sft_loss(_padded(policy_step_logps, list(lengths), width), mask.to(policy_step_logps.device))
 
     return sft
 
@@ -322,7 +324,7 @@ def group_policy_gradient_loss_fn(
                                               torch.as_tensor(list(lengths)))
 
     def group_pg(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
-        return group_policy_gradient_loss(policy_step_logps, old_step_logps, step_advantages, clip_eps,
+        return group_policy_gradient_loss(policy_step_logps, old_step_logps, step_advantages.to(policy_step_logps.device), clip_eps,
                                           ref_step_logps, kl_coef)
 
     return group_pg
@@ -461,8 +463,11 @@ def attach_adapter(policy: Policy, config: TrainConfig) -> Policy:
     """A fresh LoRA adapter as the config describes; the policy without it is the reference."""
     from trainer.policy import add_lora
 
+    from trainer.device import place_policy, resolve
+
     targets = "all-linear" if config.policy.lora_targets == "all-linear" else None
-    return add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
+    add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
+    return place_policy(policy, *resolve(config.policy.device, config.policy.dtype))  # the new factors: on the device, float32
 
 
 def sft_recipe_tasks(run_tasks: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -477,11 +482,13 @@ def sft_recipe_tasks(run_tasks: Sequence[str], default: tuple[str, ...]) -> tupl
 
 def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
     """The policy to align and where it came from (trains the default SFT policy if needed)."""
-    from trainer.policy import CheckpointError, load_policy
+    from trainer.policy import CheckpointError
+    from trainer.policy.source import open_policy, options_from_config
 
+    options = options_from_config(config.policy)
     if config.policy.base_policy:
         try:
-            return load_policy(config.policy.base_policy), config.policy.base_policy
+            return open_policy(config.policy.base_policy, **options), config.policy.base_policy
         except (CheckpointError, OSError, ValueError) as error:
             raise TrainError(f"--policy {config.policy.base_policy}: cannot load the policy: {error}") from None
     from trainer.sft import SFTConfig, SFTError, ensure_default_sft_policy
@@ -496,7 +503,7 @@ def load_base_policy(config: TrainConfig, progress: bool) -> tuple[Policy, str]:
         folder = ensure_default_sft_policy(config.policy.sft_cache, recipe, progress=progress)
     except SFTError as error:
         raise TrainError(f"training the default SFT policy failed: {error}") from None
-    return load_policy(folder), str(folder)
+    return open_policy(folder, **{**options, "policy_type": "auto"}), str(folder)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -594,7 +601,7 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
 
 def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], stop_after: int | None,
            resume_from: str) -> Path:
-    from trainer.policy import load_policy, lora_parameters, merge_lora
+    from trainer.policy import lora_parameters, merge_lora
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
     # CPU is shared (pybullet, other jobs) threads that wait on each other make every call slower.
@@ -625,9 +632,11 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
         last_done = 0
     else:
         folder = checkpoint_dir(run_dir, last_done)
-        policy = load_policy(folder / POLICY_DIR, is_trainable=True)
+        from trainer.policy.source import open_policy, options_from_config
+
+        policy = open_policy(folder / POLICY_DIR, is_trainable=True, **options_from_config(config.policy))
         optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        state = torch.load(folder / TRAINER_STATE_FILE, weights_only=False)
+        state = torch.load(folder / TRAINER_STATE_FILE, weights_only=False, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         _restore_rng(state["rng"])
         global_step = int(state["global_step"])
@@ -656,6 +665,10 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
                 break
     finally:
         logger.close()
+        if config.optim.learner_processes > 1:
+            from trainer.learner import close_learners
+
+            close_learners()
     return run_dir
 
 
@@ -724,8 +737,10 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         logger.echo(f"iteration {k}: nothing to train on ({reason}); policy unchanged")
     else:
         held_out = held_out_units(config, k, units, groups)
-        global_step = train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
-                                     advantages=advantages, held_out=held_out)
+        from trainer.learner import train_units
+
+        global_step = train_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
+                                  advantages=advantages, held_out=held_out)
     metrics["perf/train_seconds"] = time.perf_counter() - train_started
     if config.eval_episodes:
         metrics.update(quick_eval(config, policy, list(programs), progress))
@@ -790,11 +805,13 @@ def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: 
 
 def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer, bank: StepBank,
                    units: np.ndarray, logger: MetricLogger, global_step: int, progress: bool,
-                   advantages: np.ndarray | None = None, held_out: np.ndarray | None = None) -> int:
+                   advantages: np.ndarray | None = None, held_out: np.ndarray | None = None,
+                   backward: Callable[..., Metrics] = backward_through_steps) -> int:
     """Optimise over `units` (pairs [P, 2] or single trajectories [N, 1]) for config.optim.epochs.
 
     Units flagged in `held_out` are never trained on; their loss is logged (heldout/loss) after
-    every epoch. grpo/rloo units carry `advantages`, one per trajectory.
+    every epoch. grpo/rloo units carry `advantages`, one per trajectory. `backward` accumulates
+    one batch's gradient (trainer.learner's shares it among processes).
     """
     from tqdm.auto import tqdm
 
@@ -812,17 +829,17 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
     policy.eval()
     if needs_ref:
         with policy.adapter_disabled():
-            ref_step = torch.zeros(len(bank.step_owner))
-            ref_step[torch.as_tensor(touched)] = step_logps(policy, bank, touched, opt.chunk_steps)
+            ref_step = torch.zeros(len(bank.step_owner), device=policy.device)
+            ref_step[torch.as_tensor(touched, device=policy.device)] = step_logps(policy, bank, touched, opt.chunk_steps)
     if opt.loss in GROUP_LOSSES:
-        old_step = torch.zeros(len(bank.step_owner))
-        old_step[torch.as_tensor(touched)] = step_logps(policy, bank, touched, opt.chunk_steps)
+        old_step = torch.zeros(len(bank.step_owner), device=policy.device)
+        old_step[torch.as_tensor(touched, device=policy.device)] = step_logps(policy, bank, touched, opt.chunk_steps)
 
     def loss_fn_for(batch_rows: np.ndarray) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]], np.ndarray]:
         batch = units[batch_rows]
         trajectories = batch.reshape(-1)
         steps = bank.steps_of(trajectories)
-        index = torch.as_tensor(steps)
+        index = torch.as_tensor(steps, device=policy.device)
         if opt.loss == "sft":
             return sft_loss_fn([int(lengths[n]) for n in trajectories]), steps
         if opt.loss in GROUP_LOSSES:
@@ -863,7 +880,7 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                     group["lr"] = lr
                 step_started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                metrics = backward_through_steps(policy, bank, steps, loss_fn, opt.chunk_steps)
+                metrics = backward(policy, bank, steps, loss_fn, opt.chunk_steps)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip if opt.grad_clip > 0 else float("inf"))
                 optimizer.step()
                 global_step += 1

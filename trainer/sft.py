@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -305,8 +305,15 @@ def train_sft(
     progress: bool = True,
     log_every: int = 100,
     checkpoint_every: int = 500,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Train and save the SFT policy; return its folder (``out_dir/policy``)."""
+    """Train and save the SFT policy; return its folder (``out_dir/policy``).
+
+    ``device`` (default cpu) runs the training there; ``dtype`` (default float32) bfloat16
+    computes the forward passes in bfloat16 (autocast) over float32 weights, which the optimizer updates; log-probs
+    and the loss are float32 either way.
+    """
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -345,6 +352,9 @@ def train_sft(
                                                    config.max_episode_steps, progress)
     policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
     policy.set_state_statistics(demos.states)
+    device = device or torch.device("cpu")
+    dtype = dtype or torch.float32
+    policy.to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     if resume:
@@ -377,7 +387,8 @@ def train_sft(
             obs = {"state": demos.states[rows]}
             if demos.images is not None:
                 obs["image"] = demos.images[rows]
-            logps = policy.log_prob(obs, list(demos.instructions[rows]), tokens[rows])
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                logps = policy.log_prob(obs, list(demos.instructions[rows]), tokens[rows])
             loss, metrics = sft_loss(logps.unsqueeze(1), torch.ones_like(logps, dtype=torch.bool).unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -498,6 +509,10 @@ class SFTRunConfig:
     """Log every N steps."""
     checkpoint_every: int = 500
     """Checkpoint every N steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights; log-probs and the loss stay float32."""
     recipe: SFTConfig = field(default_factory=SFTConfig)
 
     def check(self) -> None:
@@ -511,6 +526,13 @@ class SFTRunConfig:
             raise SFTError(f"--eval-split: unknown split {self.eval_split!r}; known splits: {', '.join(SPLITS)}")
         if self.demos_dir is not None and not Path(self.demos_dir).is_dir():
             raise SFTError(f"--demos-dir {self.demos_dir}: no such directory")
+        if self.device == "cuda" or self.dtype != "float32":  # the defaults need no torch to check
+            from trainer.device import DeviceError, resolve
+
+            try:
+                resolve(self.device, self.dtype)
+            except DeviceError as error:
+                raise SFTError(str(error)) from None
         self.recipe.validate()
 
 
@@ -558,6 +580,7 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
     """Train (or resume) and optionally evaluate; the summary printed at the end."""
     import torch
 
+    from trainer.device import resolve
     from trainer.flags import save_config
 
     config, out = run.recipe, Path(run.out)
@@ -570,15 +593,18 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
         total = len(load_demonstrations(store, config.tasks, config.demos_per_task).actions)
         config.steps = max(1, math.ceil(run.epochs * total / config.batch_size))
     started = time.perf_counter()
+    device, dtype = resolve(run.device, run.dtype)
     policy_dir = train_sft(config, out, demos_dir=demos_dir, resume=run.resume, workers=run.workers,
-                           progress=progress, log_every=run.log_every, checkpoint_every=run.checkpoint_every)
+                           progress=progress, log_every=run.log_every, checkpoint_every=run.checkpoint_every,
+                           device=device, dtype=dtype)
     save_config(run, out / RUN_CONFIG_FILE)
     summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
                                "config": dataclasses.asdict(config)}
     if run.eval_episodes:
+        from trainer.device import place_policy
         from trainer.policy import load_policy
 
-        policy = load_policy(policy_dir)
+        policy = place_policy(load_policy(policy_dir), device, dtype)
         summary["eval"] = {
             "sampling": evaluate_sft(policy, config.tasks, run.eval_episodes, greedy=False,
                                      temperature=run.eval_temperature, seed=config.seed, progress=progress,

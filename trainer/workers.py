@@ -101,6 +101,10 @@ class RolloutWorkers:
         from ray.exceptions import RayActorError
 
         self._version += 1
+        if policy.device.type != "cpu":  # workers sample on CPU (they hold no GPU): send a CPU copy
+            import copy
+
+            policy = copy.deepcopy(policy).cpu()
         policy_ref = [ray.put(policy)]  # in a list: Ray hands the reference over instead of resolving it per call
         options = {"sample_seed": sample_seed, "temperature": temperature, "greedy": greedy,
                    "max_steps": max_steps, "batch_envs": batch_envs}

@@ -104,7 +104,7 @@ class ImageEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = image.float().permute(0, 3, 1, 2) / 255.0 - 0.5
+        pixels = (image.float().permute(0, 3, 1, 2) / 255.0 - 0.5).to(self.convs[0].weight.dtype)
         return self.convs(pixels).flatten(2).transpose(1, 2)
 
 
@@ -169,8 +169,9 @@ class EmbeddedVLA(Policy):
         config = self.config
         check_batch(obs, instructions, config.state_dim, config.image_size, needs_image=config.use_image)
         device = self.device
-        instruction = shared_instruction_encoder().encode(list(instructions)).to(device)
-        state = (as_float_tensor(obs["state"], device) - self.state_mean) / self.state_std
+        dtype = self.instruction_proj[0].weight.dtype  # inputs in the weights' dtype (bfloat16 with --dtype bfloat16)
+        instruction = shared_instruction_encoder().encode(list(instructions)).to(device, dtype)
+        state = ((as_float_tensor(obs["state"], device) - self.state_mean) / self.state_std).to(dtype)
         parts = [self.instruction_proj(instruction).unsqueeze(1), self.state_proj(state).unsqueeze(1)]
         if self.image_encoder is not None:
             parts.append(self.image_encoder(torch.as_tensor(np.asarray(obs["image"]), device=device)))

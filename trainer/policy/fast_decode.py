@@ -49,9 +49,10 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if terms is None or type(module.base_layer) is not nn.Linear:
         return module(x)
     result = F.linear(x, module.base_layer.weight, module.base_layer.bias)
-    for a, b, scaling in terms:
-        result = result + F.linear(F.linear(x, a), b) * scaling
-    return result
+    dtype = result.dtype
+    for a, b, scaling in terms:  # as peft: the input in the factors' dtype (float32 over bfloat16 weights)
+        result = result + F.linear(F.linear(x.to(a.dtype), a), b) * scaling
+    return result.to(dtype)
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
