@@ -155,7 +155,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """From `to_dict`'s form; unknown keys are errors (trainer.flags.ConfigFileError)."""
         from trainer.flags import config_from_dict
 
@@ -168,7 +168,13 @@ class TrainConfig:
 
 _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
 
-LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed", "min_gap": 1e-9, "self_pairs": True}
+LEGACY_DEFAULTS = {
+    "nll_weight": 0.0,
+    "lora_targets": "attention",
+    "ref_update": "fixed",
+    "min_gap": 1e-9,
+    "self_pairs": True,
+}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
 PATH_FIELDS = {"constraints", "base_policy", "sft_cache", "action_stats"}
@@ -230,13 +236,26 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
 
 
 FIELD_BOUNDS: dict[str, Bound] = {
-    "iterations": AT_LEAST_ONE, "seed": SEED, "eval_episodes": Bound(low=0),
-    "sft_demos": AT_LEAST_ONE, "sft_steps": AT_LEAST_ONE, "lora_rank": AT_LEAST_ONE, "lora_alpha": POSITIVE,
-    "states_per_task": AT_LEAST_ONE, "samples_per_state": Bound(low=2, note="to form pairs"),
-    "temperature": POSITIVE, "max_steps": AT_LEAST_ONE, "m": AT_LEAST_ONE,
+    "iterations": AT_LEAST_ONE,
+    "seed": SEED,
+    "eval_episodes": Bound(low=0),
+    "sft_demos": AT_LEAST_ONE,
+    "sft_steps": AT_LEAST_ONE,
+    "lora_rank": AT_LEAST_ONE,
+    "lora_alpha": POSITIVE,
+    "states_per_task": AT_LEAST_ONE,
+    "samples_per_state": Bound(low=2, note="to form pairs"),
+    "temperature": POSITIVE,
+    "max_steps": AT_LEAST_ONE,
+    "m": AT_LEAST_ONE,
     "learner_processes": AT_LEAST_ONE,
-    "beta": POSITIVE, "lr": POSITIVE, "epochs": AT_LEAST_ONE, "pairs_per_step": AT_LEAST_ONE, "chunk_steps": AT_LEAST_ONE,
-    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True), "holdout_fraction": Bound(low=0, high=1, high_open=True),
+    "beta": POSITIVE,
+    "lr": POSITIVE,
+    "epochs": AT_LEAST_ONE,
+    "pairs_per_step": AT_LEAST_ONE,
+    "chunk_steps": AT_LEAST_ONE,
+    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True),
+    "holdout_fraction": Bound(low=0, high=1, high_open=True),
     "max_rollouts": AT_LEAST_ONE,
 }
 """Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
@@ -259,7 +278,9 @@ def validate(config: TrainConfig) -> list[str]:
         except DeviceError as error:
             problems.append(str(error))
     if config.gcpg.m * 2 > config.rollout.samples_per_state:
-        problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
+        problems.append(
+            f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)"
+        )
     for item in config.overrides:
         name, sep, value = item.partition("=")
         try:
