@@ -29,8 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from grape_dsl.runtime.kernels import CompiledProgram
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "constraints" / "tasks" / "pick_place_obstacle.grc"
@@ -440,6 +444,32 @@ def compile_times() -> dict:
     return {"cold": cold, "cached": cached, "numba_floor": floor}
 
 
+def measure_size(
+    compiled: CompiledProgram, n: int, steps_per_trajectory: int, repeat: int, python_subsample: int
+) -> dict:
+    """Throughputs (trajectory-steps/s) and time ratios of the four styles on one batch of n trajectories.
+
+    The batch lives only in this call, so it is freed before the next (larger) size is built.
+    """
+    batch = make_batch(n, steps_per_trajectory)
+    steps = n * steps_per_trajectory
+    t_a, table = best_of(lambda: compiled.score(batch), repeat)
+    os.environ["GRAPE_DSL_THREADS"] = "1"
+    t_a1, _ = best_of(lambda: compiled.score(batch), repeat)
+    del os.environ["GRAPE_DSL_THREADS"]
+    r_ext = table.r_ext
+    sub = min(n, python_subsample)
+    t_b_sub, r_b = best_of(lambda: per_step_python(batch.keypoints[:sub], batch.signals[:sub], batch.lengths[:sub]), 1)
+    np.testing.assert_allclose(r_b, r_ext[:sub], rtol=1e-5)
+    t_b = t_b_sub * n / sub
+    t_c, r_c = best_of(lambda: vectorized_numpy_chunked(batch.keypoints, batch.signals, batch.lengths), repeat)
+    np.testing.assert_allclose(r_c, r_ext, rtol=1e-5)
+    t_d, _ = best_of(lambda: batch.keypoints.sum(), repeat)
+    row = {"n": n, "a": steps / t_a, "b": steps / t_b, "c": steps / t_c, "d": steps / t_d}
+    row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a, a1=steps / t_a1, a1_d=t_d / t_a1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -480,30 +510,12 @@ def main() -> None:
     print(header)
     results = []
     for n in args.sizes:
-        batch = make_batch(n, args.steps)
-        steps = n * args.steps
-        t_a, table = best_of(lambda: compiled.score(batch), args.repeat)
-        os.environ["GRAPE_DSL_THREADS"] = "1"
-        t_a1, _ = best_of(lambda: compiled.score(batch), args.repeat)
-        del os.environ["GRAPE_DSL_THREADS"]
-        r_ext = table.r_ext
-        sub = min(n, args.python_subsample)
-        t_b_sub, r_b = best_of(
-            lambda: per_step_python(batch.keypoints[:sub], batch.signals[:sub], batch.lengths[:sub]), 1
-        )
-        np.testing.assert_allclose(r_b, r_ext[:sub], rtol=1e-5)
-        t_b = t_b_sub * n / sub
-        t_c, r_c = best_of(lambda: vectorized_numpy_chunked(batch.keypoints, batch.signals, batch.lengths), args.repeat)
-        np.testing.assert_allclose(r_c, r_ext, rtol=1e-5)
-        t_d, _ = best_of(lambda: batch.keypoints.sum(), args.repeat)
-        row = {"n": n, "a": steps / t_a, "b": steps / t_b, "c": steps / t_c, "d": steps / t_d}
-        row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a, a1=steps / t_a1, a1_d=t_d / t_a1)
+        row = measure_size(compiled, n, args.steps, args.repeat, args.python_subsample)
         results.append(row)
         print(
             f"{n:>8} {row['a']:>12.3g} {row['b']:>12.3g} {row['c']:>12.3g} {row['d']:>12.3g} "
             f"{row['a_b']:>8.0f} {row['a_c']:>7.1f} {row['a_d']:>6.2f} {row['a1']:>11.3g} {row['a1_d']:>6.2f}"
         )
-        del batch, table
     times = compile_times()
     cold, cached = times["cold"], times["cached"]
     for label, run in (("empty cache", cold), ("cached", cached)):

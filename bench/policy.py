@@ -200,20 +200,24 @@ def main() -> None:
         print(json.dumps(report, indent=1))
         return
     print(
-        f"embedded VLA: hidden {args.hidden_size}, {args.layers} layers, {full['total_params']:,} parameters, {args.threads} thread(s)"
+        f"embedded VLA: hidden {args.hidden_size}, {args.layers} layers, {full['total_params']:,} parameters, "
+        f"{args.threads} thread(s)"
     )
     print(
-        f"{'batch':>6} {'sample steps/s':>15} {'score steps/s':>14} {'sample xB1':>11} {'score xB1':>10} {'score/sample':>13}"
+        f"{'batch':>6} {'sample steps/s':>15} {'score steps/s':>14} {'sample xB1':>11} {'score xB1':>10} "
+        f"{'score/sample':>13}"
     )
     for size, r in report["throughput"].items():
         print(
             f"{size:>6} {r['sample_steps_per_s']:>15.1f} {r['score_steps_per_s']:>14.1f} "
-            f"{report['ratios']['sample_batch_speedup'][size]:>11.1f} {report['ratios']['score_batch_speedup'][size]:>10.1f} "
+            f"{report['ratios']['sample_batch_speedup'][size]:>11.1f} "
+            f"{report['ratios']['score_batch_speedup'][size]:>10.1f} "
             f"{report['ratios']['score_over_sample'][size]:>13.1f}"
         )
     print(
         f"training step, batch {args.train_batch}: LoRA r={args.lora_rank} ({lora['trainable_params']:,} trainable) "
-        f"peak +{lora['peak_added_mib']:.1f} MiB, {lora['step_seconds'] * 1e3:.0f} ms; full ({full['trainable_params']:,} trainable) "
+        f"peak +{lora['peak_added_mib']:.1f} MiB, {lora['step_seconds'] * 1e3:.0f} ms; "
+        f"full ({full['trainable_params']:,} trainable) "
         f"peak +{full['peak_added_mib']:.1f} MiB, {full['step_seconds'] * 1e3:.0f} ms"
     )
     print(

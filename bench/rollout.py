@@ -94,10 +94,12 @@ def main() -> None:
 
     policy, source = load_policy(args.policy, args.sft_cache)
     pool = shared_env_pool()
-    specs = lambda r: [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * r + i) for i in range(args.episodes)]
-    collect_rollouts(
-        policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs
-    )  # warm pool
+
+    def specs(round_index: int) -> list[EpisodeSpec]:
+        return [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i) for i in range(args.episodes)]
+
+    # warm pool
+    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
     totals = {"policy in the loop": [0, 0.0], "physics only": [0, 0.0], "policy, fresh worlds": [0, 0.0]}
     exact_replays = 0
     for r in range(args.rounds):
@@ -147,13 +149,15 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, {args.batch_envs} envs in lockstep, "
+        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, "
+        f"{args.batch_envs} envs in lockstep, "
         f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
     )
     print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10}")
     for name, row in rows.items():
         print(
-            f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} {row['x_physics']:>10.2f}"
+            f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} "
+            f"{row['x_physics']:>10.2f}"
         )
     print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
 

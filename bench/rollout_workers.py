@@ -8,12 +8,12 @@ import time
 
 import torch
 
-torch.set_num_threads(1)
 from trainer.policy import make_policy
 from trainer.rollout import EpisodeSpec
 from trainer.sim.env import STATE_DIM
 from trainer.workers import RolloutWorkers
 
+torch.set_num_threads(1)
 torch.manual_seed(0)
 p = make_policy(
     "embedded", state_dim=STATE_DIM, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256

@@ -9,9 +9,10 @@ reference  a second full copy of the model is the reference; every pair runs fou
            rejected; one trajectory each), gradients accumulated over the optimizer step's pairs.
 
 Both train the same LoRA policy on the same pairs (same trajectories, beta, pairs per step) for
-`--epochs` passes (the reference way recomputes reference log-probs on every pass). Each method runs in its own fresh process, so peak RSS (ru_maxrss) is that method's;
-the memory figure is the peak minus the RSS right after the policy is built (which includes the
-reference model copy for the reference way: that copy is part of its cost).
+`--epochs` passes (the reference way recomputes reference log-probs on every pass). Each method
+runs in its own fresh process, so peak RSS (ru_maxrss) is that method's; the memory figure is the
+peak minus the RSS right after the policy is built (which includes the reference model copy for
+the reference way: that copy is part of its cost).
 
     python bench/tpo.py                      # defaults: 32 pairs, 50-100-step trajectories, 2 epochs
     python bench/tpo.py --pairs 16 --steps 60 --pairs-per-step 8
@@ -181,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
     ours, ref = (sorted(r, key=lambda x: x["pairs_per_second"])[len(r) // 2] for r in runs.values())
     print(
-        f"TPO step, {args.epochs} epochs over {args.pairs} pairs, trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, "
+        f"TPO step, {args.epochs} epochs over {args.pairs} pairs, "
+        f"trajectories of {args.steps // 2}-{args.steps} steps, {args.pairs_per_step} pairs/step, "
         f"model hidden {args.hidden_size} x {args.layers} layers, 1 thread, median of {args.repeats}"
     )
     print(f"{'method':<10} {'pairs/s':>9} {'seconds':>9} {'peak RSS MiB':>13} {'peak - setup MiB':>17}")
     for r in (ours, ref):
         print(
-            f"{r['method']:<10} {r['pairs_per_second']:9.2f} {r['seconds']:9.2f} {r['peak_rss_mib']:13.0f} {r['peak_over_setup_mib']:17.0f}"
+            f"{r['method']:<10} {r['pairs_per_second']:9.2f} {r['seconds']:9.2f} {r['peak_rss_mib']:13.0f} "
+            f"{r['peak_over_setup_mib']:17.0f}"
         )
     print(f"speed-up (pairs/s ours / reference): {ours['pairs_per_second'] / ref['pairs_per_second']:.2f}x")
     print(f"peak RSS ratio (ours / reference): {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}")

@@ -138,7 +138,9 @@ def _eval_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="grape-eval",
-        description="Evaluate a policy, a checkpoint or every checkpoint of a grape-train run on the fixed evaluation seeds.",
+        description=(
+            "Evaluate a policy, a checkpoint or every checkpoint of a grape-train run on the fixed evaluation seeds."
+        ),
         epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

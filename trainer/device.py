@@ -37,7 +37,8 @@ def resolve_device(name: str) -> torch.device:
         index = 0 if name == "cuda" else _gpu_index(name)
         if index >= torch.cuda.device_count():
             raise DeviceError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+                f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
             )
         return torch.device("cuda", index)
     raise DeviceError(f"--device {name!r}: expected one of {', '.join(DEVICES)} (or cuda:N)")
@@ -57,7 +58,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     dtype = DTYPES[name]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(
-            f"--dtype bfloat16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; use --dtype float32"
+            f"--dtype bfloat16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; "
+            "use --dtype float32"
         )
     return dtype
 

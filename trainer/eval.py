@@ -63,11 +63,13 @@ class EvalConfig:
     output_dir: str | None = None
     """Where results go (default: <run or checkpoint>/eval)."""
     policy_type: Literal["auto", "embedded", "hf"] = "auto"
-    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this
+    project names its kind; one with only a config.json is an HF checkpoint)."""
     trust_remote_code: bool = False
     """Let an HF checkpoint whose config.json names its own model code (auto_map) run that code."""
     action_stats: str | None = None
-    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's action_stats.json)."""
+    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's
+    action_stats.json)."""
     unnorm_key: str | None = None
     """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

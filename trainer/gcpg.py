@@ -116,7 +116,8 @@ def make_pairs(
     tie_break = np.zeros_like(scores) if tie_break is None else np.asarray(tie_break, dtype=np.float64)
     if scores.ndim != 1 or len(scores) != len(group_ids) or tie_break.shape != scores.shape:
         raise ValueError(
-            f"make_pairs: scores [{scores.shape}], tie_break [{tie_break.shape}] and group_ids [{len(group_ids)}] must be [N] of one length"
+            f"make_pairs: scores [{scores.shape}], tie_break [{tie_break.shape}] and group_ids [{len(group_ids)}] "
+            "must be [N] of one length"
         )
     if not (np.all(np.isfinite(scores)) and np.all(np.isfinite(tie_break))):
         raise ValueError("make_pairs: scores contain NaN or infinity")

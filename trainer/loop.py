@@ -130,7 +130,8 @@ def resolve_constraints(constraints: str, tasks: Sequence[str], overrides: dict[
     if isinstance(module, ast.TaskFile):
         if module.name not in TASKS:
             raise TrainError(
-                f"--constraints: {path} is a task file for '{module.name}', which the simulator does not have (known tasks: {', '.join(TASKS)})"
+                f"--constraints: {path} is a task file for '{module.name}', which the simulator does not have "
+                f"(known tasks: {', '.join(TASKS)})"
             )
         jobs = [(module.name, path, ())]
     else:
@@ -427,7 +428,8 @@ def open_run_dir(config: TrainConfig, resume_from: str = "latest") -> tuple[Path
         and any(p for p in run_dir.iterdir() if not p.name.startswith("."))
     ):
         raise TrainError(
-            f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); choose an empty or new folder"
+            f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); "
+            "choose an empty or new folder"
         )
     done = completed_checkpoints(run_dir)
     return run_dir, max(done) if done else -1
@@ -1054,7 +1056,10 @@ def train_on_units(
                 }
                 line = f"iter {k} step {global_step} loss {metrics['loss']:.4f}"
                 if "nll/chosen" in metrics:
-                    line += f" (preference {metrics['loss/preference']:.4f} + nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
+                    line += (
+                        f" (preference {metrics['loss/preference']:.4f} "
+                        f"+ nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
+                    )
                 if "rewards/margins" in metrics:
                     line += f" margin {metrics['rewards/margins']:.4f} acc {metrics['rewards/accuracies']:.2f}"
                 if "policy/clip_fraction" in metrics:

@@ -269,7 +269,8 @@ def render_demonstration_images(
                 drift = float(np.abs(obs["state"] - demos.states[offset + t]).max())
                 if drift > 1e-4:
                     raise SFTError(
-                        f"replaying demonstration {task}/{split}/{seed} diverged at step {t} (state differs by {drift:.3g}); "
+                        f"replaying demonstration {task}/{split}/{seed} diverged at step {t} "
+                        f"(state differs by {drift:.3g}); "
                         "was the store recorded with another version of the simulator?"
                     )
                 frames[offset + t] = obs["image"]
@@ -573,7 +574,8 @@ class SFTRunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the policy trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights; log-probs and the loss stay float32."""
+    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights;
+    log-probs and the loss stay float32."""
     recipe: SFTConfig = field(default_factory=SFTConfig)
 
     def check(self) -> None:
@@ -705,7 +707,8 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status (trainer.command): 0 ok, 1 failure (unusable demonstrations, mismatched resume), 2 usage, 130 interrupted."""
+    """Exit status (trainer.command): 0 ok, 1 failure (unusable demonstrations, mismatched resume),
+    2 usage, 130 interrupted."""
     from trainer.command import run_command
 
     parser = build_parser()

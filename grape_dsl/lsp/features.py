@@ -241,7 +241,7 @@ def _context(state: DocumentState, offset: int) -> _Context:
         before = before[:-2]
     blocks: list[str] = []
     header: str | None = None
-    for i, tok in enumerate(before):
+    for tok in before:
         if tok.kind == "name" and tok.text in ("keypoints", "signals", "stage") and not blocks:
             header = tok.text
         elif tok.kind == "name" and tok.text == "tag" and not blocks:

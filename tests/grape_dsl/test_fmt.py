@@ -116,7 +116,10 @@ def test_objective_layout() -> None:
 
 
 def test_comments_inside_blocks_and_at_the_end() -> None:
-    source = "task a\nkeypoints {\n  ee = gripper.tip  # the tip\n  # last binding next\n}\nstage s {\n# nothing yet\n}\n# the end\n"
+    source = (
+        "task a\nkeypoints {\n  ee = gripper.tip  # the tip\n  # last binding next\n}\n"
+        "stage s {\n# nothing yet\n}\n# the end\n"
+    )
     out = format_source(source)
     assert out == (
         "task a\n\nkeypoints {\n    ee = gripper.tip  # the tip\n    # last binding next\n}\n\n"

@@ -74,11 +74,13 @@ def test_every_trained_run_differs_from_grape_tc_only_in_what_it_ablates(tmp_pat
     configs = {r.name: train_config(r, preset, tmp_path, 3, "pol").to_dict() for r in PLAN if r.trains}
     base = configs["grape_tc"]
 
-    def differences(config):
-        flat = lambda d: {
+    def flat(d):
+        return {
             **{k: v for k, v in d.items() if not isinstance(v, dict)},
             **{k: v for sub in d.values() if isinstance(sub, dict) for k, v in sub.items()},
         }
+
+    def differences(config):
         a, b = flat(base), flat(config)
         return {k for k in a if a[k] != b[k]} - {"output_dir"}
 
@@ -151,7 +153,10 @@ def _experiment(out: Path, preset: Preset = TINY, runs=None) -> Experiment:
 def test_report_tables_and_target_checks_from_eval_info_files(tmp_path):
     out = tmp_path / "exp"
     exp = _experiment(out)
-    rates = lambda s, c=10, L=80: {split: (s, c, L, 0) for split in STATE_SPLITS}
+
+    def rates(s, c=10, length=80):
+        return {split: (s, c, length, 0) for split in STATE_SPLITS}
+
     _plant(out, "sft", {0: _summary(rates(40, 30, 90))})
     _plant(out, "grape_tc", {1: _summary(rates(64))})  # 1.6x SFT
     _plant(out, "step_dpo", {1: _summary(rates(50))})
@@ -186,7 +191,10 @@ def test_report_tables_and_target_checks_from_eval_info_files(tmp_path):
 def test_fig6_curve_starts_at_the_sft_policy(tmp_path):
     out = tmp_path / "exp"
     _experiment(out, Preset(**{**TINY.__dict__, "iterations": 2}))
-    rates = lambda s: {split: (s, 0, 50, 0) for split in STATE_SPLITS}
+
+    def rates(s):
+        return {split: (s, 0, 50, 0) for split in STATE_SPLITS}
+
     _plant(out, "sft", {0: _summary(rates(20))})
     _plant(out, "grape_tc", {1: _summary(rates(30)), 2: _summary(rates(45))})
     report = write_report(out).read_text()

@@ -108,7 +108,7 @@ def test_every_numeric_grape_train_flag_refuses_hostile_values_before_writing(tm
     flags = _numeric_flags(parser)
     assert {dest for _, dest, _ in flags} >= ZERO_IS_VALID | ZERO_IS_REFUSED
     out = tmp_path / "run"
-    for flag, dest, kind in flags:
+    for flag, dest, _kind in flags:
         argv = ["--constraints", "constraints/safety.grc", "--output-dir", str(out), flag, value]
         if value == "0":
             problems = validate(config_from_args(build_parser().parse_args(argv)))
@@ -127,7 +127,8 @@ def test_a_refused_flag_loads_no_model_and_no_torch(tmp_path):
     """Validation happens before the heavy imports: the process never loads torch."""
     code = (
         "import sys; from trainer.cli import train_main; "
-        f"code = train_main(['--constraints', 'constraints/safety.grc', '--lr', 'nan', '--output-dir', {str(tmp_path / 'r')!r}]); "
+        "code = train_main(['--constraints', 'constraints/safety.grc', '--lr', 'nan', "
+        f"'--output-dir', {str(tmp_path / 'r')!r}]); "
         "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -179,7 +180,8 @@ def test_every_numeric_grape_experiment_flag_refuses_hostile_values(tmp_path, va
     sub = next(a for a in experiment_parser()._actions if a.dest == "command")
     out = tmp_path / "exp"
     for flag, dest, _ in _numeric_flags(sub.choices["paper"]):
-        # --only names no run: a value that passes validation stops there (a usage error too) instead of running the plan
+        # --only names no run: a value that passes validation stops there (a usage error too) instead of
+        # running the plan
         code = _exit_code(
             experiment_main, ["paper", "--out", str(out), "--quick", "--only", "no_such_run", flag, value]
         )

@@ -62,13 +62,13 @@ def test_reader_ignores_temp_folders_and_filters_by_task(tmp_path):
 def test_killed_writer_leaves_only_complete_episodes(tmp_path):
     script = (
         "import sys, numpy as np\n"
-        "sys.path.insert(0, %r)\n"
+        f"sys.path.insert(0, {os.getcwd()!r})\n"
         "from tests.trainer.test_store import make_episode\n"
         "from trainer.store import write_episode\n"
         "i = 0\n"
         "while True:\n"
-        "    write_episode(%r, make_episode(length=400, seed=i)); i += 1\n"
-    ) % (os.getcwd(), str(tmp_path))
+        f"    write_episode({str(tmp_path)!r}, make_episode(length=400, seed=i)); i += 1\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
     while len(list(tmp_path.iterdir())) < 3 and time.time() < deadline:

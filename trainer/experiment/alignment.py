@@ -248,7 +248,8 @@ def evaluate(
         1, sum(o.split == "in_domain" for o in outcomes)
     )
     echo(
-        f"  {m.name} {decoding}: in-domain success {100 * rate:.1f}% ({len(outcomes)} episodes, {record['seconds']:.0f} s)"
+        f"  {m.name} {decoding}: in-domain success {100 * rate:.1f}% "
+        f"({len(outcomes)} episodes, {record['seconds']:.0f} s)"
     )
 
 
@@ -374,13 +375,15 @@ def render_report(out: Path, summary: dict[str, Any], info: dict[str, Any]) -> s
                 )
                 + f"{_pct(r['collision'])} | "
                 + (
-                    f"{100 * v['collision_difference']:+.1f} {_interval(v['collision_difference_ci95'], signed=True)} | "
+                    f"{100 * v['collision_difference']:+.1f} "
+                    f"{_interval(v['collision_difference_ci95'], signed=True)} | "
                     if v
                     else "– | "
                 )
                 + (f"{r['step_length_successful']:.1f} | " if r["step_length_successful"] is not None else "– | ")
                 + (
-                    f"{_num(v['step_length_ratio'], '{:.3f}')} {_interval(v['step_length_ratio_ci95'], percent=False)} |"
+                    f"{_num(v['step_length_ratio'], '{:.3f}')} "
+                    f"{_interval(v['step_length_ratio_ci95'], percent=False)} |"
                     if v
                     else "– |"
                 )

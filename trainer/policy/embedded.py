@@ -157,7 +157,8 @@ class EmbeddedVLA(Policy):
     def set_action_tokenizer(self, action_tokenizer: ActionTokenizer) -> None:
         if action_tokenizer.action_dim != self.config.action_dim or action_tokenizer.n_bins != self.config.n_bins:
             raise CheckpointError(
-                f"action statistics describe {action_tokenizer.action_dim}-D actions with {action_tokenizer.n_bins} bins; "
+                f"action statistics describe {action_tokenizer.action_dim}-D actions "
+                f"with {action_tokenizer.n_bins} bins; "
                 f"the policy emits {self.config.action_dim}-D actions with {self.config.n_bins} bins"
             )
         self.action_tokenizer = action_tokenizer

@@ -226,11 +226,13 @@ class HFVLAPolicy(Policy):
         if norm_stats:
             if unnorm_key is None:
                 raise CheckpointError(
-                    f"{folder / 'config.json'} holds action statistics for several datasets; pass unnorm_key= one of {sorted(norm_stats)}"
+                    f"{folder / 'config.json'} holds action statistics for several datasets; "
+                    f"pass unnorm_key= one of {sorted(norm_stats)}"
                 )
             if unnorm_key not in norm_stats:
                 raise CheckpointError(
-                    f"{folder / 'config.json'}: unnorm_key {unnorm_key!r} not in norm_stats; known: {sorted(norm_stats)}"
+                    f"{folder / 'config.json'}: unnorm_key {unnorm_key!r} not in norm_stats; "
+                    f"known: {sorted(norm_stats)}"
                 )
             stats = norm_stats[unnorm_key].get("action", {})
             # OpenVLA leaves the gripper (last dim) un-normalized and binary, as we do.

@@ -22,6 +22,9 @@ from trainer.policy.base import POLICY_META_FILE, CheckpointError, Policy
 POLICY_TYPES = ("auto", "embedded", "hf")
 """`--policy-type` choices; "hf" is the registry's "hf_vla"."""
 
+CPU = torch.device("cpu")
+"""The default device policies are opened on."""
+
 
 @dataclass(frozen=True)
 class HFOptions:
@@ -59,7 +62,7 @@ def open_policy(
     *,
     policy_type: str = "auto",
     hf: HFOptions = HFOptions(),
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     dtype: torch.dtype = torch.float32,
     is_trainable: bool = False,
 ) -> Policy:

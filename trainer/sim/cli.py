@@ -198,7 +198,8 @@ def cmd_tasks(config: None, args: argparse.Namespace) -> int:
         print(f"  {name:<22} {s.description}")
     print(f"state ({len(STATE_NAMES)}): {', '.join(STATE_NAMES)}")
     print(
-        f"action (7, {CONTROL_HZ} Hz): dx dy dz (|.| <= 0.02 m), droll dpitch dyaw (|.| <= 0.1 rad), gripper (> 0 close)"
+        f"action (7, {CONTROL_HZ} Hz): dx dy dz (|.| <= 0.02 m), droll dpitch dyaw (|.| <= 0.1 rad), "
+        "gripper (> 0 close)"
     )
     return 0
 
@@ -238,7 +239,8 @@ def cmd_demo(config: DemoConfig, args: argparse.Namespace) -> int:
     else:
         for task, c in counts.items():
             print(
-                f"{task:<22} written {c['written']:>5}  expert successes {c['success']}/{len(seeds)}  skipped {c['skipped']}"
+                f"{task:<22} written {c['written']:>5}  expert successes {c['success']}/{len(seeds)}  "
+                f"skipped {c['skipped']}"
             )
         print(f"store: {out}")
     return 0

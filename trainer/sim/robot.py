@@ -17,7 +17,7 @@ FINGER_FORCE = 60.0
 # Null-space IK keeps the elbow near the ready pose so long episodes do not wander into odd postures.
 _LOWER = (-2.9, -1.8, -2.9, -3.0, -2.9, -0.05, -2.9)
 _UPPER = (2.9, 1.8, 2.9, -0.08, 2.9, 3.8, 2.9)
-_RANGES = tuple(u - l for l, u in zip(_LOWER, _UPPER))
+_RANGES = tuple(upper - lower for lower, upper in zip(_LOWER, _UPPER))
 
 
 def down_quaternion(p, yaw: float, roll: float = math.pi, pitch: float = 0.0) -> tuple[float, ...]:
