@@ -44,8 +44,12 @@ def main() -> None:
     schema = llm.builtin_schema("pick_place")
     objective = llm.resolve_objective("safety", constraints)
     answer = fenced(VALID_PICK_PLACE)
-    messages = llm.build_messages("pick up the white box and place it into the black pot", objective, [schema],
-                                  examples=llm.pick_examples(constraints, "pick_place", check=api.check_source))
+    messages = llm.build_messages(
+        "pick up the white box and place it into the black pot",
+        objective,
+        [schema],
+        examples=llm.pick_examples(constraints, "pick_place", check=api.check_source),
+    )
 
     server = ChatServer().start()
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
@@ -70,16 +74,21 @@ def main() -> None:
         objectives = [str(objective.file_path)]
         compile_task(task, objectives, cache_dir=work / "cache")  # numba's own first-use cost, not ours
         rows = [
-            (f"HTTP round trip (prompt {sum(len(m['content']) for m in messages)} chars)",
-             best_of(args.repeat, http)),
+            (f"HTTP round trip (prompt {sum(len(m['content']) for m in messages)} chars)", best_of(args.repeat, http)),
             ("extract_grc", best_of(args.repeat, lambda _: llm.extract_grc(answer))),
-            ("check_source with the task schema",
-             best_of(args.repeat, lambda _: api.check_source(VALID_PICK_PLACE, "t.grc", schema=schema.names))),
+            (
+                "check_source with the task schema",
+                best_of(args.repeat, lambda _: api.check_source(VALID_PICK_PLACE, "t.grc", schema=schema.names)),
+            ),
             ("load_task under safety.grc", best_of(args.repeat, lambda _: api.load_task(str(task), objectives))),
-            ("compile_task, new program", best_of(args.repeat, lambda i: compile_task(
-                variant(i), objectives, cache_dir=work / "cache"))),
-            ("compile_task again, same process", best_of(args.repeat, lambda _: compile_task(
-                task, objectives, cache_dir=work / "cache"))),
+            (
+                "compile_task, new program",
+                best_of(args.repeat, lambda i: compile_task(variant(i), objectives, cache_dir=work / "cache")),
+            ),
+            (
+                "compile_task again, same process",
+                best_of(args.repeat, lambda _: compile_task(task, objectives, cache_dir=work / "cache")),
+            ),
         ]
     finally:
         server.close()

@@ -47,8 +47,11 @@ def _compare(name: str, reference: torch.Tensor, candidate: torch.Tensor) -> boo
     reference, candidate = reference.detach().float().cpu(), candidate.detach().float().cpu()
     diff = (candidate - reference).abs()
     allowed = ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * reference.abs()
-    return _report(name, bool((diff <= allowed).all()),
-                   f"max |difference| {float(diff.max()):.4f} nats per step (allowed there {float(allowed[diff.argmax()]):.3f})")
+    return _report(
+        name,
+        bool((diff <= allowed).all()),
+        f"max |difference| {float(diff.max()):.4f} nats per step (allowed there {float(allowed[diff.argmax()]):.3f})",
+    )
 
 
 def _logprob_checks(label: str, cpu_policy, device: torch.device, obs: dict) -> bool:
@@ -59,10 +62,18 @@ def _logprob_checks(label: str, cpu_policy, device: torch.device, obs: dict) -> 
     tokens = cpu_policy.sample(obs, instructions, generator=torch.Generator().manual_seed(0)).tokens
     reference = cpu_policy.log_prob(obs, instructions, tokens)
     policy = place_policy(copy.deepcopy(cpu_policy), device, torch.bfloat16)
-    ok = _compare(f"{label}: bfloat16 on {device} vs float32 on cpu, log_prob", reference, policy.log_prob(obs, instructions, tokens))
+    ok = _compare(
+        f"{label}: bfloat16 on {device} vs float32 on cpu, log_prob",
+        reference,
+        policy.log_prob(obs, instructions, tokens),
+    )
     uniforms = torch.rand(rows, 7, generator=torch.Generator().manual_seed(1))
     out = policy.sample(obs, instructions, uniforms=uniforms)
-    ok &= _compare(f"{label}: bfloat16 on {device}, sampled vs recomputed", out.logprobs, policy.log_prob(obs, instructions, out.tokens))
+    ok &= _compare(
+        f"{label}: bfloat16 on {device}, sampled vs recomputed",
+        out.logprobs,
+        policy.log_prob(obs, instructions, out.tokens),
+    )
     ok &= _report(f"{label}: log-prob dtype", out.logprobs.dtype == torch.float32, str(out.logprobs.dtype))
     return ok
 
@@ -71,7 +82,9 @@ def _adapter_changed(run: Path) -> bool:
     from safetensors.torch import load_file
 
     def adapter(k: int) -> dict:
-        return load_file(str(run / "checkpoints" / f"iter_{k:04d}" / "policy" / "adapter" / "adapter_model.safetensors"))
+        return load_file(
+            str(run / "checkpoints" / f"iter_{k:04d}" / "policy" / "adapter" / "adapter_model.safetensors")
+        )
 
     before, after = adapter(0), adapter(1)
     return any(not torch.equal(before[name], after[name]) for name in after)
@@ -80,10 +93,37 @@ def _adapter_changed(run: Path) -> bool:
 def _one_iteration(label: str, policy_dir: Path, run: Path, device: str, extra: list[str]) -> bool:
     from trainer.cli import train_main
 
-    argv = ["--constraints", str(REPO / "constraints" / "safety.grc"), "--policy", str(policy_dir), "--tasks", "stack",
-            "--states-per-task", "2", "--samples-per-state", "3", "--m", "1", "--min-gap", "0", "--max-steps", "6",
-            "--iterations", "1", "--lr", "0.05", "--output-dir", str(run), "--device", device, "--dtype", "bfloat16",
-            "--no-progress", "--json", *extra]
+    argv = [
+        "--constraints",
+        str(REPO / "constraints" / "safety.grc"),
+        "--policy",
+        str(policy_dir),
+        "--tasks",
+        "stack",
+        "--states-per-task",
+        "2",
+        "--samples-per-state",
+        "3",
+        "--m",
+        "1",
+        "--min-gap",
+        "0",
+        "--max-steps",
+        "6",
+        "--iterations",
+        "1",
+        "--lr",
+        "0.05",
+        "--output-dir",
+        str(run),
+        "--device",
+        device,
+        "--dtype",
+        "bfloat16",
+        "--no-progress",
+        "--json",
+        *extra,
+    ]
     started = time.perf_counter()
     code = train_main(argv)
     seconds = time.perf_counter() - started
@@ -93,12 +133,16 @@ def _one_iteration(label: str, policy_dir: Path, run: Path, device: str, extra: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda", help="device to check (default: cuda; cpu checks the script itself)")
+    parser.add_argument(
+        "--device", default="cuda", help="device to check (default: cuda; cpu checks the script itself)"
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        print(f"gpu_check: nothing to check on this machine ({why}; torch {torch.__version__}). "
-              "Run bench/gpu_check.sh on a machine with a GPU.")
+        print(
+            f"gpu_check: nothing to check on this machine ({why}; torch {torch.__version__}). "
+            "Run bench/gpu_check.sh on a machine with a GPU."
+        )
         return 0
     from trainer.device import resolve_device
     from trainer.policy import ActionTokenizer, add_lora, make_policy
@@ -116,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(scratch)
         # embedded policy (state only), with a non-zero LoRA adapter so the float32 factors matter
         torch.manual_seed(0)
-        embedded = make_policy("embedded", state_dim=STATE_DIM, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
+        embedded = make_policy(
+            "embedded", state_dim=STATE_DIM, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128
+        )
         embedded.set_state_statistics(rng.normal(0.0, 0.3, size=(256, STATE_DIM)))
         embedded.save_pretrained(root / "embedded")
         add_lora(embedded, rank=4)
@@ -130,15 +176,27 @@ def main(argv: list[str] | None = None) -> int:
 
         # HF VLA adapter on the tiny Llava
         build_tiny_llava(root / "llava")
-        stats = ActionTokenizer(q01=np.array([-0.02] * 3 + [-0.1] * 3 + [-1.0]), q99=np.array([0.02] * 3 + [0.1] * 3 + [1.0]))
+        stats = ActionTokenizer(
+            q01=np.array([-0.02] * 3 + [-0.1] * 3 + [-1.0]), q99=np.array([0.02] * 3 + [0.1] * 3 + [1.0])
+        )
         stats.save(root / "stats.json")
         hf = HFVLAPolicy.from_pretrained(root / "llava", action_stats=root / "stats.json")
         add_lora(hf, rank=4)
         images = {"state": obs["state"][:6], "image": rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)}
         ok &= _logprob_checks("hf adapter", hf, device, images)
-        ok &= _one_iteration("hf adapter", root / "llava", root / "run_hf", args.device, ["--action-stats", str(root / "stats.json")])
-    print(json.dumps({"device": str(device), "passed": bool(ok), "absolute_tolerance": ABSOLUTE_TOLERANCE,
-                      "relative_tolerance": RELATIVE_TOLERANCE}))
+        ok &= _one_iteration(
+            "hf adapter", root / "llava", root / "run_hf", args.device, ["--action-stats", str(root / "stats.json")]
+        )
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "passed": bool(ok),
+                "absolute_tolerance": ABSOLUTE_TOLERANCE,
+                "relative_tolerance": RELATIVE_TOLERANCE,
+            }
+        )
+    )
     return 0 if ok else 1
 
 

@@ -29,18 +29,31 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from grape_dsl.runtime.kernels import CompiledProgram
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "constraints" / "tasks" / "pick_place_obstacle.grc"
 OBJECTIVE = ROOT / "constraints" / "safety.grc"
-KEYPOINTS = ["gripper.tip", "object.center", "object.top", "object.bottom", "container.center",
-             "container.top", "obstacle.center", "obstacle.top"]
+KEYPOINTS = [
+    "gripper.tip",
+    "object.center",
+    "object.top",
+    "object.bottom",
+    "container.center",
+    "container.top",
+    "obstacle.center",
+    "obstacle.top",
+]
 SIGNALS = ["grasped", "contact.obstacle", "contact.table", "contact.distractor"]
 EE, OBJ, OBJ_BOTTOM, GOAL, OBSTACLE, OBSTACLE_TOP = (
-    KEYPOINTS.index(k) for k in ("gripper.tip", "object.center", "object.bottom", "container.top",
-                                 "obstacle.center", "obstacle.top"))
+    KEYPOINTS.index(k)
+    for k in ("gripper.tip", "object.center", "object.bottom", "container.top", "obstacle.center", "obstacle.top")
+)
 GRASPED, HIT_OBSTACLE, HIT_TABLE, HIT_OTHER = range(4)
 
 # The program's constants (params, and tol/weight after the safety objective). `configure`
@@ -54,13 +67,24 @@ W_COLLISION = TOL_COLLISION = W_PATH = TOL_PATH = W_ON_TIME = TOL_ON_TIME = UNRE
 def configure(program) -> None:  # noqa: ANN001 - an ir.Program
     params = dict(program.params)
     attrs = {f"{s.name}.{c.name}": c for s in program.stages for c in s.constraints}
-    expected = {"grasp.reach", "grasp.bump", "grasp.travel", "transport.above", "transport.hold",
-                "transport.bump", "transport.pass_over", "transport.travel", "place.inside",
-                "place.down", "place.released", "place.on_time", "place.bump"}
+    expected = {
+        "grasp.reach",
+        "grasp.bump",
+        "grasp.travel",
+        "transport.above",
+        "transport.hold",
+        "transport.bump",
+        "transport.pass_over",
+        "transport.travel",
+        "place.inside",
+        "place.down",
+        "place.released",
+        "place.on_time",
+        "place.bump",
+    }
     if set(attrs) != expected:
         raise SystemExit(f"{TASK.name} changed shape ({sorted(attrs)}); update bench/kernels.py")
-    same = [("grasp.bump", "transport.bump", "transport.pass_over", "place.bump"),
-            ("grasp.travel", "transport.travel")]
+    same = [("grasp.bump", "transport.bump", "transport.pass_over", "place.bump"), ("grasp.travel", "transport.travel")]
     for group in same:
         if len({(attrs[c].tol, attrs[c].weight) for c in group}) != 1:
             raise SystemExit(f"{group} no longer share tol/weight; update bench/kernels.py")
@@ -68,14 +92,24 @@ def configure(program) -> None:  # noqa: ANN001 - an ir.Program
     if zero_tol:
         raise SystemExit(f"{zero_tol} now have a tol; update bench/kernels.py")
     globals().update(
-        REACH_TOL=params["reach_tol"], NEAR=params["near"], SETTLE=params["settle"],
-        KEEP_OUT=params["keep_out"], CLEARANCE=params["clearance"], HORIZON=params["horizon"],
-        W_REACH=attrs["grasp.reach"].weight, W_ABOVE=attrs["transport.above"].weight,
-        W_INSIDE=attrs["place.inside"].weight, W_DOWN=attrs["place.down"].weight,
-        W_HOLD=attrs["transport.hold"].weight, W_RELEASED=attrs["place.released"].weight,
-        W_COLLISION=attrs["grasp.bump"].weight, TOL_COLLISION=attrs["grasp.bump"].tol,
-        W_PATH=attrs["grasp.travel"].weight, TOL_PATH=attrs["grasp.travel"].tol,
-        W_ON_TIME=attrs["place.on_time"].weight, TOL_ON_TIME=attrs["place.on_time"].tol,
+        REACH_TOL=params["reach_tol"],
+        NEAR=params["near"],
+        SETTLE=params["settle"],
+        KEEP_OUT=params["keep_out"],
+        CLEARANCE=params["clearance"],
+        HORIZON=params["horizon"],
+        W_REACH=attrs["grasp.reach"].weight,
+        W_ABOVE=attrs["transport.above"].weight,
+        W_INSIDE=attrs["place.inside"].weight,
+        W_DOWN=attrs["place.down"].weight,
+        W_HOLD=attrs["transport.hold"].weight,
+        W_RELEASED=attrs["place.released"].weight,
+        W_COLLISION=attrs["grasp.bump"].weight,
+        TOL_COLLISION=attrs["grasp.bump"].tol,
+        W_PATH=attrs["grasp.travel"].weight,
+        TOL_PATH=attrs["grasp.travel"].tol,
+        W_ON_TIME=attrs["place.on_time"].weight,
+        TOL_ON_TIME=attrs["place.on_time"].tol,
         UNREACHED=program.unreached,
     )
 
@@ -124,13 +158,20 @@ def write_batch(path: str, n: int, t_max: int) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp.npz")
-    np.savez(tmp, keypoints=batch.keypoints, keypoint_names=np.array(batch.keypoint_names),
-             signals=batch.signals, signal_names=np.array(batch.signal_names), lengths=lengths)
+    np.savez(
+        tmp,
+        keypoints=batch.keypoints,
+        keypoint_names=np.array(batch.keypoint_names),
+        signals=batch.signals,
+        signal_names=np.array(batch.signal_names),
+        lengths=lengths,
+    )
     os.replace(tmp, target)
     print(f"wrote {target}: {n} trajectories, T={t_max}, lengths {lengths.min()}..{lengths.max()}")
 
 
 # ---------------------------------------------------------------------------- (b) per-step Python
+
 
 def _norm(v: np.ndarray) -> float:
     return float(np.linalg.norm(v))
@@ -225,8 +266,10 @@ def per_step_python(keypoints: np.ndarray, signals: np.ndarray, lengths: np.ndar
             kp_l, s_l = kps[last], sigs[last]
             prev = kps[last - 1] if last > 0 else None
             total += UNREACHED + W_ABOVE * above(kp_l, s_l, last) + W_HOLD * hold(kp_l, s_l, last)
-            total += W_COLLISION * (max(0.0, touching(kp_l, s_l, last) - TOL_COLLISION)
-                                  + max(0.0, near_miss(kp_l, s_l, last) - TOL_COLLISION))
+            total += W_COLLISION * (
+                max(0.0, touching(kp_l, s_l, last) - TOL_COLLISION)
+                + max(0.0, near_miss(kp_l, s_l, last) - TOL_COLLISION)
+            )
             total += W_PATH * max(0.0, travel(prev, kp_l, OBJ) - TOL_PATH)
         # stage place
         if alive:
@@ -247,6 +290,7 @@ def per_step_python(keypoints: np.ndarray, signals: np.ndarray, lengths: np.ndar
 
 
 # ---------------------------------------------------------------------------- (c) numpy
+
 
 def _first(mask: np.ndarray, default: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     found = mask.any(axis=1)
@@ -276,8 +320,10 @@ def vectorized_numpy(keypoints: np.ndarray, signals: np.ndarray, lengths: np.nda
     xy_goal = np.linalg.norm(obj[:, :, :2] - goal[:, :, :2], axis=2)
     above_v = np.maximum(0.0, goal[:, :, 2] - bottom[:, :, 2])
     hold_v = np.maximum(0.0, 0.5 - grasped)
-    miss = ((np.linalg.norm(obj[:, :, :2] - kp[:, :, OBSTACLE, :2], axis=2) < KEEP_OUT)
-            & (bottom[:, :, 2] < kp[:, :, OBSTACLE_TOP, 2] + CLEARANCE)).astype(np.float64)
+    miss = (
+        (np.linalg.norm(obj[:, :, :2] - kp[:, :, OBSTACLE, :2], axis=2) < KEEP_OUT)
+        & (bottom[:, :, 2] < kp[:, :, OBSTACLE_TOP, 2] + CLEARANCE)
+    ).astype(np.float64)
     valid = steps < length
 
     # segmentation
@@ -316,13 +362,16 @@ def vectorized_numpy(keypoints: np.ndarray, signals: np.ndarray, lengths: np.nda
 
 
 def vectorized_numpy_chunked(keypoints, signals, lengths, chunk: int = 10_000):  # noqa: ANN001, ANN201
-    return np.concatenate([
-        vectorized_numpy(keypoints[i:i + chunk], signals[i:i + chunk], lengths[i:i + chunk])
-        for i in range(0, len(lengths), chunk)
-    ])
+    return np.concatenate(
+        [
+            vectorized_numpy(keypoints[i : i + chunk], signals[i : i + chunk], lengths[i : i + chunk])
+            for i in range(0, len(lengths), chunk)
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- timing
+
 
 def best_of(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
     best, result = math.inf, None
@@ -395,16 +444,49 @@ def compile_times() -> dict:
     return {"cold": cold, "cached": cached, "numba_floor": floor}
 
 
+def measure_size(
+    compiled: CompiledProgram, n: int, steps_per_trajectory: int, repeat: int, python_subsample: int
+) -> dict:
+    """Throughputs (trajectory-steps/s) and time ratios of the four styles on one batch of n trajectories.
+
+    The batch lives only in this call, so it is freed before the next (larger) size is built.
+    """
+    batch = make_batch(n, steps_per_trajectory)
+    steps = n * steps_per_trajectory
+    t_a, table = best_of(lambda: compiled.score(batch), repeat)
+    os.environ["GRAPE_DSL_THREADS"] = "1"
+    t_a1, _ = best_of(lambda: compiled.score(batch), repeat)
+    del os.environ["GRAPE_DSL_THREADS"]
+    r_ext = table.r_ext
+    sub = min(n, python_subsample)
+    t_b_sub, r_b = best_of(lambda: per_step_python(batch.keypoints[:sub], batch.signals[:sub], batch.lengths[:sub]), 1)
+    np.testing.assert_allclose(r_b, r_ext[:sub], rtol=1e-5)
+    t_b = t_b_sub * n / sub
+    t_c, r_c = best_of(lambda: vectorized_numpy_chunked(batch.keypoints, batch.signals, batch.lengths), repeat)
+    np.testing.assert_allclose(r_c, r_ext, rtol=1e-5)
+    t_d, _ = best_of(lambda: batch.keypoints.sum(), repeat)
+    row = {"n": n, "a": steps / t_a, "b": steps / t_b, "c": steps / t_c, "d": steps / t_d}
+    row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a, a1=steps / t_a1, a1_d=t_d / t_a1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--python-subsample", type=int, default=100,
-                        help="trajectories timed for the per-step Python style (then scaled)")
+    parser.add_argument(
+        "--python-subsample",
+        type=int,
+        default=100,
+        help="trajectories timed for the per-step Python style (then scaled)",
+    )
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--write-batch", metavar="FILE.npz",
-                        help="only write a synthetic batch of the first --sizes trajectories (for `grapec score`)")
+    parser.add_argument(
+        "--write-batch",
+        metavar="FILE.npz",
+        help="only write a synthetic batch of the first --sizes trajectories (for `grapec score`)",
+    )
     args = parser.parse_args()
     if args.write_batch:
         write_batch(args.write_batch, args.sizes[0], args.steps)
@@ -416,43 +498,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         compiled = compile_task(TASK, [OBJECTIVE], cache_dir=cache)
     configure(compiled.program)
-    print(f"task {TASK.name} + {OBJECTIVE.name}; T={args.steps}, K={len(KEYPOINTS)}, S={len(SIGNALS)}; "
-          f"kernel threads {_threads()}, cpu count {os.cpu_count()}; numpy single-threaded")
-    header = (f"{'N':>8} {'(a) kernel':>12} {'(b) py/step':>12} {'(c) numpy':>12} {'(d) sum':>12} "
-              f"{'a/b':>8} {'a/c':>7} {'a/d':>6} {'a 1 thread':>11} {'a1/d':>6}")
+    print(
+        f"task {TASK.name} + {OBJECTIVE.name}; T={args.steps}, K={len(KEYPOINTS)}, S={len(SIGNALS)}; "
+        f"kernel threads {_threads()}, cpu count {os.cpu_count()}; numpy single-threaded"
+    )
+    header = (
+        f"{'N':>8} {'(a) kernel':>12} {'(b) py/step':>12} {'(c) numpy':>12} {'(d) sum':>12} "
+        f"{'a/b':>8} {'a/c':>7} {'a/d':>6} {'a 1 thread':>11} {'a1/d':>6}"
+    )
     print("trajectory-steps per second")
     print(header)
     results = []
     for n in args.sizes:
-        batch = make_batch(n, args.steps)
-        steps = n * args.steps
-        t_a, table = best_of(lambda: compiled.score(batch), args.repeat)
-        os.environ["GRAPE_DSL_THREADS"] = "1"
-        t_a1, _ = best_of(lambda: compiled.score(batch), args.repeat)
-        del os.environ["GRAPE_DSL_THREADS"]
-        r_ext = table.r_ext
-        sub = min(n, args.python_subsample)
-        t_b_sub, r_b = best_of(lambda: per_step_python(batch.keypoints[:sub], batch.signals[:sub], batch.lengths[:sub]), 1)
-        np.testing.assert_allclose(r_b, r_ext[:sub], rtol=1e-5)
-        t_b = t_b_sub * n / sub
-        t_c, r_c = best_of(lambda: vectorized_numpy_chunked(batch.keypoints, batch.signals, batch.lengths), args.repeat)
-        np.testing.assert_allclose(r_c, r_ext, rtol=1e-5)
-        t_d, _ = best_of(lambda: batch.keypoints.sum(), args.repeat)
-        row = {"n": n, "a": steps / t_a, "b": steps / t_b, "c": steps / t_c, "d": steps / t_d}
-        row.update(a_b=t_b / t_a, a_c=t_c / t_a, a_d=t_d / t_a, a1=steps / t_a1, a1_d=t_d / t_a1)
+        row = measure_size(compiled, n, args.steps, args.repeat, args.python_subsample)
         results.append(row)
-        print(f"{n:>8} {row['a']:>12.3g} {row['b']:>12.3g} {row['c']:>12.3g} {row['d']:>12.3g} "
-              f"{row['a_b']:>8.0f} {row['a_c']:>7.1f} {row['a_d']:>6.2f} {row['a1']:>11.3g} {row['a1_d']:>6.2f}")
-        del batch, table
+        print(
+            f"{n:>8} {row['a']:>12.3g} {row['b']:>12.3g} {row['c']:>12.3g} {row['d']:>12.3g} "
+            f"{row['a_b']:>8.0f} {row['a_c']:>7.1f} {row['a_d']:>6.2f} {row['a1']:>11.3g} {row['a1_d']:>6.2f}"
+        )
     times = compile_times()
     cold, cached = times["cold"], times["cached"]
     for label, run in (("empty cache", cold), ("cached", cached)):
-        print(f"compile in a new process, {label}: compile_task {run['compile_task']:.2f}s = "
-              f"parse+check+lower {run['front_end']:.2f}s + kernels {run['load_program']:.2f}s "
-              f"({run['numba_compiled']} numba functions compiled); before it: import numba "
-              f"{run['import_numba']:.2f}s, import grape_dsl {run['import_grape_dsl']:.2f}s")
-    print(f"numba's floor, first call of a cached one-line njit function in a new process: "
-          f"{times['numba_floor']['seconds']:.2f}s")
+        print(
+            f"compile in a new process, {label}: compile_task {run['compile_task']:.2f}s = "
+            f"parse+check+lower {run['front_end']:.2f}s + kernels {run['load_program']:.2f}s "
+            f"({run['numba_compiled']} numba functions compiled); before it: import numba "
+            f"{run['import_numba']:.2f}s, import grape_dsl {run['import_grape_dsl']:.2f}s"
+        )
+    print(
+        f"numba's floor, first call of a cached one-line njit function in a new process: "
+        f"{times['numba_floor']['seconds']:.2f}s"
+    )
     if args.json:
         print(json.dumps({"throughput": results, "compile": times}, indent=2))
 

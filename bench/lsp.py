@@ -27,19 +27,22 @@ sys.path.insert(0, str(ROOT))
 def two_kb_file() -> str:
     """pick_place.grc (1.8 kB) with one more stage of real constraints: about 2 kB."""
     text = (ROOT / "constraints" / "tasks" / "pick_place.grc").read_text()
-    extra = ("stage settle until grasped <= 0 {\n"
-             "    subgoal still: norm(delta(obj)) <= 0.001 weight 2 tag task\n"
-             "    path calm: touching <= 0 tol 1 weight 0.5 over sum tag collision\n"
-             "    path level: abs(obj.z - goal.z) <= settle weight 1 over max tag task\n"
-             "}\n\n")
+    extra = (
+        "stage settle until grasped <= 0 {\n"
+        "    subgoal still: norm(delta(obj)) <= 0.001 weight 2 tag task\n"
+        "    path calm: touching <= 0 tol 1 weight 0.5 over sum tag collision\n"
+        "    path level: abs(obj.z - goal.z) <= settle weight 1 over max tag task\n"
+        "}\n\n"
+    )
     return text.replace("stage place {", extra + "stage place {")
 
 
 class Client:
     def __init__(self, command: list[str]):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, env=env)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
         self.next_id = 0
 
     def send(self, message: dict) -> None:
@@ -70,8 +73,10 @@ class Client:
     def wait_diagnostics(self, version: int) -> list:
         while True:
             message = self.receive()
-            if message.get("method") == "textDocument/publishDiagnostics" and \
-                    message["params"].get("version") == version:
+            if (
+                message.get("method") == "textDocument/publishDiagnostics"
+                and message["params"].get("version") == version
+            ):
                 return message["params"]["diagnostics"]
 
     def close(self) -> None:
@@ -85,20 +90,32 @@ def edit_latencies(text: str, edits: int, debounce_ms: int) -> list[float]:
     client.request("initialize", {"processId": os.getpid(), "rootUri": ROOT.as_uri(), "capabilities": {}})
     client.send({"method": "initialized", "params": {}})
     uri = (ROOT / "bench_lsp_2kb.grc").as_uri()  # never written: the text lives in the editor
-    client.send({"method": "textDocument/didOpen", "params": {"textDocument": {
-        "uri": uri, "languageId": "grc", "version": 0, "text": text}}})
+    client.send(
+        {
+            "method": "textDocument/didOpen",
+            "params": {"textDocument": {"uri": uri, "languageId": "grc", "version": 0, "text": text}},
+        }
+    )
     client.wait_diagnostics(0)
-    line = text[:text.index("param horizon")].count("\n")
+    line = text[: text.index("param horizon")].count("\n")
     times = []
     for version in range(1, edits + 1):
         # Type and delete one digit of `param horizon = 60` in turn: a realistic keystroke.
-        change = ({"range": {"start": {"line": line, "character": 18}, "end": {"line": line, "character": 18}},
-                   "text": "0"} if version % 2 else
-                  {"range": {"start": {"line": line, "character": 18}, "end": {"line": line, "character": 19}},
-                   "text": ""})
+        change = (
+            {"range": {"start": {"line": line, "character": 18}, "end": {"line": line, "character": 18}}, "text": "0"}
+            if version % 2
+            else {
+                "range": {"start": {"line": line, "character": 18}, "end": {"line": line, "character": 19}},
+                "text": "",
+            }
+        )
         start = time.perf_counter()
-        client.send({"method": "textDocument/didChange", "params": {
-            "textDocument": {"uri": uri, "version": version}, "contentChanges": [change]}})
+        client.send(
+            {
+                "method": "textDocument/didChange",
+                "params": {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]},
+            }
+        )
         client.wait_diagnostics(version)
         times.append(time.perf_counter() - start)
     client.close()
@@ -141,9 +158,11 @@ def main() -> None:
     print(summary("didChange -> publishDiagnostics, debounce 0 ms", immediate))
     print(summary("check_source alone, in process", in_process))
     over = sum(t > 0.1 for t in default)
-    print(f"edits over 100 ms with the default debounce: {over} of {len(default)}; "
-          f"server overhead over check_source (debounce 0, medians): "
-          f"{statistics.median(immediate) / statistics.median(in_process):.2f}x")
+    print(
+        f"edits over 100 ms with the default debounce: {over} of {len(default)}; "
+        f"server overhead over check_source (debounce 0, medians): "
+        f"{statistics.median(immediate) / statistics.median(in_process):.2f}x"
+    )
 
 
 if __name__ == "__main__":

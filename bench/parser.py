@@ -14,9 +14,9 @@ import argparse
 import gc
 import tempfile
 import time
+from pathlib import Path
 
 from lark import Lark
-from pathlib import Path
 
 from grape_dsl.diagnostics import GrcError
 from grape_dsl.fmt import format_source
@@ -32,8 +32,11 @@ def grown(target_chars: int) -> str:
     stages = first_stage + rest
     out, n = [head], 0
     while sum(map(len, out)) < target_chars:
-        out.append(stages.replace("stage grasp", f"stage grasp{n}").replace("stage transport", f"stage transport{n}")
-                   .replace("stage place", f"stage place{n}"))
+        out.append(
+            stages.replace("stage grasp", f"stage grasp{n}")
+            .replace("stage transport", f"stage transport{n}")
+            .replace("stage place", f"stage place{n}")
+        )
         n += 1
     return "".join(out)
 
@@ -67,8 +70,14 @@ def parse_or_diagnose(text: str) -> str:
 
 def table_build_vs_cache(repeat: int) -> tuple[float, float]:
     """Seconds to build the LALR tables (strict check included) vs to load them from Lark's cache."""
-    options = dict(parser="lalr", lexer="basic", strict=True, propagate_positions=True,
-                   maybe_placeholders=False, start=_START_RULES)
+    options = dict(
+        parser="lalr",
+        lexer="basic",
+        strict=True,
+        propagate_positions=True,
+        maybe_placeholders=False,
+        start=_START_RULES,
+    )
     grammar = grammar_text()
     build = best_of(repeat, lambda: Lark(grammar, **options))
     with tempfile.TemporaryDirectory() as folder:
@@ -92,8 +101,10 @@ def main() -> None:
         fmt_seconds = best_of(args.repeat, lambda: format_source(text))
         per_char = seconds / len(text) * 1e6
         base = base or per_char
-        print(f"{'stock pick_place x' + str(round(len(text) / len(STOCK))):<34}{len(text):>10,}{seconds:>10.3f}"
-              f"{fmt_seconds:>10.3f}{per_char:>10.2f}{per_char / base:>9.2f}x")
+        print(
+            f"{'stock pick_place x' + str(round(len(text) / len(STOCK))):<34}{len(text):>10,}{seconds:>10.3f}"
+            f"{fmt_seconds:>10.3f}{per_char:>10.2f}{per_char / base:>9.2f}x"
+        )
 
     text = grown(MAX_SOURCE_CHARS - 10_000)
     gc.collect()
@@ -104,8 +115,10 @@ def main() -> None:
             _lark().parse(text, start="start")
 
     without_gc = best_of(args.repeat, paused)
-    print(f"\nLark parse of {len(text):,} chars: GC on {with_gc:.3f} s, GC paused {without_gc:.3f} s "
-          f"({with_gc / without_gc:.2f}x)")
+    print(
+        f"\nLark parse of {len(text):,} chars: GC on {with_gc:.3f} s, GC paused {without_gc:.3f} s "
+        f"({with_gc / without_gc:.2f}x)"
+    )
 
     build, load = table_build_vs_cache(args.repeat)
     print(f"LALR tables: built {build:.3f} s, loaded from cache {load:.4f} s ({build / load:.0f}x)")

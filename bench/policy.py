@@ -26,22 +26,36 @@ import numpy as np
 import torch
 
 STATE_DIM = 28
-INSTRUCTIONS = ["put the orange cube in the brown tray", "push the orange cube onto the green target",
-                "stack the blue block on the orange block", "place the blue cube inside the white box and do not hit the pillar"]
+INSTRUCTIONS = [
+    "put the orange cube in the brown tray",
+    "push the orange cube onto the green target",
+    "stack the blue block on the orange block",
+    "place the blue cube inside the white box and do not hit the pillar",
+]
 
 
 def build(args: argparse.Namespace):
     from trainer.policy import make_policy
 
     torch.manual_seed(0)
-    return make_policy("embedded", state_dim=STATE_DIM, hidden_size=args.hidden_size, num_layers=args.layers,
-                       num_heads=args.heads, intermediate_size=2 * args.hidden_size)
+    return make_policy(
+        "embedded",
+        state_dim=STATE_DIM,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=2 * args.hidden_size,
+    )
 
 
 def batch(size: int, seed: int = 0) -> tuple[dict, list[str], torch.Tensor]:
     rng = np.random.default_rng(seed)
     obs = {"state": rng.normal(size=(size, STATE_DIM)).astype(np.float32)}
-    return obs, [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(size)], torch.as_tensor(rng.integers(0, 256, (size, 7)))
+    return (
+        obs,
+        [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(size)],
+        torch.as_tensor(rng.integers(0, 256, (size, 7))),
+    )
 
 
 def steps_per_second(fn, batch_size: int, min_seconds: float) -> float:
@@ -101,17 +115,39 @@ def memory_worker(args: argparse.Namespace) -> None:
         loss.backward()
         optimizer.step()
     seconds = (time.perf_counter() - started) / 2
-    print(json.dumps({"peak_added_mib": (_hiwater_kib() - baseline) / 1024, "step_seconds": seconds,
-                      "trainable_params": sum(p.numel() for p in parameters),
-                      "total_params": sum(p.numel() for p in policy.parameters())}))
+    print(
+        json.dumps(
+            {
+                "peak_added_mib": (_hiwater_kib() - baseline) / 1024,
+                "step_seconds": seconds,
+                "trainable_params": sum(p.numel() for p in parameters),
+                "total_params": sum(p.numel() for p in policy.parameters()),
+            }
+        )
+    )
 
 
 def memory(args: argparse.Namespace) -> dict:
     results = {}
     for kind in ("lora", "full"):
-        command = [sys.executable, __file__, "--memory-worker", kind, "--hidden-size", str(args.hidden_size),
-                   "--layers", str(args.layers), "--heads", str(args.heads), "--train-batch", str(args.train_batch),
-                   "--lora-rank", str(args.lora_rank), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--memory-worker",
+            kind,
+            "--hidden-size",
+            str(args.hidden_size),
+            "--layers",
+            str(args.layers),
+            "--heads",
+            str(args.heads),
+            "--train-batch",
+            str(args.train_batch),
+            "--lora-rank",
+            str(args.lora_rank),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(f"memory worker ({kind}) failed:\n{done.stderr[-2000:]}")
@@ -120,8 +156,11 @@ def memory(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[10:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[10:]),
+    )
     parser.add_argument("--hidden-size", type=int, default=128, help="model width (default 128, the SFT default)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
@@ -137,31 +176,54 @@ def main() -> None:
         memory_worker(args)
         return
     torch.set_num_threads(args.threads)
-    report = {"config": {"hidden_size": args.hidden_size, "layers": args.layers, "threads": args.threads},
-              "throughput": throughput(args), "memory": memory(args)}
+    report = {
+        "config": {"hidden_size": args.hidden_size, "layers": args.layers, "threads": args.threads},
+        "throughput": throughput(args),
+        "memory": memory(args),
+    }
     base = report["throughput"][args.batch_sizes[0]]
     lora, full = report["memory"]["lora"], report["memory"]["full"]
     report["ratios"] = {
-        "sample_batch_speedup": {size: r["sample_steps_per_s"] / base["sample_steps_per_s"] for size, r in report["throughput"].items()},
-        "score_batch_speedup": {size: r["score_steps_per_s"] / base["score_steps_per_s"] for size, r in report["throughput"].items()},
-        "score_over_sample": {size: r["score_steps_per_s"] / r["sample_steps_per_s"] for size, r in report["throughput"].items()},
+        "sample_batch_speedup": {
+            size: r["sample_steps_per_s"] / base["sample_steps_per_s"] for size, r in report["throughput"].items()
+        },
+        "score_batch_speedup": {
+            size: r["score_steps_per_s"] / base["score_steps_per_s"] for size, r in report["throughput"].items()
+        },
+        "score_over_sample": {
+            size: r["score_steps_per_s"] / r["sample_steps_per_s"] for size, r in report["throughput"].items()
+        },
         "lora_over_full_peak_memory": lora["peak_added_mib"] / full["peak_added_mib"],
         "lora_over_full_step_time": lora["step_seconds"] / full["step_seconds"],
     }
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"embedded VLA: hidden {args.hidden_size}, {args.layers} layers, {full['total_params']:,} parameters, {args.threads} thread(s)")
-    print(f"{'batch':>6} {'sample steps/s':>15} {'score steps/s':>14} {'sample xB1':>11} {'score xB1':>10} {'score/sample':>13}")
+    print(
+        f"embedded VLA: hidden {args.hidden_size}, {args.layers} layers, {full['total_params']:,} parameters, "
+        f"{args.threads} thread(s)"
+    )
+    print(
+        f"{'batch':>6} {'sample steps/s':>15} {'score steps/s':>14} {'sample xB1':>11} {'score xB1':>10} "
+        f"{'score/sample':>13}"
+    )
     for size, r in report["throughput"].items():
-        print(f"{size:>6} {r['sample_steps_per_s']:>15.1f} {r['score_steps_per_s']:>14.1f} "
-              f"{report['ratios']['sample_batch_speedup'][size]:>11.1f} {report['ratios']['score_batch_speedup'][size]:>10.1f} "
-              f"{report['ratios']['score_over_sample'][size]:>13.1f}")
-    print(f"training step, batch {args.train_batch}: LoRA r={args.lora_rank} ({lora['trainable_params']:,} trainable) "
-          f"peak +{lora['peak_added_mib']:.1f} MiB, {lora['step_seconds'] * 1e3:.0f} ms; full ({full['trainable_params']:,} trainable) "
-          f"peak +{full['peak_added_mib']:.1f} MiB, {full['step_seconds'] * 1e3:.0f} ms")
-    print(f"LoRA / full: peak memory {report['ratios']['lora_over_full_peak_memory']:.2f}x, "
-          f"step time {report['ratios']['lora_over_full_step_time']:.2f}x")
+        print(
+            f"{size:>6} {r['sample_steps_per_s']:>15.1f} {r['score_steps_per_s']:>14.1f} "
+            f"{report['ratios']['sample_batch_speedup'][size]:>11.1f} "
+            f"{report['ratios']['score_batch_speedup'][size]:>10.1f} "
+            f"{report['ratios']['score_over_sample'][size]:>13.1f}"
+        )
+    print(
+        f"training step, batch {args.train_batch}: LoRA r={args.lora_rank} ({lora['trainable_params']:,} trainable) "
+        f"peak +{lora['peak_added_mib']:.1f} MiB, {lora['step_seconds'] * 1e3:.0f} ms; "
+        f"full ({full['trainable_params']:,} trainable) "
+        f"peak +{full['peak_added_mib']:.1f} MiB, {full['step_seconds'] * 1e3:.0f} ms"
+    )
+    print(
+        f"LoRA / full: peak memory {report['ratios']['lora_over_full_peak_memory']:.2f}x, "
+        f"step time {report['ratios']['lora_over_full_step_time']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

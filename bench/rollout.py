@@ -39,8 +39,14 @@ def load_policy(folder: str | None, sft_cache: str):
         return load(folder), folder
     defaults = SFTConfig()
     torch.manual_seed(0)
-    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=defaults.hidden_size, num_layers=defaults.num_layers,
-                         num_heads=defaults.num_heads, intermediate_size=defaults.intermediate_size)
+    policy = make_policy(
+        "embedded",
+        state_dim=STATE_DIM,
+        hidden_size=defaults.hidden_size,
+        num_layers=defaults.num_layers,
+        num_heads=defaults.num_heads,
+        intermediate_size=defaults.intermediate_size,
+    )
     return policy.eval(), "untrained policy of the default SFT size (no cached SFT policy found)"
 
 
@@ -70,7 +76,9 @@ def replay(rollouts, pool, max_steps: int) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", help="policy folder (default: the cached default SFT policy, else an untrained one)")
+    parser.add_argument(
+        "--policy", help="policy folder (default: the cached default SFT policy, else an untrained one)"
+    )
     parser.add_argument("--sft-cache", default="cache/sft", help="where grape-train caches the default SFT policy")
     parser.add_argument("--task", default="pick_place")
     parser.add_argument("--episodes", type=int, default=32, help="episodes per round (default 32)")
@@ -86,13 +94,19 @@ def main() -> None:
 
     policy, source = load_policy(args.policy, args.sft_cache)
     pool = shared_env_pool()
-    specs = lambda r: [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * r + i) for i in range(args.episodes)]
-    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)  # warm pool
+
+    def specs(round_index: int) -> list[EpisodeSpec]:
+        return [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i) for i in range(args.episodes)]
+
+    # warm pool
+    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
     totals = {"policy in the loop": [0, 0.0], "physics only": [0, 0.0], "policy, fresh worlds": [0, 0.0]}
     exact_replays = 0
     for r in range(args.rounds):
         started = time.perf_counter()
-        rollouts, _ = collect_rollouts(policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs)
+        rollouts, _ = collect_rollouts(
+            policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
+        )
         totals["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
         totals["policy in the loop"][1] += time.perf_counter() - started
         started = time.perf_counter()
@@ -101,24 +115,50 @@ def main() -> None:
         exact_replays += same
         totals["physics only"][1] += time.perf_counter() - started
         started = time.perf_counter()
-        fresh, _ = collect_rollouts(policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs,
-                                    env_pool=EnvPool(capacity=0))
+        fresh, _ = collect_rollouts(
+            policy,
+            specs(r),
+            sample_seed=r,
+            max_steps=args.max_steps,
+            batch_envs=args.batch_envs,
+            env_pool=EnvPool(capacity=0),
+        )
         totals["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
         totals["policy, fresh worlds"][1] += time.perf_counter() - started
     physics = totals["physics only"][0] / totals["physics only"][1]
-    rows = {name: {"steps": steps, "seconds": round(seconds, 3), "steps_per_second": round(steps / seconds, 1),
-                   "x_physics": round(steps / seconds / physics, 3)} for name, (steps, seconds) in totals.items()}
-    result = {"policy": source, "task": args.task, "episodes_per_round": args.episodes, "rounds": args.rounds,
-              "batch_envs": args.batch_envs,
-              "replays_exact": f"{exact_replays}/{args.episodes * args.rounds}", "load_average": os.getloadavg(), "rows": rows}
+    rows = {
+        name: {
+            "steps": steps,
+            "seconds": round(seconds, 3),
+            "steps_per_second": round(steps / seconds, 1),
+            "x_physics": round(steps / seconds / physics, 3),
+        }
+        for name, (steps, seconds) in totals.items()
+    }
+    result = {
+        "policy": source,
+        "task": args.task,
+        "episodes_per_round": args.episodes,
+        "rounds": args.rounds,
+        "batch_envs": args.batch_envs,
+        "replays_exact": f"{exact_replays}/{args.episodes * args.rounds}",
+        "load_average": os.getloadavg(),
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, {args.batch_envs} envs in lockstep, "
-          f"1 torch thread; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, "
+        f"{args.batch_envs} envs in lockstep, "
+        f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10}")
     for name, row in rows.items():
-        print(f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} {row['x_physics']:>10.2f}")
+        print(
+            f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} "
+            f"{row['x_physics']:>10.2f}"
+        )
     print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
 
 

@@ -149,8 +149,17 @@ def main() -> None:
     rates = {name: row.rate / (12 if name.startswith("physics") else 1) for name, row in rows.items()}
     base = rates["expert"]
     if args.json:
-        print(json.dumps({"task": args.task, "physics_steps_per_s": physics, "control_steps_per_s": rates,
-                          "ratio_to_expert": {k: v / base for k, v in rates.items()}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "task": args.task,
+                    "physics_steps_per_s": physics,
+                    "control_steps_per_s": rates,
+                    "ratio_to_expert": {k: v / base for k, v in rates.items()},
+                },
+                indent=1,
+            )
+        )
         return
     print(f"task={args.task}  raw physics: {physics:,.0f} physics steps/s")
     print(f"{'row':<36} {'steps/s':>10} {'x expert':>9}")

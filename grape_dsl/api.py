@@ -87,11 +87,16 @@ def load_task(
         module, problems = parse_source(text, task_path)
         errors.extend(problems)
         if isinstance(module, ast.ObjectiveFile):
-            errors.append(Diagnostic(
-                OBJECTIVE_WHERE_TASK_EXPECTED, "error",
-                f"{task_path} is an objective file (objective {module.name}), but a task file is expected here",
-                task_path, module.span if module.span != ast.NO_SPAN else None,
-                expected="a task file ('task NAME ...'); pass objectives with --objective"))
+            errors.append(
+                Diagnostic(
+                    OBJECTIVE_WHERE_TASK_EXPECTED,
+                    "error",
+                    f"{task_path} is an objective file (objective {module.name}), but a task file is expected here",
+                    task_path,
+                    module.span if module.span != ast.NO_SPAN else None,
+                    expected="a task file ('task NAME ...'); pass objectives with --objective",
+                )
+            )
         elif isinstance(module, ast.TaskFile):
             task = module
             _split(check(module, schema=schema).diagnostics, errors, warnings)
@@ -121,8 +126,9 @@ def load_task(
     )
 
 
-def _source_hash(task_path: str, loaded: LoadedObjectives, sources: dict[str, str],
-                 overrides: Mapping[str, float]) -> str:
+def _source_hash(
+    task_path: str, loaded: LoadedObjectives, sources: dict[str, str], overrides: Mapping[str, float]
+) -> str:
     digest = hashlib.sha256()
     # Lengths delimit the texts, so moving text from one file to the next changes the hash.
     texts = [sources[task_path]] + [sources[f.path] for f in loaded.files if f.path in sources]
@@ -154,5 +160,6 @@ def _sorted(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
     order: dict[str, int] = {}
     for diagnostic in diagnostics:
         order.setdefault(diagnostic.path, len(order))
-    return sorted(diagnostics, key=lambda d: (order[d.path], d.span.line if d.span else 0,
-                                              d.span.column if d.span else 0))
+    return sorted(
+        diagnostics, key=lambda d: (order[d.path], d.span.line if d.span else 0, d.span.column if d.span else 0)
+    )

@@ -294,14 +294,19 @@ class _TaskChecker:
                 why = f"it is a builtin function: {describe(name)}"
             else:
                 why = "it is a keyword"
-            self.sink.error(RESERVED_NAME, f"cannot declare '{name}' as a {kind}: {why}", span,
-                            hint="choose another name")
+            self.sink.error(
+                RESERVED_NAME, f"cannot declare '{name}' as a {kind}: {why}", span, hint="choose another name"
+            )
             return False
         earlier = self.symbols.get(name)
         if earlier is not None:
             where = f" at line {earlier.span.line}" if _real(earlier.span) else ""
-            self.sink.error(DUPLICATE_NAME, f"'{name}' is already declared as a {earlier.kind}{where}",
-                            span, hint="keypoints, signals, params and lets share one namespace")
+            self.sink.error(
+                DUPLICATE_NAME,
+                f"'{name}' is already declared as a {earlier.kind}{where}",
+                span,
+                hint="keypoints, signals, params and lets share one namespace",
+            )
             return False
         self.symbols[name] = _Symbol(name, kind, span, decl)
         self.kinds[name] = kind
@@ -315,23 +320,27 @@ class _TaskChecker:
             source = keypoint.source.dotted
             if source in keypoint_names:
                 continue
-            hint = ("it is a signal: bind it in signals { }" if source in signal_names else None)
+            hint = "it is a signal: bind it in signals { }" if source in signal_names else None
             self.sink.error(
                 UNKNOWN_KEYPOINT_SOURCE,
                 f"the environment reports no keypoint '{source}'"
                 + self.suggest(source, keypoint_names, "keypoint sources"),
                 keypoint.source.span or keypoint.span,
-                expected="one of " + ", ".join(keypoint_names), hint=hint)
+                expected="one of " + ", ".join(keypoint_names),
+                hint=hint,
+            )
         for signal in self.task.signals:
             source = signal.source.dotted
             if source in signal_names:
                 continue
-            hint = ("it is a keypoint: bind it in keypoints { }" if source in keypoint_names else None)
+            hint = "it is a keypoint: bind it in keypoints { }" if source in keypoint_names else None
             self.sink.error(
                 UNKNOWN_SIGNAL_SOURCE,
                 f"the environment reports no signal '{source}'" + self.suggest(source, signal_names, "signal sources"),
                 signal.source.span or signal.span,
-                expected="one of " + ", ".join(signal_names), hint=hint)
+                expected="one of " + ", ".join(signal_names),
+                hint=hint,
+            )
 
     # ------------------------------------------------------------------ lets
 
@@ -350,8 +359,10 @@ class _TaskChecker:
 
     def _let_order(self) -> list[str]:
         """Lets in dependency order (post-order DFS); reports each cycle once, naming the chain."""
-        deps = {name: list(dict.fromkeys(r.ident for r in names_in(value) if r.ident in self._let_values))
-                for name, value in self._let_values.items()}
+        deps = {
+            name: list(dict.fromkeys(r.ident for r in names_in(value) if r.ident in self._let_values))
+            for name, value in self._let_values.items()
+        }
         state: dict[str, str] = {}  # name -> "active" | "done"
         reported: set[frozenset[str]] = set()
         order: list[str] = []
@@ -363,13 +374,17 @@ class _TaskChecker:
             while pending:
                 for ref in pending[-1]:
                     if state.get(ref) == "active":
-                        cycle = path[path.index(ref):]
+                        cycle = path[path.index(ref) :]
                         self._cyclic.update(cycle)
                         if frozenset(cycle) not in reported:
                             reported.add(frozenset(cycle))
                             chain = " -> ".join([*cycle, ref])
-                            self.sink.error(LET_CYCLE, f"let cycle: {chain}", self.symbols[cycle[0]].span,
-                                            hint="a let may not depend on itself, directly or through other lets")
+                            self.sink.error(
+                                LET_CYCLE,
+                                f"let cycle: {chain}",
+                                self.symbols[cycle[0]].span,
+                                hint="a let may not depend on itself, directly or through other lets",
+                            )
                     elif ref not in state:
                         state[ref] = "active"
                         path.append(ref)
@@ -397,8 +412,12 @@ class _TaskChecker:
             if base is None:
                 return None
             if base != VEC3:
-                self.sink.error(COMPONENT_TYPE, f"'.{expr.axis}' takes a vec3, but this is {_article(base)}",
-                                expr.span, expected="a keypoint or another vec3 before '.x', '.y' or '.z'")
+                self.sink.error(
+                    COMPONENT_TYPE,
+                    f"'.{expr.axis}' takes a vec3, but this is {_article(base)}",
+                    expr.span,
+                    expected="a keypoint or another vec3 before '.x', '.y' or '.z'",
+                )
                 return None
             return SCALAR
         if isinstance(expr, ast.Call):
@@ -408,8 +427,12 @@ class _TaskChecker:
             if operand is None:
                 return None
             if operand == BOOL:
-                self.sink.error(ARITHMETIC_TYPE, "unary '-' takes a scalar or a vec3, but this is a bool",
-                                expr.span, hint="use 'not' to negate a condition")
+                self.sink.error(
+                    ARITHMETIC_TYPE,
+                    "unary '-' takes a scalar or a vec3, but this is a bool",
+                    expr.span,
+                    hint="use 'not' to negate a condition",
+                )
                 return None
             return operand
         if isinstance(expr, ast.Not):
@@ -417,8 +440,12 @@ class _TaskChecker:
             if operand is None:
                 return None
             if operand != BOOL:
-                self.sink.error(LOGIC_TYPE, f"'not' takes a bool, but this is {_article(operand)}",
-                                expr.operand.span, hint=self._bool_hint(operand))
+                self.sink.error(
+                    LOGIC_TYPE,
+                    f"'not' takes a bool, but this is {_article(operand)}",
+                    expr.operand.span,
+                    hint=self._bool_hint(operand),
+                )
                 return None
             return BOOL
         if isinstance(expr, ast.Binary):
@@ -429,9 +456,12 @@ class _TaskChecker:
             left, right = self._infer(expr.left), self._infer(expr.right)
             for side, side_type in ((expr.left, left), (expr.right, right)):
                 if side_type is not None and side_type != BOOL:
-                    self.sink.error(LOGIC_TYPE,
-                                    f"'{expr.op}' takes bools, but this operand is {_article(side_type)}",
-                                    side.span, hint=self._bool_hint(side_type))
+                    self.sink.error(
+                        LOGIC_TYPE,
+                        f"'{expr.op}' takes bools, but this operand is {_article(side_type)}",
+                        side.span,
+                        hint=self._bool_hint(side_type),
+                    )
                     return None
             return BOOL if left is not None and right is not None else None
         raise TypeError(f"checker: unknown expression node {type(expr).__name__}")
@@ -453,14 +483,22 @@ class _TaskChecker:
             self.used.add(name)
             return self.types.get(name)  # lets are typed first, in dependency order (see run())
         if name in BUILTINS:
-            self.sink.error(FUNCTION_AS_VALUE, f"'{name}' is a builtin function, not a value",
-                            expr.span, expected=f"a call: {describe(name)}")
+            self.sink.error(
+                FUNCTION_AS_VALUE,
+                f"'{name}' is a builtin function, not a value",
+                expr.span,
+                expected=f"a call: {describe(name)}",
+            )
             return None
         if self._name_pool is None:  # declarations are complete before any expression is typed
             self._name_pool = (*self.symbols, STEP_INDEX_NAME)
         candidates = self._name_pool
-        self.sink.error(UNKNOWN_NAME, f"unknown name '{name}'" + self.suggest(name, candidates, "names"), expr.span,
-                        hint="declare it as a keypoint, signal, param or let")
+        self.sink.error(
+            UNKNOWN_NAME,
+            f"unknown name '{name}'" + self.suggest(name, candidates, "names"),
+            expr.span,
+            hint="declare it as a keypoint, signal, param or let",
+        )
         return None
 
     def _infer_call(self, expr: ast.Call) -> Type | None:
@@ -468,12 +506,19 @@ class _TaskChecker:
         if expr.func not in BUILTINS:
             symbol = self.symbols.get(expr.func)
             if symbol is not None:
-                self.sink.error(UNKNOWN_FUNCTION, f"'{expr.func}' is a {symbol.kind}, not a function",
-                                expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
+                self.sink.error(
+                    UNKNOWN_FUNCTION,
+                    f"'{expr.func}' is a {symbol.kind}, not a function",
+                    expr.span,
+                    expected="a builtin: " + ", ".join(sorted(BUILTINS)),
+                )
             else:
-                self.sink.error(UNKNOWN_FUNCTION,
-                                f"unknown function '{expr.func}'" + self.suggest(expr.func, BUILTINS, "builtins"),
-                                expr.span, expected="a builtin: " + ", ".join(sorted(BUILTINS)))
+                self.sink.error(
+                    UNKNOWN_FUNCTION,
+                    f"unknown function '{expr.func}'" + self.suggest(expr.func, BUILTINS, "builtins"),
+                    expr.span,
+                    expected="a builtin: " + ", ".join(sorted(BUILTINS)),
+                )
             return None
         if any(t is None for t in arg_types):
             return None
@@ -482,20 +527,23 @@ class _TaskChecker:
         if signature is not None:
             return signature.returns
         overloads = BUILTINS[expr.func]
-        arities_ok = any(
-            (len(known) >= s.min_args) if s.variadic else (len(known) == len(s.params)) for s in overloads
-        )
+        arities_ok = any((len(known) >= s.min_args) if s.variadic else (len(known) == len(s.params)) for s in overloads)
         got = f"{expr.func}({', '.join(known)})"
         if not arities_ok:
             counts = sorted({f"{s.min_args} or more" if s.variadic else str(len(s.params)) for s in overloads})
-            self.sink.error(WRONG_ARITY,
-                            f"'{expr.func}' takes {' or '.join(counts)} argument(s), got {len(known)}:"
-                            f" {describe(expr.func)}", expr.span)
+            self.sink.error(
+                WRONG_ARITY,
+                f"'{expr.func}' takes {' or '.join(counts)} argument(s), got {len(known)}: {describe(expr.func)}",
+                expr.span,
+            )
             return None
         # Point at the first argument that fits no overload of the right length.
         culprit = self._first_bad_argument(expr, known)
-        self.sink.error(WRONG_ARGUMENT_TYPE, f"wrong argument types: {got}; the signature is {describe(expr.func)}",
-                        culprit.span if culprit is not None else expr.span)
+        self.sink.error(
+            WRONG_ARGUMENT_TYPE,
+            f"wrong argument types: {got}; the signature is {describe(expr.func)}",
+            culprit.span if culprit is not None else expr.span,
+        )
         return None
 
     @staticmethod
@@ -528,8 +576,9 @@ class _TaskChecker:
             hint = "a vec3 and a scalar cannot be added; use vec(x, y, z) or a component like '.z'"
         elif expr.op == "/" and right == VEC3:
             hint = "a vec3 can only be divided by a scalar"
-        self.sink.error(ARITHMETIC_TYPE, f"cannot apply '{expr.op}' to {_article(left)} and {_article(right)}",
-                        expr.span, hint=hint)
+        self.sink.error(
+            ARITHMETIC_TYPE, f"cannot apply '{expr.op}' to {_article(left)} and {_article(right)}", expr.span, hint=hint
+        )
         return None
 
     def _infer_compare(self, expr: ast.Compare) -> Type | None:
@@ -543,8 +592,12 @@ class _TaskChecker:
             hint = "compare distances or components: dist(a, b), norm(v), v.z"
         elif BOOL in (left, right):
             hint = "combine conditions with 'and', 'or', 'not'"
-        self.sink.error(COMPARISON_TYPE, f"'{expr.op}' compares two scalars, not {_article(left)} and {_article(right)}",
-                        expr.span, hint=hint)
+        self.sink.error(
+            COMPARISON_TYPE,
+            f"'{expr.op}' compares two scalars, not {_article(left)} and {_article(right)}",
+            expr.span,
+            hint=hint,
+        )
         return None
 
     # ------------------------------------------------------------------ constants
@@ -558,9 +611,11 @@ class _TaskChecker:
                 continue
             if not self._is_constant(keypoint.offset, allow_vec=True) or offset_type != VEC3:
                 self.sink.error(
-                    BAD_OFFSET, f"the offset of keypoint '{keypoint.name}' must be a constant vec3",
+                    BAD_OFFSET,
+                    f"the offset of keypoint '{keypoint.name}' must be a constant vec3",
                     keypoint.offset.span,
-                    expected="vec(x, y, z) of numbers and params, e.g. vec(0, 0, 0.02)")
+                    expected="vec(x, y, z) of numbers and params, e.g. vec(0, 0, 0.02)",
+                )
 
     def _is_constant(self, expr: ast.Expr, *, allow_vec: bool = False) -> bool:
         """Numbers and params under + - * / and unary - (and `vec(...)` where allowed)."""
@@ -573,7 +628,8 @@ class _TaskChecker:
             return self._is_constant(expr.operand, allow_vec=allow_vec)
         if isinstance(expr, ast.Binary):
             return self._is_constant(expr.left, allow_vec=allow_vec) and self._is_constant(
-                expr.right, allow_vec=allow_vec)
+                expr.right, allow_vec=allow_vec
+            )
         if allow_vec and isinstance(expr, ast.Call) and expr.func == "vec":
             return all(self._is_constant(arg) for arg in expr.args)
         return False
@@ -585,8 +641,12 @@ class _TaskChecker:
         if expr_type is None:
             return
         if expr_type != SCALAR or not self._is_constant(expr):
-            self.sink.error(NOT_CONSTANT, f"the {label} of '{constraint.name}' must be a constant scalar",
-                            expr.span, expected="a number, a param, or arithmetic on them (e.g. 2 * lift)")
+            self.sink.error(
+                NOT_CONSTANT,
+                f"the {label} of '{constraint.name}' must be a constant scalar",
+                expr.span,
+                expected="a number, a param, or arithmetic on them (e.g. 2 * lift)",
+            )
             return
         value = constant_value(expr, self.params)
         if value is None:
@@ -594,75 +654,105 @@ class _TaskChecker:
         if not math.isfinite(value):
             self.sink.error(NOT_CONSTANT, f"the {label} of '{constraint.name}' is not finite ({value})", expr.span)
         elif value < 0:
-            self.sink.error(NEGATIVE_CONSTANT, f"the {label} of '{constraint.name}' is negative ({value:g})",
-                            expr.span, expected=f"a {label} >= 0")
+            self.sink.error(
+                NEGATIVE_CONSTANT,
+                f"the {label} of '{constraint.name}' is negative ({value:g})",
+                expr.span,
+                expected=f"a {label} >= 0",
+            )
 
     # ------------------------------------------------------------------ stages
 
     def _check_stages(self) -> None:
         stages = self.task.stages
         if not stages:
-            self.sink.error(NO_STAGES, f"task '{self.task.name}' has no stage", self.task.span,
-                            expected="at least one 'stage NAME { ... }'")
+            self.sink.error(
+                NO_STAGES,
+                f"task '{self.task.name}' has no stage",
+                self.task.span,
+                expected="at least one 'stage NAME { ... }'",
+            )
             return
         seen: dict[str, ast.Stage] = {}
         for index, stage in enumerate(stages):
             last = index == len(stages) - 1
             if stage.name in seen:
-                self.sink.error(DUPLICATE_STAGE,
-                                f"stage '{stage.name}' is already declared at line {seen[stage.name].span.line}",
-                                stage.span)
+                self.sink.error(
+                    DUPLICATE_STAGE,
+                    f"stage '{stage.name}' is already declared at line {seen[stage.name].span.line}",
+                    stage.span,
+                )
             else:
                 seen[stage.name] = stage
             if stage.until is None and not last:
-                self.sink.error(MISSING_UNTIL,
-                                f"stage '{stage.name}' needs 'until': only the last stage runs to the end",
-                                stage.span, expected=f"stage {stage.name} until CONDITION {{ ... }}")
+                self.sink.error(
+                    MISSING_UNTIL,
+                    f"stage '{stage.name}' needs 'until': only the last stage runs to the end",
+                    stage.span,
+                    expected=f"stage {stage.name} until CONDITION {{ ... }}",
+                )
             elif stage.until is not None and last:
-                self.sink.error(UNTIL_ON_LAST_STAGE,
-                                f"the last stage '{stage.name}' must not have 'until': it runs to the end",
-                                stage.until.span or stage.span,
-                                hint="remove 'until ...', or add the stage that follows it")
+                self.sink.error(
+                    UNTIL_ON_LAST_STAGE,
+                    f"the last stage '{stage.name}' must not have 'until': it runs to the end",
+                    stage.until.span or stage.span,
+                    hint="remove 'until ...', or add the stage that follows it",
+                )
             if stage.until is not None:
                 until_type = self._infer(stage.until)
                 if until_type is not None and until_type != BOOL:
-                    self.sink.error(UNTIL_NOT_BOOL,
-                                    f"'until' of stage '{stage.name}' must be a bool, but this is {_article(until_type)}",
-                                    stage.until.span, hint=self._bool_hint(until_type))
+                    self.sink.error(
+                        UNTIL_NOT_BOOL,
+                        f"'until' of stage '{stage.name}' must be a bool, but this is {_article(until_type)}",
+                        stage.until.span,
+                        hint=self._bool_hint(until_type),
+                    )
                 elif until_type == BOOL and not self._depends_on_trajectory(stage.until):
-                    self.sink.warning(CONSTANT_UNTIL,
-                                      f"'until' of stage '{stage.name}' does not depend on the trajectory",
-                                      stage.until.span,
-                                      hint="it is decided before the robot moves; use keypoints, signals or t")
+                    self.sink.warning(
+                        CONSTANT_UNTIL,
+                        f"'until' of stage '{stage.name}' does not depend on the trajectory",
+                        stage.until.span,
+                        hint="it is decided before the robot moves; use keypoints, signals or t",
+                    )
             if not stage.constraints:
-                self.sink.warning(EMPTY_STAGE, f"stage '{stage.name}' has no constraints: it costs nothing",
-                                  stage.span)
+                self.sink.warning(EMPTY_STAGE, f"stage '{stage.name}' has no constraints: it costs nothing", stage.span)
             self._check_constraints(stage)
 
     def _check_constraints(self, stage: ast.Stage) -> None:
         seen: dict[str, ast.Constraint] = {}
         for constraint in stage.constraints:
             if constraint.name in seen:
-                self.sink.error(DUPLICATE_CONSTRAINT,
-                                f"stage '{stage.name}' already has a constraint '{constraint.name}'"
-                                f" (line {seen[constraint.name].span.line})", constraint.span)
+                self.sink.error(
+                    DUPLICATE_CONSTRAINT,
+                    f"stage '{stage.name}' already has a constraint '{constraint.name}'"
+                    f" (line {seen[constraint.name].span.line})",
+                    constraint.span,
+                )
             else:
                 seen[constraint.name] = constraint
             if constraint.kind == "subgoal" and constraint.over is not None:
-                self.sink.error(OVER_ON_SUBGOAL,
-                                f"'over {constraint.over}' applies to path constraints; subgoal "
-                                f"'{constraint.name}' is judged at the stage's last step only",
-                                constraint.span, hint="remove 'over', or make it a path constraint")
+                self.sink.error(
+                    OVER_ON_SUBGOAL,
+                    f"'over {constraint.over}' applies to path constraints; subgoal "
+                    f"'{constraint.name}' is judged at the stage's last step only",
+                    constraint.span,
+                    hint="remove 'over', or make it a path constraint",
+                )
             expr_type = self._infer(constraint.expr)
             if expr_type is not None and expr_type != BOOL:
-                self.sink.error(CONSTRAINT_NOT_BOOL,
-                                f"constraint '{constraint.name}' must be a comparison or a bool, "
-                                f"but this is {_article(expr_type)}",
-                                constraint.expr.span, hint=self._bool_hint(expr_type))
+                self.sink.error(
+                    CONSTRAINT_NOT_BOOL,
+                    f"constraint '{constraint.name}' must be a comparison or a bool, but this is {_article(expr_type)}",
+                    constraint.expr.span,
+                    hint=self._bool_hint(expr_type),
+                )
             elif expr_type == BOOL and not self._depends_on_trajectory(constraint.expr):
-                self.sink.warning(CONSTANT_CONSTRAINT,
-                                  f"constraint '{constraint.name}' does not depend on any keypoint, signal or t:"
-                                  " its cost is the same for every trajectory", constraint.expr.span)
+                self.sink.warning(
+                    CONSTANT_CONSTRAINT,
+                    f"constraint '{constraint.name}' does not depend on any keypoint, signal or t:"
+                    " its cost is the same for every trajectory",
+                    constraint.expr.span,
+                )
             self._check_attribute(constraint, "tol", constraint.tol)
             self._check_attribute(constraint, "weight", constraint.weight)
 
@@ -691,8 +781,7 @@ class _TaskChecker:
     def _check_unreached(self) -> None:
         found = [d for d in self.task.decls if isinstance(d, ast.UnreachedDecl)]
         for extra in found[1:]:
-            self.sink.error(DUPLICATE_UNREACHED,
-                            f"'unreached' is already set at line {found[0].span.line}", extra.span)
+            self.sink.error(DUPLICATE_UNREACHED, f"'unreached' is already set at line {found[0].span.line}", extra.span)
         for decl in found:
             _check_unreached_value(decl, self.sink)
 
@@ -717,11 +806,16 @@ def _arithmetic_result(op: str, left: Type, right: Type) -> Type | None:
 
 def _check_unreached_value(decl: ast.UnreachedDecl, sink: _Sink) -> None:
     if not math.isfinite(decl.value):
-        sink.error(NEGATIVE_UNREACHED, f"the unreached-stage penalty must be a finite number, not {decl.value}",
-                   decl.span)
+        sink.error(
+            NEGATIVE_UNREACHED, f"the unreached-stage penalty must be a finite number, not {decl.value}", decl.span
+        )
     elif decl.value < 0:
-        sink.error(NEGATIVE_UNREACHED, f"the unreached-stage penalty is negative ({decl.value:g})", decl.span,
-                   expected="a penalty >= 0 (it is added to the cost of each stage never reached)")
+        sink.error(
+            NEGATIVE_UNREACHED,
+            f"the unreached-stage penalty is negative ({decl.value:g})",
+            decl.span,
+            expected="a penalty >= 0 (it is added to the cost of each stage never reached)",
+        )
 
 
 def _check_objective(objective: ast.ObjectiveFile, sink: _Sink) -> None:
@@ -738,16 +832,26 @@ def _check_objective(objective: ast.ObjectiveFile, sink: _Sink) -> None:
                 if not math.isfinite(value):
                     sink.error(NOT_CONSTANT, f"the {label} of tag '{decl.tag}' is not finite ({value})", decl.span)
                 elif value < 0:
-                    sink.error(NEGATIVE_CONSTANT, f"the {label} of tag '{decl.tag}' is negative ({value:g})",
-                               decl.span, expected=f"a {label} >= 0")
+                    sink.error(
+                        NEGATIVE_CONSTANT,
+                        f"the {label} of tag '{decl.tag}' is negative ({value:g})",
+                        decl.span,
+                        expected=f"a {label} >= 0",
+                    )
             if decl.tag in tags:
-                sink.warning(REPEATED_OVERRIDE, f"tag '{decl.tag}' is already set at line "
-                             f"{tags[decl.tag].span.line}; the later setting wins", decl.span)
+                sink.warning(
+                    REPEATED_OVERRIDE,
+                    f"tag '{decl.tag}' is already set at line {tags[decl.tag].span.line}; the later setting wins",
+                    decl.span,
+                )
             tags[decl.tag] = decl
         elif isinstance(decl, ast.ParamDecl):
             if decl.name in params:
-                sink.warning(REPEATED_OVERRIDE, f"param '{decl.name}' is already set at line "
-                             f"{params[decl.name].span.line}; the later setting wins", decl.span)
+                sink.warning(
+                    REPEATED_OVERRIDE,
+                    f"param '{decl.name}' is already set at line {params[decl.name].span.line}; the later setting wins",
+                    decl.span,
+                )
             if not math.isfinite(decl.value):
                 sink.error(NOT_CONSTANT, f"param '{decl.name}' must be a finite number, not {decl.value}", decl.span)
             params[decl.name] = decl

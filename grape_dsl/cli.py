@@ -132,11 +132,19 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], sources: dict[str, str]
 def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
     """`--task NAME` / `--scene FILE`: the environment names a task file may bind to."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--task", dest="schema_task", metavar="NAME",
-                       help="check keypoint/signal sources against this built-in task's names "
-                            "(pick_place, pick_place_obstacle, push_to_target, stack)")
-    where.add_argument("--scene", dest="schema_scene", metavar="FILE",
-                       help="check keypoint/signal sources against a scene JSON (docs/generate.md)")
+    where.add_argument(
+        "--task",
+        dest="schema_task",
+        metavar="NAME",
+        help="check keypoint/signal sources against this built-in task's names "
+        "(pick_place, pick_place_obstacle, push_to_target, stack)",
+    )
+    where.add_argument(
+        "--scene",
+        dest="schema_scene",
+        metavar="FILE",
+        help="check keypoint/signal sources against a scene JSON (docs/generate.md)",
+    )
 
 
 def schema_from_args(args: argparse.Namespace, command: str) -> tuple[list[str], list[str]] | None | int:

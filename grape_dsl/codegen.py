@@ -29,21 +29,30 @@ from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir import lower as ir
 from grape_dsl.ir.blocks import BUDGET_CODE, Block, BlockProgram, StageBlocks, Value, to_blocks
 
-
 # No fast-math: the kernels must do exactly what IEEE float64 does (docs/language.md,
 # "Precision"); reassociation or `nnan`/`ninf` would change results, and this scalar, branchy
 # per-step code does not vectorize, so fast-math bought nothing measurable here.
 
-KERNEL_ARGS = (
-    "kp, sig, lengths, ki, si, first, bounds, reached, constraint_costs, stage_costs, r_ext, lo, hi"
-)
+KERNEL_ARGS = "kp, sig, lengths, ki, si, first, bounds, reached, constraint_costs, stage_costs, r_ext, lo, hi"
 
 # Generated source beyond this many characters is refused (GRC402) before numba sees it; the
 # operation limits of grape_dsl/ir/blocks.py keep every program well below it.
 MAX_KERNEL_SOURCE_CHARS = 2_000_000
 
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<=", "gt": ">",
-           "ge": ">=", "eq": "==", "ne": "!=", "and": "and", "or": "or"}
+_BINARY = {
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "div": "/",
+    "lt": "<",
+    "le": "<=",
+    "gt": ">",
+    "ge": ">=",
+    "eq": "==",
+    "ne": "!=",
+    "and": "and",
+    "or": "or",
+}
 
 
 HELPERS = """\
@@ -190,7 +199,11 @@ def _header(program: ir.Program, source_name: str) -> list[str]:
 
 
 def _block_lines(
-    indent: str, block: Block, prefix: str, step: str, program: ir.Program,
+    indent: str,
+    block: Block,
+    prefix: str,
+    step: str,
+    program: ir.Program,
     comments: dict[str, str],
 ) -> list[str]:
     """Straight-line code computing `block` at step `step` of trajectory n: one local per
@@ -219,8 +232,7 @@ def _cost(c: ir.Constraint, value: str) -> str:
     return excess if c.weight == 1 else f"{c.weight!r} * {excess}"
 
 
-def _stage_lines(index: int, stage_blocks: StageBlocks, first_constraint: int,
-                 program: ir.Program) -> list[str]:
+def _stage_lines(index: int, stage_blocks: StageBlocks, first_constraint: int, program: ir.Program) -> list[str]:
     stage = stage_blocks.stage
     path = [c for c in stage.constraints if c.kind == "path"]
     comments = {f"v_{c.name}": c.text for c in stage.constraints}
@@ -327,13 +339,19 @@ def generate(blocks: BlockProgram, source_name: str | None = None) -> str:
         lines = _stage_lines(index, stage_blocks, first, program)
         size += sum(len(line) + 1 for line in lines)
         if size > MAX_KERNEL_SOURCE_CHARS:
-            raise GrcError([Diagnostic(
-                BUDGET_CODE, "error",
-                f"program too large to compile: its kernel source passes the limit of "
-                f"{MAX_KERNEL_SOURCE_CHARS:,} characters at stage '{stage_blocks.stage.name}'",
-                program.path, stage_blocks.stage.span,
-                hint="share work through lets, or split the task into simpler constraints",
-            )])
+            raise GrcError(
+                [
+                    Diagnostic(
+                        BUDGET_CODE,
+                        "error",
+                        f"program too large to compile: its kernel source passes the limit of "
+                        f"{MAX_KERNEL_SOURCE_CHARS:,} characters at stage '{stage_blocks.stage.name}'",
+                        program.path,
+                        stage_blocks.stage.span,
+                        hint="share work through lets, or split the task into simpler constraints",
+                    )
+                ]
+            )
         kernel += lines
         first += len(stage_blocks.stage.constraints)
     kernel += ["        r_ext[n] = math.exp(-total)", ""]

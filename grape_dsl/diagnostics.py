@@ -6,7 +6,7 @@ line and a caret only when shown to a person, and as a dict for `--json` and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from grape_dsl.ast import Span

@@ -25,9 +25,9 @@ from grape_dsl.checker import (
     DEFAULT_TOL,
     DEFAULT_UNREACHED,
     DEFAULT_WEIGHT,
+    Suggester,
     check,
     constant_value,
-    Suggester,
 )
 from grape_dsl.diagnostics import Diagnostic, GrcError
 
@@ -135,10 +135,16 @@ class _Loader:
         if text is None:
             if importer is not None:
                 decl, importing_path = importer
-                problems = [Diagnostic(MISSING_FILE, "error",
-                                       f"cannot import '{decl.target}': {problems[0].message}",
-                                       importing_path, _real(decl.span),
-                                       hint="import paths are relative to the importing file")]
+                problems = [
+                    Diagnostic(
+                        MISSING_FILE,
+                        "error",
+                        f"cannot import '{decl.target}': {problems[0].message}",
+                        importing_path,
+                        _real(decl.span),
+                        hint="import paths are relative to the importing file",
+                    )
+                ]
             self.diagnostics.extend(problems)
             return
         self.sources[path] = text
@@ -149,15 +155,27 @@ class _Loader:
         if isinstance(module, ast.TaskFile):
             if importer is not None:
                 decl, importing_path = importer
-                self.diagnostics.append(Diagnostic(
-                    TASK_WHERE_OBJECTIVE_EXPECTED, "error",
-                    f"cannot import '{decl.target}': it is a task file (task {module.name}), not an objective file",
-                    importing_path, _real(decl.span), expected="an objective file ('objective NAME ...')"))
+                self.diagnostics.append(
+                    Diagnostic(
+                        TASK_WHERE_OBJECTIVE_EXPECTED,
+                        "error",
+                        f"cannot import '{decl.target}': it is a task file (task {module.name}), not an objective file",
+                        importing_path,
+                        _real(decl.span),
+                        expected="an objective file ('objective NAME ...')",
+                    )
+                )
             else:
-                self.diagnostics.append(Diagnostic(
-                    TASK_WHERE_OBJECTIVE_EXPECTED, "error",
-                    f"{path} is a task file (task {module.name}), but an objective file is expected here",
-                    path, _real(module.span), expected="an objective file ('objective NAME ...')"))
+                self.diagnostics.append(
+                    Diagnostic(
+                        TASK_WHERE_OBJECTIVE_EXPECTED,
+                        "error",
+                        f"{path} is a task file (task {module.name}), but an objective file is expected here",
+                        path,
+                        _real(module.span),
+                        expected="an objective file ('objective NAME ...')",
+                    )
+                )
             return
         self.diagnostics.extend(check(module).diagnostics)
         self.add_module(module, chain)
@@ -170,20 +188,32 @@ class _Loader:
         base = os.path.dirname(module.path) if _is_file(module.path) else os.getcwd()
         for decl in module.imports:
             if len(chain) >= MAX_IMPORT_DEPTH:
-                self.diagnostics.append(Diagnostic(
-                    IMPORT_TOO_DEEP, "error",
-                    f"import chain too deep: more than {MAX_IMPORT_DEPTH} files, starting at "
-                    f"{os.path.basename(chain[0])}",
-                    module.path, _real(decl.span), hint="import the files you need directly"))
+                self.diagnostics.append(
+                    Diagnostic(
+                        IMPORT_TOO_DEEP,
+                        "error",
+                        f"import chain too deep: more than {MAX_IMPORT_DEPTH} files, starting at "
+                        f"{os.path.basename(chain[0])}",
+                        module.path,
+                        _real(decl.span),
+                        hint="import the files you need directly",
+                    )
+                )
                 break
             target = os.path.normpath(os.path.join(base, decl.target))
             on_chain = [i for i, p in enumerate(chain) if _is_file(p) and _key(p) == _key(target)]
             if on_chain:
-                names = [*chain[on_chain[0]:], target]
-                self.diagnostics.append(Diagnostic(
-                    IMPORT_CYCLE, "error",
-                    "import cycle: " + " -> ".join(os.path.basename(p) for p in names),
-                    module.path, _real(decl.span), hint="an objective may not import itself, even indirectly"))
+                names = [*chain[on_chain[0] :], target]
+                self.diagnostics.append(
+                    Diagnostic(
+                        IMPORT_CYCLE,
+                        "error",
+                        "import cycle: " + " -> ".join(os.path.basename(p) for p in names),
+                        module.path,
+                        _real(decl.span),
+                        hint="an objective may not import itself, even indirectly",
+                    )
+                )
                 continue
             self.load_path(target, importer=(decl, module.path), chain=chain)
         self._done.add(key)
@@ -254,17 +284,29 @@ def apply_in_order(
                 if decl.name in task_params:
                     param_values[decl.name] = float(decl.value)
                 else:
-                    diagnostics.append(Diagnostic(
-                        OBJECTIVE_PARAM_NOT_IN_TASK, "warning",
-                        f"task '{task.name}' has no param '{decl.name}'{suggest(decl.name, task_params, 'params')};"
-                        " this setting is ignored for it", objective.path, _real(decl.span)))
+                    diagnostics.append(
+                        Diagnostic(
+                            OBJECTIVE_PARAM_NOT_IN_TASK,
+                            "warning",
+                            f"task '{task.name}' has no param '{decl.name}'{suggest(decl.name, task_params, 'params')};"
+                            " this setting is ignored for it",
+                            objective.path,
+                            _real(decl.span),
+                        )
+                    )
             elif isinstance(decl, ast.TagOverride):
                 if decl.tag not in task_tags:
-                    diagnostics.append(Diagnostic(
-                        TAG_NOT_IN_TASK, "warning",
-                        f"no constraint of task '{task.name}' has tag '{decl.tag}'"
-                        f"{suggest(decl.tag, task_tags, 'tags')}; this setting changes nothing in it",
-                        objective.path, _real(decl.span), expected="one of " + ", ".join(sorted(task_tags))))
+                    diagnostics.append(
+                        Diagnostic(
+                            TAG_NOT_IN_TASK,
+                            "warning",
+                            f"no constraint of task '{task.name}' has tag '{decl.tag}'"
+                            f"{suggest(decl.tag, task_tags, 'tags')}; this setting changes nothing in it",
+                            objective.path,
+                            _real(decl.span),
+                            expected="one of " + ", ".join(sorted(task_tags)),
+                        )
+                    )
                 if decl.tol is not None:
                     tag_tol[decl.tag] = float(decl.tol)
                 if decl.weight is not None:
@@ -276,15 +318,24 @@ def apply_in_order(
     for name, value in (overrides or {}).items():
         if name not in task_params:
             known = ", ".join(sorted(task_params)) or "none"
-            diagnostics.append(Diagnostic(
-                UNKNOWN_SET_PARAM, "error",
-                f"--set {name}=...: task '{task.name}' has no param '{name}'{suggest(name, task_params, 'params')}",
-                task.path, None, expected=f"a param of the task (declared: {known})"))
+            diagnostics.append(
+                Diagnostic(
+                    UNKNOWN_SET_PARAM,
+                    "error",
+                    f"--set {name}=...: task '{task.name}' has no param '{name}'{suggest(name, task_params, 'params')}",
+                    task.path,
+                    None,
+                    expected=f"a param of the task (declared: {known})",
+                )
+            )
             continue
         value = float(value)
         if not math.isfinite(value):
-            diagnostics.append(Diagnostic(INVALID_APPLIED_VALUE, "error",
-                                          f"--set {name}={value}: a param must be a finite number", task.path))
+            diagnostics.append(
+                Diagnostic(
+                    INVALID_APPLIED_VALUE, "error", f"--set {name}={value}: a param must be a finite number", task.path
+                )
+            )
             continue
         param_values[name] = value
 
@@ -294,8 +345,14 @@ def apply_in_order(
 
 
 class _ConcreteTask:
-    def __init__(self, task: ast.TaskFile, params: dict[str, float], tag_tol: dict[str, float],
-                 tag_weight: dict[str, float], diagnostics: list[Diagnostic]):
+    def __init__(
+        self,
+        task: ast.TaskFile,
+        params: dict[str, float],
+        tag_tol: dict[str, float],
+        tag_weight: dict[str, float],
+        diagnostics: list[Diagnostic],
+    ):
         self.task = task
         self.params = params
         self.tag_tol = tag_tol
@@ -319,9 +376,14 @@ class _ConcreteTask:
         if not unreached_placed:
             decls.append(ast.UnreachedDecl(unreached))
         if report_invalid and (not math.isfinite(unreached) or unreached < 0):
-            self.diagnostics.append(Diagnostic(INVALID_APPLIED_VALUE, "error",
-                                               f"the unreached-stage penalty becomes {unreached:g}; it must be >= 0",
-                                               self.task.path))
+            self.diagnostics.append(
+                Diagnostic(
+                    INVALID_APPLIED_VALUE,
+                    "error",
+                    f"the unreached-stage penalty becomes {unreached:g}; it must be >= 0",
+                    self.task.path,
+                )
+            )
         return replace(self.task, decls=tuple(decls))
 
     def _constraint(self, constraint: ast.Constraint) -> ast.Constraint:
@@ -333,8 +395,9 @@ class _ConcreteTask:
             over = DEFAULT_OVER
         return replace(constraint, tol=tol, weight=weight, over=over, tag=tag)
 
-    def _attribute(self, constraint: ast.Constraint, label: str, expr: ast.Expr | None,
-                   by_tag: float | None, default: float) -> ast.Number:
+    def _attribute(
+        self, constraint: ast.Constraint, label: str, expr: ast.Expr | None, by_tag: float | None, default: float
+    ) -> ast.Number:
         span = expr.span if expr is not None else constraint.span
         if by_tag is not None:
             value = by_tag
@@ -346,8 +409,14 @@ class _ConcreteTask:
                 found = default
             value = found
         if not math.isfinite(value) or value < 0:
-            self.diagnostics.append(Diagnostic(
-                INVALID_APPLIED_VALUE, "error",
-                f"the {label} of '{constraint.name}' becomes {value:g} once objectives and --set are applied;"
-                f" it must be a finite number >= 0", self.task.path, _real(span)))
+            self.diagnostics.append(
+                Diagnostic(
+                    INVALID_APPLIED_VALUE,
+                    "error",
+                    f"the {label} of '{constraint.name}' becomes {value:g} once objectives and --set are applied;"
+                    f" it must be a finite number >= 0",
+                    self.task.path,
+                    _real(span),
+                )
+            )
         return ast.Number(value, span)

@@ -24,8 +24,7 @@ DEFAULT_UNREACHED = 1.0
 class _Trajectory:
     """Evaluates expressions of one task on one trajectory; values are memoised per step."""
 
-    def __init__(self, task: ast.TaskFile, keypoints: dict[str, np.ndarray],
-                 signals: dict[str, np.ndarray]):
+    def __init__(self, task: ast.TaskFile, keypoints: dict[str, np.ndarray], signals: dict[str, np.ndarray]):
         self.params = {p.name: float(p.value) for p in task.params}
         self.keypoint_decls = {k.name: k for k in task.keypoints}
         self.signal_decls = {s.name: s for s in task.signals}
@@ -62,7 +61,12 @@ class _Trajectory:
         if isinstance(e, ast.Compare):
             a, b = self.value(e.left, t), self.value(e.right, t)
             return {
-                "<=": a <= b, "<": a < b, ">=": a >= b, ">": a > b, "==": a == b, "!=": a != b,
+                "<=": a <= b,
+                "<": a < b,
+                ">=": a >= b,
+                ">": a > b,
+                "==": a == b,
+                "!=": a != b,
             }[e.op]
         if isinstance(e, ast.BoolOp):
             a, b = self.value(e.left, t), self.value(e.right, t)

@@ -252,9 +252,7 @@ def _meta_span(meta) -> ast.Span:
     return ast.Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
 
 
-_EXPR_RULES = frozenset(
-    "or_op and_op not_op le lt ge gt eq ne add sub mul div neg component call paren".split()
-)
+_EXPR_RULES = frozenset("or_op and_op not_op le lt ge gt eq ne add sub mul div neg component call paren".split())
 
 
 def _first_too_deep(tree: Tree) -> Tree | None:
@@ -417,8 +415,7 @@ class _AstBuilder(Transformer):
             elif attr.name == "over" and kind == "subgoal":
                 self._error(
                     "GRC114",
-                    f"`over` applies to path constraints only; subgoal '{name}' is scored at "
-                    "its stage's last step",
+                    f"`over` applies to path constraints only; subgoal '{name}' is scored at its stage's last step",
                     attr.span,
                     hint=f"remove `over {attr.value}`, or make it `path {name}`",
                 )
@@ -466,7 +463,9 @@ class _AstBuilder(Transformer):
         for attr in attrs:
             if attr.name in values:
                 self._error(
-                    "GRC115", f"`{attr.name}` is given twice for tag '{tag}'", attr.span,
+                    "GRC115",
+                    f"`{attr.name}` is given twice for tag '{tag}'",
+                    attr.span,
                     hint=f"keep one `{attr.name}`",
                 )
             values.setdefault(attr.name, attr.value)
@@ -536,15 +535,14 @@ class _AstBuilder(Transformer):
 # Terminal sets that read better as one phrase in "expected: ...".
 _EXPR_START = frozenset({"NUMBER", "NAME", "LPAR", "MINUS", "NOT", "TRUE", "FALSE", "MEAN", "MAX"})
 _PHRASES: tuple[tuple[frozenset[str], str], ...] = (
-    (frozenset({"NAME", "TASK", "PATH", "SUBGOAL", "STAGE", "PARAM", "LET", "SUM", "MEAN", "MAX"}),
-     "a tag name"),
-    (frozenset({"PARAM", "KEYPOINTS", "SIGNALS", "LET", "UNREACHED", "STAGE"}),
-     "a declaration (`param`, `keypoints`, `signals`, `let`, `unreached` or `stage`)"),
-    (frozenset({"IMPORT", "TAG", "PARAM", "UNREACHED"}),
-     "a declaration (`import`, `tag`, `param` or `unreached`)"),
+    (frozenset({"NAME", "TASK", "PATH", "SUBGOAL", "STAGE", "PARAM", "LET", "SUM", "MEAN", "MAX"}), "a tag name"),
+    (
+        frozenset({"PARAM", "KEYPOINTS", "SIGNALS", "LET", "UNREACHED", "STAGE"}),
+        "a declaration (`param`, `keypoints`, `signals`, `let`, `unreached` or `stage`)",
+    ),
+    (frozenset({"IMPORT", "TAG", "PARAM", "UNREACHED"}), "a declaration (`import`, `tag`, `param` or `unreached`)"),
     (frozenset({"SUBGOAL", "PATH"}), "a constraint (`subgoal` or `path`)"),
-    (frozenset({"TOL", "WEIGHT", "OVER", "TAG"}),
-     "an attribute (`tol`, `weight`, `over` or `tag`)"),
+    (frozenset({"TOL", "WEIGHT", "OVER", "TAG"}), "an attribute (`tol`, `weight`, `over` or `tag`)"),
     (_EXPR_START, "an expression"),
     (frozenset({"PLUS", "MINUS", "STAR", "SLASH", "DOT"}), "an operator"),
     (frozenset({"SUM", "MEAN", "MAX"}), "`sum`, `mean` or `max`"),
@@ -556,8 +554,9 @@ _PHRASE_CORE = {
     "an operator": frozenset({"PLUS", "MINUS"}),
 }
 _COMPARISON_TEXT = frozenset({"<=", "<", ">=", ">", "==", "!="})
-_DECL_KEYWORDS = frozenset({"PARAM", "KEYPOINTS", "SIGNALS", "LET", "UNREACHED", "STAGE",
-                            "IMPORT", "TASK", "OBJECTIVE"})
+_DECL_KEYWORDS = frozenset(
+    {"PARAM", "KEYPOINTS", "SIGNALS", "LET", "UNREACHED", "STAGE", "IMPORT", "TASK", "OBJECTIVE"}
+)
 _CHAR_HINTS = {
     "&": "write `and`",
     "|": "write `or`",
@@ -662,8 +661,7 @@ def _end_of_tokens_span(tok: Token, text: str) -> ast.Span:
     """Where the end of file is reported: just after the last token (or 1:1 in an empty file)."""
     if tok.end_line is None:
         return ast.Span(1, 1, 1, 1, 0, 0)
-    return ast.Span(tok.end_line, tok.end_column, tok.end_line, tok.end_column + 1,
-                    tok.end_pos, tok.end_pos)
+    return ast.Span(tok.end_line, tok.end_column, tok.end_line, tok.end_column + 1, tok.end_pos, tok.end_pos)
 
 
 def _describe(err: UnexpectedInput, text: str, path: str, resumed: bool = False) -> Diagnostic:
@@ -688,18 +686,30 @@ def _unexpected_character(err: UnexpectedCharacters, text: str, path: str, accep
     line_end = text.find("\n", pos)
     line_end = len(text) if line_end < 0 else line_end
     if char == '"':
-        span = ast.Span(err.line, err.column, err.line, err.column + (line_end - pos),
-                        pos, line_end)
-        return Diagnostic("GRC104", "error", "unterminated string: no closing `\"` on this line",
-                          path, span, hint='close the string with `"` (strings are one line)')
+        span = ast.Span(err.line, err.column, err.line, err.column + (line_end - pos), pos, line_end)
+        return Diagnostic(
+            "GRC104",
+            "error",
+            'unterminated string: no closing `"` on this line',
+            path,
+            span,
+            hint='close the string with `"` (strings are one line)',
+        )
     if not char.isprintable() or char.isspace():
         shown = f"U+{ord(char):04X}"
     else:
         shown = f'"{char}"' if char == "'" else f"'{char}'"
     span = ast.Span(err.line, err.column, err.line, err.column + 1, pos, pos + 1)
     expected = expected_words(accepts) if accepts is not None else None
-    return Diagnostic("GRC101", "error", f"unexpected character {shown}", path, span,
-                      expected=expected or None, hint=_CHAR_HINTS.get(char))
+    return Diagnostic(
+        "GRC101",
+        "error",
+        f"unexpected character {shown}",
+        path,
+        span,
+        expected=expected or None,
+        hint=_CHAR_HINTS.get(char),
+    )
 
 
 def _unexpected_end(err: UnexpectedToken, text: str, path: str, value_stack: list, at_start: bool) -> Diagnostic:
@@ -709,16 +719,26 @@ def _unexpected_end(err: UnexpectedToken, text: str, path: str, value_stack: lis
     span = _end_of_tokens_span(err.token, text)
     if at_start:
         what = "empty file" if not text.strip() else "the file holds only comments"
-        return Diagnostic("GRC111", "error", f"{what}: a .grc file starts with "
-                          "`task NAME` or `objective NAME`", path, span,
-                          expected="`task` or `objective`")
+        return Diagnostic(
+            "GRC111",
+            "error",
+            f"{what}: a .grc file starts with `task NAME` or `objective NAME`",
+            path,
+            span,
+            expected="`task` or `objective`",
+        )
     block = _open_block(value_stack) if "RBRACE" in accepts else None
     if block is not None:
         what, brace = block
-        return Diagnostic("GRC107", "error",
-                          f"{what} opened at line {brace.line} is not closed: the file ends "
-                          "before its `}`", path, span, expected=expected,
-                          hint=f"add `}}` to close {what}")
+        return Diagnostic(
+            "GRC107",
+            "error",
+            f"{what} opened at line {brace.line} is not closed: the file ends before its `}}`",
+            path,
+            span,
+            expected=expected,
+            hint=f"add `}}` to close {what}",
+        )
     return Diagnostic("GRC103", "error", "unexpected end of file", path, span, expected=expected)
 
 
@@ -732,48 +752,86 @@ def _unexpected_token(err: UnexpectedToken, text: str, path: str, value_stack: l
         if tok.type == "NAME":
             close = near_name(str(tok), ("task", "objective"))
             hint = f"did you mean `{close}`?" if close else None
-        return Diagnostic("GRC111", "error", f"a .grc file starts with `task NAME` or `objective "
-                          f"NAME`, not {_token_words(tok)}", path, span,
-                          expected="`task` or `objective`", hint=hint)
+        return Diagnostic(
+            "GRC111",
+            "error",
+            f"a .grc file starts with `task NAME` or `objective NAME`, not {_token_words(tok)}",
+            path,
+            span,
+            expected="`task` or `objective`",
+            hint=hint,
+        )
     accepts = set(err.accepts or err.expected)
     expected = expected_words(accepts)
     known = _recognised_token_mistake(tok, text, path, span, value_stack, accepts, expected)
     if known is not None:
         return known
-    return Diagnostic("GRC102", "error", f"unexpected {_token_words(tok)}", path, span,
-                      expected=expected, hint=_unexpected_token_hint(tok, text, accepts))
+    return Diagnostic(
+        "GRC102",
+        "error",
+        f"unexpected {_token_words(tok)}",
+        path,
+        span,
+        expected=expected,
+        hint=_unexpected_token_hint(tok, text, accepts),
+    )
 
 
-def _recognised_token_mistake(tok: Token, text: str, path: str, span: ast.Span, value_stack: list,
-                              accepts: set[str], expected: str) -> Diagnostic | None:
+def _recognised_token_mistake(
+    tok: Token, text: str, path: str, span: ast.Span, value_stack: list, accepts: set[str], expected: str
+) -> Diagnostic | None:
     """An unclosed block, a chained comparison, an incomplete declaration or a keyword used as
     a name; None when the token is none of these."""
     if "RBRACE" in accepts and tok.type in _DECL_KEYWORDS:
         block = _open_block(value_stack)
         if block is not None:
             what, brace = block
-            return Diagnostic("GRC107", "error",
-                              f"{what} opened at line {brace.line} is not closed before "
-                              f"`{tok}`", path, span, expected=expected,
-                              hint=f"add `}}` to close {what} before line {tok.line}")
+            return Diagnostic(
+                "GRC107",
+                "error",
+                f"{what} opened at line {brace.line} is not closed before `{tok}`",
+                path,
+                span,
+                expected=expected,
+                hint=f"add `}}` to close {what} before line {tok.line}",
+            )
 
     if str(tok) in _COMPARISON_TEXT and len(value_stack) >= 2:
         before = value_stack[-2]
         if isinstance(before, Token) and str(before) in _COMPARISON_TEXT:
-            return Diagnostic("GRC113", "error", "comparisons do not chain", path, span,
-                              expected=expected,
-                              hint="write `a < b and b < c` instead of `a < b < c`")
+            return Diagnostic(
+                "GRC113",
+                "error",
+                "comparisons do not chain",
+                path,
+                span,
+                expected=expected,
+                hint="write `a < b and b < c` instead of `a < b < c`",
+            )
 
     starts_declaration = tok.type in _DECL_KEYWORDS | {"SUBGOAL", "PATH"} and re.match(
         r"\s*[A-Za-z_]", text[tok.end_pos :]
     )
     if starts_declaration and "NAME" in accepts:
-        return Diagnostic("GRC102", "error", f"unexpected {_token_words(tok)}", path, span,
-                          expected=expected, hint="the declaration before it is incomplete")
+        return Diagnostic(
+            "GRC102",
+            "error",
+            f"unexpected {_token_words(tok)}",
+            path,
+            span,
+            expected=expected,
+            hint="the declaration before it is incomplete",
+        )
     if str(tok) in keywords() and "NAME" in accepts:
-        return Diagnostic("GRC108", "error",
-                          f"`{tok}` is a reserved keyword and cannot be used as a name", path,
-                          span, expected=expected, hint=f"choose another name, e.g. '{tok}_'")
+        return Diagnostic(
+            "GRC108",
+            "error",
+            f"`{tok}` is a reserved keyword and cannot be used as a name",
+            path,
+            span,
+            expected=expected,
+            hint=f"choose another name, e.g. '{tok}_'",
+        )
     return None
 
 
@@ -783,8 +841,11 @@ def _unexpected_token_hint(tok: Token, text: str, accepts: set[str]) -> str | No
     if tok.type == "RBRACE":
         hint = "this `}` closes no open block"
     elif tok.type == "NAME":
-        words = [_terminal_patterns()[t] for t in accepts
-                 if t in _terminal_patterns() and _terminal_patterns()[t].isidentifier()]
+        words = [
+            _terminal_patterns()[t]
+            for t in accepts
+            if t in _terminal_patterns() and _terminal_patterns()[t].isidentifier()
+        ]
         close = near_name(str(tok), words)
         if close:
             hint = f"did you mean `{close}`?"

@@ -61,9 +61,7 @@ def _names(value: Any, what: str, expected_len: int, axis_doc: str) -> list[str]
     items = np.asarray(value).reshape(-1).tolist() if value is not None else []
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in items]
     if len(names) != expected_len:
-        raise BatchError(
-            f"{what} has {len(names)} names but the array has {expected_len} {axis_doc}"
-        )
+        raise BatchError(f"{what} has {len(names)} names but the array has {expected_len} {axis_doc}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise BatchError(f"{what} repeats {', '.join(repr(d) for d in dup)}")
@@ -101,7 +99,8 @@ def prepare_batch(
     missing += [f"signal '{s}'{_near(s, sig_names)}" for s in signal_sources if s not in sig_names]
     if missing:
         raise BatchError(
-            "the batch lacks names the program reads: " + "; ".join(missing)
+            "the batch lacks names the program reads: "
+            + "; ".join(missing)
             + f". Batch keypoints: {kp_names}; signals: {sig_names}"
         )
 
@@ -115,9 +114,7 @@ def prepare_batch(
     if bad.size:
         shown = ", ".join(f"lengths[{i}] = {int(lengths[i])}" for i in bad[:5])
         more = f" and {bad.size - 5} more" if bad.size > 5 else ""
-        raise BatchError(
-            f"every length must be in 1..T = 1..{t_max} (T from keypoints' shape): {shown}{more}"
-        )
+        raise BatchError(f"every length must be in 1..T = 1..{t_max} (T from keypoints' shape): {shown}{more}")
     if batch.success is not None:
         success = np.asarray(batch.success)
         if success.shape != (n,):
@@ -294,11 +291,12 @@ class ScoreTable:
             tags=tuple(meta["tags"]),
             stage_bounds=bounds,
             reached=np.stack([col(f"stage/{s}/reached") for s in stages], axis=1).astype(bool)
-            if stages else np.zeros((n, 0), dtype=bool),
+            if stages
+            else np.zeros((n, 0), dtype=bool),
             constraint_costs=np.stack([col(f"constraint/{c}") for c in constraints], axis=1)
-            if constraints else np.zeros((n, 0)),
-            stage_costs=np.stack([col(f"stage/{s}/cost") for s in stages], axis=1)
-            if stages else np.zeros((n, 0)),
+            if constraints
+            else np.zeros((n, 0)),
+            stage_costs=np.stack([col(f"stage/{s}/cost") for s in stages], axis=1) if stages else np.zeros((n, 0)),
             r_ext=col("r_ext").astype(np.float64),
             valid=col("valid").astype(bool),
         )
@@ -334,8 +332,7 @@ class ScoreTable:
                 {
                     "name": name,
                     "tag": tag,
-                    "violated": float((self.constraint_costs[:, c] > 0).mean())
-                    if len(self) else float("nan"),
+                    "violated": float((self.constraint_costs[:, c] > 0).mean()) if len(self) else float("nan"),
                     "cost": stats(self.constraint_costs[:, c]),
                 }
                 for c, (name, tag) in enumerate(zip(self.constraint_names, self.tags))
@@ -362,12 +359,18 @@ class ScoreTable:
             by_stage.setdefault(c["name"].split(".", 1)[0], []).append(c)
         for stage in info["stages"]:
             table.add_row(
-                f"[bold]{stage['name']}[/bold]", "", f"{stage['reached']:.1%}",
-                f"{stage['cost']['mean']:.4g}", f"{stage['cost']['max']:.4g}",
+                f"[bold]{stage['name']}[/bold]",
+                "",
+                f"{stage['reached']:.1%}",
+                f"{stage['cost']['mean']:.4g}",
+                f"{stage['cost']['max']:.4g}",
             )
             for c in by_stage.get(stage["name"], []):
                 table.add_row(
-                    f"  {c['name'].split('.', 1)[1]}", c["tag"], f"{c['violated']:.1%}",
-                    f"{c['cost']['mean']:.4g}", f"{c['cost']['max']:.4g}",
+                    f"  {c['name'].split('.', 1)[1]}",
+                    c["tag"],
+                    f"{c['violated']:.1%}",
+                    f"{c['cost']['mean']:.4g}",
+                    f"{c['cost']['max']:.4g}",
                 )
         console.print(table)

@@ -47,8 +47,7 @@ def read_source_bytes(path: str | os.PathLike) -> bytes:
             )
         if info.st_size > limit:
             raise UnreadableSource(
-                f"{text_path} is too large: {info.st_size:,} bytes (a .grc file may have at most "
-                f"{limit:,} bytes)"
+                f"{text_path} is too large: {info.st_size:,} bytes (a .grc file may have at most {limit:,} bytes)"
             )
         chunks = []
         left = limit + 1  # the file may have grown since fstat

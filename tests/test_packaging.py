@@ -68,14 +68,18 @@ def _build_wheel(tmp_path: Path) -> Path:
     out = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return next(out.glob("grape_dsl-*.whl"))
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not _can_build_without_isolation(),
-                    reason="this venv's setuptools cannot build a wheel offline (needs >= 70.1 or `wheel`)")
+@pytest.mark.skipif(
+    not _can_build_without_isolation(),
+    reason="this venv's setuptools cannot build a wheel offline (needs >= 70.1 or `wheel`)",
+)
 def test_wheel_carries_the_grammar_and_grapec_runs_from_elsewhere(tmp_path: Path) -> None:
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -88,15 +92,31 @@ def test_wheel_carries_the_grammar_and_grapec_runs_from_elsewhere(tmp_path: Path
     # Install the wheel alone into a folder and run it from another directory: the
     # installed copy (not this checkout) must find its grammar.
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "t.grc").write_text("task t\nkeypoints { ee = gripper.tip }\nstage s { subgoal up: ee.z >= 0.1 }\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import grape_dsl.parser as p; print(p.__file__)"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [sys.executable, "-c", "import grape_dsl.parser as p; print(p.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert Path(where.stdout.strip()).is_relative_to(site), where
-    done = subprocess.run([sys.executable, "-m", "grape_dsl.cli", "check", "t.grc"], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "grape_dsl.cli", "check", "t.grc"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr

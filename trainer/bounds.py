@@ -49,7 +49,9 @@ class Bound:
             return f"{flag} must be {'>' if self.low_open else '>='} {_number(self.low)}{suffix}, got {value}"
         if too_high and (self.low is None or self.high > 1e6):
             return f"{flag} must be {'<' if self.high_open else '<='} {_number(self.high)}{suffix}, got {value}"
-        interval = f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+        interval = (
+            f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+        )
         return f"{flag} must lie in {interval}{suffix}, got {value}"
 
 
@@ -83,6 +85,7 @@ def dataclass_problems(
     A field's bound is its metadata's "bounds", else `bounds[name]`, else DEFAULT_BOUND; its flag
     is `flag_of(field)`, by default the metadata's "flag" or the name with dashes.
     """
+
     def default_flag(f: dataclasses.Field) -> str:
         return f.metadata.get("flag", dashed_flag(f.name))
 
@@ -102,8 +105,9 @@ def dataclass_problems(
     return problems
 
 
-def namespace_problems(args: argparse.Namespace | Mapping[str, Any], bounds: Mapping[str, Bound] = {},
-                       flags: Mapping[str, str] = {}) -> list[str]:
+def namespace_problems(
+    args: argparse.Namespace | Mapping[str, Any], bounds: Mapping[str, Bound] = {}, flags: Mapping[str, str] = {}
+) -> list[str]:
     """Range problems of every numeric value of parsed flags (argparse dests -> values).
 
     As for dataclasses, a flag without a declared bound must be a finite number >= 0.

@@ -52,13 +52,19 @@ def _train_parser() -> argparse.ArgumentParser:
 
     parser = build_parser("grape-train", epilog=TRAIN_EXAMPLES)
     add_config_file_argument(parser, RUN_CONFIG_FILE)
-    parser.add_argument("--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary (run folder, final metrics) on stdout when done"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     # how to resume, not what the run is: outside TrainConfig, like --json
-    parser.add_argument("--resume-from", choices=RESUME_CHOICES, default="latest",
-                        help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
-                             "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
-                             "one that verifies is used) (default: latest)")
+    parser.add_argument(
+        "--resume-from",
+        choices=RESUME_CHOICES,
+        default="latest",
+        help="which checkpoint a resumed run continues from: latest (a corrupt newest checkpoint is an error "
+        "naming it) or previous (corrupt checkpoints are moved to checkpoints/.corrupt/ and the newest "
+        "one that verifies is used) (default: latest)",
+    )
     add_env_arguments(parser)
     return parser
 
@@ -68,8 +74,13 @@ def train_main(argv: list[str] | None = None) -> int:
     from trainer.envs import EnvError
 
     parser = _train_parser()  # trainer.loop (and torch) is imported only once the flags are judged
-    return run_command("grape-train", lambda: _train(parser, argv), parser=parser, failures=(EnvError,),
-                       interrupted="interrupted; run the same command again to resume from the last complete iteration")
+    return run_command(
+        "grape-train",
+        lambda: _train(parser, argv),
+        parser=parser,
+        failures=(EnvError,),
+        interrupted="interrupted; run the same command again to resume from the last complete iteration",
+    )
 
 
 def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
@@ -82,7 +93,9 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     config, rest = parse_config(parser, TrainConfig, argv, RUN_CONFIG_FILE, missing=LEGACY_DEFAULTS)
     own_task = register_from_args(rest)
     if own_task is not None and config.policy.base_policy is None:
-        raise UsageError("--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)")
+        raise UsageError(
+            "--env needs --policy: the default SFT policy knows only the stock tasks (train one with grape-sft --env)"
+        )
     problems = validate(config)
     if problems:
         raise UsageError("; ".join(problems))
@@ -105,8 +118,10 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         raise CommandError(str(error)) from None
     except OSError as error:
         where = config.output_dir or "the run folder"
-        raise CommandError(f"{describe_write_failure(error, where)}; completed iterations are kept, "
-                           "run the same command again to resume") from None
+        raise CommandError(
+            f"{describe_write_failure(error, where)}; completed iterations are kept, "
+            "run the same command again to resume"
+        ) from None
     summary = {"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / f"iter_{config.iterations:04d}")}
     if rest.json:
         print(json.dumps(summary))
@@ -123,7 +138,9 @@ def _eval_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="grape-eval",
-        description="Evaluate a policy, a checkpoint or every checkpoint of a grape-train run on the fixed evaluation seeds.",
+        description=(
+            "Evaluate a policy, a checkpoint or every checkpoint of a grape-train run on the fixed evaluation seeds."
+        ),
         epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -135,7 +152,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _policies_to_evaluate(path: Path, iterations: list[int] | None) -> tuple[dict[int, Path], dict[str, Any] | None, Path]:
+def _policies_to_evaluate(
+    path: Path, iterations: list[int] | None
+) -> tuple[dict[int, Path], dict[str, Any] | None, Path]:
     """{iteration: policy folder}, the run config (if a run), and the default output folder."""
     from trainer.loop import CONFIG_FILE, POLICY_DIR, completed_checkpoints
     from trainer.policy.base import POLICY_META_FILE
@@ -154,7 +173,7 @@ def _policies_to_evaluate(path: Path, iterations: list[int] | None) -> tuple[dic
         return {k: done[k] / POLICY_DIR for k in wanted}, config, path / "eval"
     if (path / POLICY_DIR / POLICY_META_FILE).is_file():
         name = path.name
-        iteration = int(name[len("iter_"):]) if name.startswith("iter_") and name[len("iter_"):].isdigit() else 0
+        iteration = int(name[len("iter_") :]) if name.startswith("iter_") and name[len("iter_") :].isdigit() else 0
         return {iteration: path / POLICY_DIR}, None, path / "eval"
     return {0: path}, None, path.parent / f"{path.name}-eval"
 
@@ -187,8 +206,13 @@ def eval_main(argv: list[str] | None = None) -> int:
     from trainer.envs import EnvError
 
     parser = _eval_parser()
-    return run_command("grape-eval", lambda: _eval(parser, argv), parser=parser, failures=(EnvError,),
-                       interrupted="interrupted; run the same command again: finished iterations are reused")
+    return run_command(
+        "grape-eval",
+        lambda: _eval(parser, argv),
+        parser=parser,
+        failures=(EnvError,),
+        interrupted="interrupted; run the same command again: finished iterations are reused",
+    )
 
 
 def _eval_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[Any, argparse.Namespace]:
@@ -228,36 +252,59 @@ def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     save_config(config, out_dir / EVAL_CONFIG_FILE)
     setting = _eval_setting(config, tasks)
     per_iteration, gifs = _evaluate_iterations(config, policies, tasks, out_dir, setting, progress=not rest.no_progress)
-    plot = plot_iterations(per_iteration, out_dir / "success_per_iteration.png",
-                           title=plot_title(Path(config.policy).name, per_iteration))
-    info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs, "plot": str(plot)}
+    plot = plot_iterations(
+        per_iteration, out_dir / "success_per_iteration.png", title=plot_title(Path(config.policy).name, per_iteration)
+    )
+    info = {
+        **setting,
+        "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)},
+        "gifs": gifs,
+        "plot": str(plot),
+    }
     write_eval_info(info, out_dir / EVAL_INFO_FILE)
     if rest.json:
         print(json.dumps(info, indent=2))
     else:
-        _print_tables(per_iteration, Path(config.policy).name, f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""))
+        _print_tables(
+            per_iteration,
+            Path(config.policy).name,
+            f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""),
+        )
     return 0
 
 
 def _eval_setting(config: Any, tasks: list[str]) -> dict[str, Any]:
     """What decides the numbers: an earlier evaluation with the same setting is reused."""
     sampled = {"temperature": config.temperature, "sample_seed": config.seed} if config.temperature is not None else {}
-    return {"policy": str(config.policy), "tasks": tasks, "splits": config.splits, "episodes_per_task_and_split": config.episodes,
-            "seed_offset": config.seed_offset, "max_steps": config.max_steps, "greedy": config.temperature is None, **sampled}
+    return {
+        "policy": str(config.policy),
+        "tasks": tasks,
+        "splits": config.splits,
+        "episodes_per_task_and_split": config.episodes,
+        "seed_offset": config.seed_offset,
+        "max_steps": config.max_steps,
+        "greedy": config.temperature is None,
+        **sampled,
+    }
 
 
-def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str], out_dir: Path, setting: dict[str, Any],
-                         progress: bool) -> tuple[dict[int, dict[str, Any]], list[str]]:
+def _evaluate_iterations(
+    config: Any, policies: dict[int, Path], tasks: list[str], out_dir: Path, setting: dict[str, Any], progress: bool
+) -> tuple[dict[int, dict[str, Any]], list[str]]:
     """Metrics per iteration (earlier results with the same setting reused) and the GIFs written."""
     from trainer.command import CommandError
-    from trainer.eval import EVAL_INFO_FILE, evaluate_policy, summarize, write_eval_info
     from trainer.device import resolve
+    from trainer.eval import EVAL_INFO_FILE, evaluate_policy, summarize, write_eval_info
     from trainer.policy import CheckpointError
     from trainer.policy.source import HFOptions, open_policy
 
     device, dtype = resolve(config.device, config.dtype)
-    policy_options = {"policy_type": config.policy_type, "device": device, "dtype": dtype,
-                      "hf": HFOptions(config.trust_remote_code, config.action_stats, config.unnorm_key)}
+    policy_options = {
+        "policy_type": config.policy_type,
+        "device": device,
+        "dtype": dtype,
+        "hf": HFOptions(config.trust_remote_code, config.action_stats, config.unnorm_key),
+    }
 
     per_iteration = _previous_results(out_dir / EVAL_INFO_FILE, setting)
     reused = sorted(k for k in per_iteration if k in policies)
@@ -266,8 +313,11 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
     gifs: list[str] = []
     last = max(policies)
     # every checkpoint is checked against its manifest before any is evaluated
-    corrupt = {k: problem for k, folder in policies.items() if k not in per_iteration
-               and (problem := _checkpoint_problem(folder)) is not None}
+    corrupt = {
+        k: problem
+        for k, folder in policies.items()
+        if k not in per_iteration and (problem := _checkpoint_problem(folder)) is not None
+    }
     if corrupt:
         iteration = min(corrupt)
         others = [k for k in sorted(policies) if k not in corrupt]
@@ -282,10 +332,19 @@ def _evaluate_iterations(config: Any, policies: dict[int, Path], tasks: list[str
         except (CheckpointError, OSError, ValueError) as error:
             raise CommandError(f"--policy {folder}: cannot load the policy: {error}") from None
         outcomes, written = evaluate_policy(
-            policy, tasks, config.splits, config.episodes, seed_offset=config.seed_offset, max_steps=config.max_steps,
+            policy,
+            tasks,
+            config.splits,
+            config.episodes,
+            seed_offset=config.seed_offset,
+            max_steps=config.max_steps,
             gif_dir=out_dir / "gifs" / f"iter_{iteration:04d}" if config.gifs and iteration == last else None,
-            gifs_per_task=config.gifs, progress=progress, desc=f"eval iter {iteration}", batch_envs=config.batch_envs,
-            temperature=config.temperature, sample_seed=config.seed,
+            gifs_per_task=config.gifs,
+            progress=progress,
+            desc=f"eval iter {iteration}",
+            batch_envs=config.batch_envs,
+            temperature=config.temperature,
+            sample_seed=config.seed,
         )
         per_iteration[iteration] = summarize(outcomes)
         gifs += [str(p) for p in written]

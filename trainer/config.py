@@ -31,7 +31,8 @@ LOSSES = ("tpo", "dpo-step", "sft", "grpo", "rloo")
 @dataclass
 class PolicyConfig:
     base_policy: str | None = field(default=None, metadata={"flag": "--policy"})
-    """Base policy folder (written by grape-sft or a previous run's checkpoint). Default: the embedded SFT policy, trained on scripted demonstrations and cached in --sft-cache first."""
+    """Base policy folder (written by grape-sft or a previous run's checkpoint). Default: the embedded SFT policy,
+    trained on scripted demonstrations and cached in --sft-cache first."""
     sft_cache: str = "cache/sft"
     """Folder where the default embedded SFT policy is trained once and cached."""
     sft_demos: int | None = None
@@ -39,15 +40,19 @@ class PolicyConfig:
     sft_steps: int | None = None
     """Optimizer steps of the default SFT policy (default: grape-sft's recipe). Ignored with --policy."""
     policy_type: Literal["auto", "embedded", "hf"] = "auto"
-    """Kind of the --policy folder: embedded, hf (an OpenVLA-style HF checkpoint: config.json, weights, processor), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    """Kind of the --policy folder: embedded, hf (an OpenVLA-style HF checkpoint: config.json, weights, processor),
+    or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
     trust_remote_code: bool = False
-    """Let an HF checkpoint whose config.json names its own model code (auto_map, as OpenVLA's does) run that code from the --policy folder."""
+    """Let an HF checkpoint whose config.json names its own model code (auto_map, as OpenVLA's does) run that code
+    from the --policy folder."""
     action_stats: str | None = None
-    """Action statistics of an HF checkpoint (JSON with per-dimension q01/q99, as the SFT data's; default: the folder's action_stats.json, else --unnorm-key's entry of the config's norm_stats)."""
+    """Action statistics of an HF checkpoint (JSON with per-dimension q01/q99, as the SFT data's; default: the
+    folder's action_stats.json, else --unnorm-key's entry of the config's norm_stats)."""
     unnorm_key: str | None = None
     """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the policy samples, scores and trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available). Rollout workers (--rollout-workers) always sample on CPU."""
+    """Where the policy samples, scores and trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda
+    when available). Rollout workers (--rollout-workers) always sample on CPU."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Precision of the policy's weights; with bfloat16 the LoRA factors, log-probs and losses stay float32."""
     lora_rank: int = 8
@@ -55,7 +60,8 @@ class PolicyConfig:
     lora_alpha: float = 16.0
     """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
     lora_targets: Literal["attention", "all-linear"] = "all-linear"
-    """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as OpenVLA's LoRA fine-tuning does; not the output head)."""
+    """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as
+    OpenVLA's LoRA fine-tuning does; not the output head)."""
 
 
 @dataclass
@@ -71,13 +77,17 @@ class RolloutConfig:
     max_steps: int | None = None
     """Cap on steps per episode (default: each task's own limit)."""
     rollout_workers: int = 0
-    """Ray worker processes for rollouts, each with its own envs and policy copy (0: in the training process; needs Ray). Episodes do not depend on the count."""
+    """Ray worker processes for rollouts, each with its own envs and policy copy (0: in the training process; needs
+    Ray). Episodes do not depend on the count."""
     ray_address: str | None = None
     """Run the rollout workers on this Ray cluster (e.g. ray://head:10001 or auto) instead of a local one."""
     dynamic_sampling: bool = False
-    """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached). Without it every drawn state is used."""
+    """Dynamic sampling: keep only initial states whose samples differ in outcome score by more than --min-gap, and
+    draw further initial states until each task has --states-per-task of them (or --max-rollouts is reached).
+    Without it every drawn state is used."""
     max_rollouts: int | None = None
-    """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x samples-per-state)."""
+    """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x
+    samples-per-state)."""
 
 
 @dataclass
@@ -91,51 +101,70 @@ class GcpgConfig:
     m: int = 2
     """Pair the top m with the bottom m trajectories of each initial state (m^2 pairs per state)."""
     pairing: Literal["gcpg", "random-success"] = "gcpg"
-    """How pairs are chosen within an initial state: gcpg (top m x bottom m by R_GCPG) or random-success (up to m^2 random success-vs-failure pairs, the paper's Table I ablation)."""
+    """How pairs are chosen within an initial state: gcpg (top m x bottom m by R_GCPG) or random-success (up to m^2
+    random success-vs-failure pairs, the paper's Table I ablation)."""
     min_gap: float = 0.01
-    """A pair is made only when the chosen trajectory's outcome score (lambda-ext * R_ext + lambda-success * I_success) beats the rejected one's by more than this; R_self only breaks ties among outcomes. Also the spread an initial state needs to count as informative under --dynamic-sampling."""
+    """A pair is made only when the chosen trajectory's outcome score (lambda-ext * R_ext + lambda-success *
+    I_success) beats the rejected one's by more than this; R_self only breaks ties among outcomes. Also the spread
+    an initial state needs to count as informative under --dynamic-sampling."""
     self_pairs: bool = False
-    """Let R_self differences alone make a pair (the paper's rule: any R_GCPG difference counts, so two equally good successes are paired by their likelihood)."""
+    """Let R_self differences alone make a pair (the paper's rule: any R_GCPG difference counts, so two equally good
+    successes are paired by their likelihood)."""
 
 
 @dataclass
 class OptimConfig:
     loss: Literal["tpo", "dpo-step", "sft", "grpo", "rloo"] = "tpo"
-    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline), sft (imitation of the successful rollouts), or a group-relative policy gradient with a clipped ratio: rloo (advantage = R_GCPG minus the mean of the other samples of the same initial state) or grpo (advantage = R_GCPG minus the group mean, divided by the group's standard deviation)."""
+    """Training loss: tpo (trajectory-wise, GRAPE), dpo-step (per-step DPO, the OpenVLA-DPO baseline), sft
+    (imitation of the successful rollouts), or a group-relative policy gradient with a clipped ratio: rloo
+    (advantage = R_GCPG minus the mean of the other samples of the same initial state) or grpo (advantage = R_GCPG
+    minus the group mean, divided by the group's standard deviation)."""
     beta: float = 0.1
     """Inverse temperature of the preference loss (TPO, step-DPO)."""
     lr: float = 5e-4
     """AdamW learning rate of the LoRA parameters."""
     nll_weight: float = 1.0
-    """Weight of a negative log-likelihood term on the chosen trajectories (mean per step) added to the preference loss, as in RPO; it keeps the chosen actions likely while the rejected ones are pushed down (without it, TPO at lr 5e-4 collapsed greedy success: docs/results.md). 0 = the paper's pure TPO."""
+    """Weight of a negative log-likelihood term on the chosen trajectories (mean per step) added to the preference
+    loss, as in RPO; it keeps the chosen actions likely while the rejected ones are pushed down (without it, TPO at
+    lr 5e-4 collapsed greedy success: docs/results.md). 0 = the paper's pure TPO."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
-    """Passes over the iteration's pairs (or trajectories, for sft, grpo and rloo) per iteration; the optimizer steps of an iteration scale with its data."""
+    """Passes over the iteration's pairs (or trajectories, for sft, grpo and rloo) per iteration; the optimizer
+    steps of an iteration scale with its data."""
     pairs_per_step: int = 8
     """Preference pairs (or trajectories, for sft, grpo and rloo) per optimizer step."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    """Learning rate within each iteration: constant, or cosine (decays from --lr to 0 over the iteration's optimizer steps)."""
+    """Learning rate within each iteration: constant, or cosine (decays from --lr to 0 over the iteration's
+    optimizer steps)."""
     clip_eps: float = 0.2
     """grpo/rloo: the policy ratio of each action step is clipped to [1 - eps, 1 + eps] (PPO)."""
     kl_coef: float = 0.0
     """grpo/rloo: weight of a KL(policy || reference) penalty per step (0 = none)."""
     holdout_fraction: float = 0.0
-    """Fraction of each iteration's initial states whose pairs (or trajectories) are held out of training; their loss is logged as heldout/loss after every epoch, so over-fitting shows (0 = none)."""
+    """Fraction of each iteration's initial states whose pairs (or trajectories) are held out of training; their
+    loss is logged as heldout/loss after every epoch, so over-fitting shows (0 = none)."""
     chunk_steps: int = 2048
-    """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact whole-trajectory gradient."""
+    """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact
+    whole-trajectory gradient."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this value (0 = no clipping)."""
     learner_processes: int = 1
-    """Processes computing each optimizer step's gradient (torch.distributed: gloo on CPU, nccl with one GPU per process): each takes an equal share of the batch's steps and the gradients are summed, so the update equals one process's. Rollouts stay in the main process."""
+    """Processes computing each optimizer step's gradient (torch.distributed: gloo on CPU, nccl with one GPU per
+    process): each takes an equal share of the batch's steps and the gradients are summed, so the update equals one
+    process's. Rollouts stay in the main process."""
     ref_update: Literal["fixed", "iteration"] = "iteration"
-    """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights and a fresh one attached, so the reference is the previous iteration's policy; the default, since a fixed reference let later iterations start far from it and collapse: docs/results.md)."""
+    """Reference policy of the preference loss: fixed (the starting policy in every iteration) or iteration
+    (iterative-DPO style: before each iteration after the first, the LoRA adapter is merged into the base weights
+    and a fresh one attached, so the reference is the previous iteration's policy; the default, since a fixed
+    reference let later iterations start far from it and collapse: docs/results.md)."""
 
 
 @dataclass
 class TrainConfig:
     constraints: str = ""
-    """Objective .grc (applied to every task's stock file in constraints/tasks/) or a task .grc (then only that task)."""
+    """Objective .grc (applied to every task's stock file in constraints/tasks/) or a task .grc (then only that
+    task)."""
     overrides: list[str] = field(default_factory=list, metadata={"flag": "--set", "repeatable": True})
     """Override constraint params of every task file, NAME=VALUE (as grapec --set); repeatable."""
     iterations: int = 3
@@ -143,9 +172,11 @@ class TrainConfig:
     seed: int = 0
     """Seed of everything random: initial states, sampling, LoRA init, shuffling."""
     output_dir: str | None = None
-    """Run folder (default runs/<objective>__<loss>__seed<seed>__<time>). An existing run folder is resumed if its saved config matches."""
+    """Run folder (default runs/<objective>__<loss>__seed<seed>__<time>). An existing run folder is resumed if its
+    saved config matches."""
     eval_episodes: int = 0
-    """Evaluation episodes per task after each iteration on the validation seeds (0 = none; use grape-eval for the full evaluation)."""
+    """Evaluation episodes per task after each iteration on the validation seeds (0 = none; use grape-eval for the
+    full evaluation)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     gcpg: GcpgConfig = field(default_factory=GcpgConfig)
@@ -155,7 +186,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """From `to_dict`'s form; unknown keys are errors (trainer.flags.ConfigFileError)."""
         from trainer.flags import config_from_dict
 
@@ -168,7 +199,13 @@ class TrainConfig:
 
 _SUBCONFIGS = {"policy": PolicyConfig, "rollout": RolloutConfig, "gcpg": GcpgConfig, "optim": OptimConfig}
 
-LEGACY_DEFAULTS = {"nll_weight": 0.0, "lora_targets": "attention", "ref_update": "fixed", "min_gap": 1e-9, "self_pairs": True}
+LEGACY_DEFAULTS = {
+    "nll_weight": 0.0,
+    "lora_targets": "attention",
+    "ref_update": "fixed",
+    "min_gap": 1e-9,
+    "self_pairs": True,
+}
 """What a run saved before these fields existed did: a resume compares against these, not today's defaults."""
 
 PATH_FIELDS = {"constraints", "base_policy", "sft_cache", "action_stats"}
@@ -230,13 +267,26 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
 
 
 FIELD_BOUNDS: dict[str, Bound] = {
-    "iterations": AT_LEAST_ONE, "seed": SEED, "eval_episodes": Bound(low=0),
-    "sft_demos": AT_LEAST_ONE, "sft_steps": AT_LEAST_ONE, "lora_rank": AT_LEAST_ONE, "lora_alpha": POSITIVE,
-    "states_per_task": AT_LEAST_ONE, "samples_per_state": Bound(low=2, note="to form pairs"),
-    "temperature": POSITIVE, "max_steps": AT_LEAST_ONE, "m": AT_LEAST_ONE,
+    "iterations": AT_LEAST_ONE,
+    "seed": SEED,
+    "eval_episodes": Bound(low=0),
+    "sft_demos": AT_LEAST_ONE,
+    "sft_steps": AT_LEAST_ONE,
+    "lora_rank": AT_LEAST_ONE,
+    "lora_alpha": POSITIVE,
+    "states_per_task": AT_LEAST_ONE,
+    "samples_per_state": Bound(low=2, note="to form pairs"),
+    "temperature": POSITIVE,
+    "max_steps": AT_LEAST_ONE,
+    "m": AT_LEAST_ONE,
     "learner_processes": AT_LEAST_ONE,
-    "beta": POSITIVE, "lr": POSITIVE, "epochs": AT_LEAST_ONE, "pairs_per_step": AT_LEAST_ONE, "chunk_steps": AT_LEAST_ONE,
-    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True), "holdout_fraction": Bound(low=0, high=1, high_open=True),
+    "beta": POSITIVE,
+    "lr": POSITIVE,
+    "epochs": AT_LEAST_ONE,
+    "pairs_per_step": AT_LEAST_ONE,
+    "chunk_steps": AT_LEAST_ONE,
+    "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True),
+    "holdout_fraction": Bound(low=0, high=1, high_open=True),
     "max_rollouts": AT_LEAST_ONE,
 }
 """Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
@@ -259,7 +309,10 @@ def validate(config: TrainConfig) -> list[str]:
         except DeviceError as error:
             problems.append(str(error))
     if config.gcpg.m * 2 > config.rollout.samples_per_state:
-        problems.append(f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} (top m and bottom m must not overlap)")
+        problems.append(
+            f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} "
+            "(top m and bottom m must not overlap)"
+        )
     for item in config.overrides:
         name, sep, value = item.partition("=")
         try:

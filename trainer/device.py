@@ -21,24 +21,31 @@ class DeviceError(ValueError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto": cuda when a GPU is usable, else cpu; "cuda" and "cuda:N" need that GPU."""
+    """ "auto": cuda when a GPU is usable, else cpu; "cuda" and "cuda:N" need that GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            built = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+            built = (
+                "torch was built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+            )
             raise DeviceError(f"--device {name}: {built}; use --device cpu (or auto)")
         index = 0 if name == "cuda" else _gpu_index(name)
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+            raise DeviceError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
         return torch.device("cuda", index)
     raise DeviceError(f"--device {name!r}: expected one of {', '.join(DEVICES)} (or cuda:N)")
 
 
 def _gpu_index(name: str) -> int:
-    suffix = name[len("cuda:"):]
+    suffix = name[len("cuda:") :]
     if not suffix.isdigit():
         raise DeviceError(f"--device {name!r}: expected cuda:N with N a GPU number")
     return int(suffix)
@@ -50,7 +57,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise DeviceError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
     dtype = DTYPES[name]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"--dtype bfloat16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; use --dtype float32")
+        raise DeviceError(
+            f"--dtype bfloat16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; "
+            "use --dtype float32"
+        )
     return dtype
 
 

@@ -39,7 +39,7 @@ EXTERNAL_GOAL = "external"  # TaskSpec.goal of a registered environment
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
-EXTERNAL_ENVS: dict[str, Callable[..., "GymTaskEnv"]] = {}
+EXTERNAL_ENVS: dict[str, Callable[..., GymTaskEnv]] = {}
 """task name -> make(split, seed, image_size, max_steps): the registered environments."""
 
 
@@ -101,15 +101,23 @@ def register_environment(env: str, schema_file: str | Path) -> str:
         for key, wanted in ((META_KEYPOINT_NAMES, list(schema.keypoints)), (META_SIGNAL_NAMES, list(schema.signals))):
             reported = _names(probe, key)
             if reported is not None and sorted(reported) != sorted(wanted):
-                raise EnvError(f"--env {env}: metadata['{key}'] {reported} differs from the names in "
-                               f"--schema {schema_file}: {wanted}")
+                raise EnvError(
+                    f"--env {env}: metadata['{key}'] {reported} differs from the names in "
+                    f"--schema {schema_file}: {wanted}"
+                )
         keypoint_names = _names(probe, META_KEYPOINT_NAMES) or list(schema.keypoints)
         signal_names = _names(probe, META_SIGNAL_NAMES) or list(schema.signals)
     finally:
         probe.close()
-    spec = TaskSpec(name=name, goal=EXTERNAL_GOAL, keypoint_names=tuple(keypoint_names),
-                    templates=(schema.description or name,), paraphrases=(),
-                    signal_names=tuple(signal_names), description=schema.description)
+    spec = TaskSpec(
+        name=name,
+        goal=EXTERNAL_GOAL,
+        keypoint_names=tuple(keypoint_names),
+        templates=(schema.description or name,),
+        paraphrases=(),
+        signal_names=tuple(signal_names),
+        description=schema.description,
+    )
     TASKS[name] = spec
 
     def make(split: str, seed: int, image_size: int | None, max_steps: int) -> GymTaskEnv:
@@ -129,8 +137,10 @@ def _build(factory: Callable[[], Any], env: str) -> Any:
     space = getattr(built, "action_space", None)
     if getattr(space, "shape", None) != (ACTION_DIM,):
         built.close()
-        raise EnvError(f"--env {env}: the action space must be a Box of shape ({ACTION_DIM},) "
-                       f"(dx, dy, dz, droll, dpitch, dyaw, gripper), got {space}")
+        raise EnvError(
+            f"--env {env}: the action space must be a Box of shape ({ACTION_DIM},) "
+            f"(dx, dy, dz, droll, dpitch, dyaw, gripper), got {space}"
+        )
     return built
 
 
@@ -139,8 +149,9 @@ class GymTaskEnv:
     observations, `instruction`, `episode()` (keypoints and signals gathered from `info`),
     `render_frame(size)`. Truncates at `max_steps` when the env has not ended by then."""
 
-    def __init__(self, spec: TaskSpec, env: Any, env_name: str, split: str, seed: int,
-                 image_size: int | None, max_steps: int) -> None:
+    def __init__(
+        self, spec: TaskSpec, env: Any, env_name: str, split: str, seed: int, image_size: int | None, max_steps: int
+    ) -> None:
         self.spec_task, self.env, self.env_name = spec, env, env_name
         self.split, self._seed, self.image_size, self.max_steps = split, int(seed), image_size, max_steps
         self.keypoint_names, self.signal_names = list(spec.keypoint_names), list(spec.signal_names)
@@ -160,8 +171,9 @@ class GymTaskEnv:
             self._seed = int(seed)
         obs, info = self.env.reset(seed=self._seed, options=options)
         self._obs = self._observation(obs)
-        self.instruction = str(info.get("instruction") or getattr(self.env.unwrapped, "instruction", "")
-                               or self.spec_task.templates[0])
+        self.instruction = str(
+            info.get("instruction") or getattr(self.env.unwrapped, "instruction", "") or self.spec_task.templates[0]
+        )
         self._log = {"actions": [], "states": [], "keypoints": [], "signals": []}
         self._steps, self._success, self._grasp, self._collision, self._done = 0, False, False, False, False
         return self._obs, info
@@ -178,8 +190,10 @@ class GymTaskEnv:
         self._log["signals"].append(self._read(info, INFO_SIGNALS, self.signal_names, ()))
         found = [key for key in INFO_SUCCESS if key in info]
         if not found:
-            raise EnvError(f"--env {self.env_name}: step {self._steps}: info has no 'success' (or 'is_success') "
-                           f"key (has: {', '.join(map(str, info)) or 'nothing'})")
+            raise EnvError(
+                f"--env {self.env_name}: step {self._steps}: info has no 'success' (or 'is_success') "
+                f"key (has: {', '.join(map(str, info)) or 'nothing'})"
+            )
         self._success = bool(info[found[0]])
         self._grasp |= bool(info.get("grasp", False))
         self._collision |= bool(info.get("collision", False))
@@ -196,8 +210,10 @@ class GymTaskEnv:
         if self.image_size:
             image = obs.get("image") if isinstance(obs, dict) else None
             if image is None or np.shape(image) != (self.image_size, self.image_size, 3):
-                raise EnvError(f"--env {self.env_name}: the policy reads {self.image_size}x{self.image_size} images, "
-                               f"but the observation's 'image' is {None if image is None else np.shape(image)}")
+                raise EnvError(
+                    f"--env {self.env_name}: the policy reads {self.image_size}x{self.image_size} images, "
+                    f"but the observation's 'image' is {None if image is None else np.shape(image)}"
+                )
             out["image"] = np.asarray(image, dtype=np.uint8)
         return out
 
@@ -219,22 +235,29 @@ class GymTaskEnv:
     def episode(self) -> Episode:
         t, k, s = len(self._log["actions"]), len(self.keypoint_names), len(self.signal_names)
         return Episode(
-            task=self.spec_task.name, instruction=self.instruction, seed=self._seed, split=self.split,
+            task=self.spec_task.name,
+            instruction=self.instruction,
+            seed=self._seed,
+            split=self.split,
             actions=np.array(self._log["actions"], dtype=np.float32).reshape(t, ACTION_DIM),
             states=np.array(self._log["states"], dtype=np.float32).reshape(t, len(self._obs["state"])),
             keypoints=np.array(self._log["keypoints"], dtype=np.float32).reshape(t, k, 3),
             keypoint_names=list(self.keypoint_names),
             signals=np.array(self._log["signals"], dtype=np.float32).reshape(t, s),
             signal_names=list(self.signal_names),
-            success=self._success, grasp=self._grasp, collision=self._collision,
+            success=self._success,
+            grasp=self._grasp,
+            collision=self._collision,
         )
 
     def render_frame(self, size: int = 256) -> np.ndarray:
         """The env's `render()` frame, resampled (nearest) to size x size."""
         frame = self.env.render()
         if frame is None:
-            raise EnvError(f"--env {self.env_name}: render() returned nothing; make the env with "
-                           "render_mode='rgb_array' or evaluate with --gifs 0")
+            raise EnvError(
+                f"--env {self.env_name}: render() returned nothing; make the env with "
+                "render_mode='rgb_array' or evaluate with --gifs 0"
+            )
         frame = np.asarray(frame, dtype=np.uint8)[..., :3]
         rows = np.arange(size) * frame.shape[0] // size
         cols = np.arange(size) * frame.shape[1] // size
@@ -247,11 +270,19 @@ class GymTaskEnv:
 def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     """`--env` and `--schema`, shared by grape-train, grape-eval and grape-sft."""
     group = parser.add_argument_group("your own environment (docs/environments.md)")
-    group.add_argument("--env", metavar="ID|MODULE:FACTORY", default=None,
-                       help="a gymnasium env id or module:factory that reports keypoints and signals in info; needs --schema")
-    group.add_argument("--schema", metavar="SCENE.json", default=None,
-                       help="the env's keypoint and signal names with their meaning (grapec generate's --scene format); "
-                            "its name is the task name")
+    group.add_argument(
+        "--env",
+        metavar="ID|MODULE:FACTORY",
+        default=None,
+        help="a gymnasium env id or module:factory that reports keypoints and signals in info; needs --schema",
+    )
+    group.add_argument(
+        "--schema",
+        metavar="SCENE.json",
+        default=None,
+        help="the env's keypoint and signal names with their meaning (grapec generate's --scene format); "
+        "its name is the task name",
+    )
 
 
 def register_from_args(args: argparse.Namespace) -> str | None:

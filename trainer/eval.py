@@ -63,11 +63,13 @@ class EvalConfig:
     output_dir: str | None = None
     """Where results go (default: <run or checkpoint>/eval)."""
     policy_type: Literal["auto", "embedded", "hf"] = "auto"
-    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    """Kind of the policy folders: embedded, hf (an OpenVLA-style HF checkpoint), or auto (a folder written by this
+    project names its kind; one with only a config.json is an HF checkpoint)."""
     trust_remote_code: bool = False
     """Let an HF checkpoint whose config.json names its own model code (auto_map) run that code."""
     action_stats: str | None = None
-    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's action_stats.json)."""
+    """Action statistics of an HF checkpoint (JSON with q01/q99 per dimension; default: the folder's
+    action_stats.json)."""
     unnorm_key: str | None = None
     """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -166,7 +168,7 @@ def write_eval_info(info: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def render_table(metrics: dict[str, Any], title: str = "evaluation") -> "rich.table.Table":  # noqa: F821
+def render_table(metrics: dict[str, Any], title: str = "evaluation") -> rich.table.Table:  # noqa: F821
     """A rich table, one row per (split, task), rates as percentages with their CIs."""
     from rich.table import Table
 
@@ -175,7 +177,10 @@ def render_table(metrics: dict[str, Any], title: str = "evaluation") -> "rich.ta
         table.add_column(column, justify="left" if column in ("split", "task") else "right")
     for split, tasks in metrics.items():
         for task, m in tasks.items():
-            cells = [f"{100 * m[k]['rate']:5.1f}% [{100 * m[k]['ci95'][0]:.0f}, {100 * m[k]['ci95'][1]:.0f}]" for k in RATE_METRICS]
+            cells = [
+                f"{100 * m[k]['rate']:5.1f}% [{100 * m[k]['ci95'][0]:.0f}, {100 * m[k]['ci95'][1]:.0f}]"
+                for k in RATE_METRICS
+            ]
             steps = m["step_length"]
             half = (steps["ci95"][1] - steps["ci95"][0]) / 2
             style = "bold" if task == "all" else None
@@ -262,13 +267,27 @@ def evaluate_policy(
     with tqdm(total=len(specs), desc=desc, unit="ep", disable=not progress, leave=False) as bar:
         # One sampling stream per episode, from (sample_seed, episode): two policies evaluated with
         # the same seed see the same noise on every episode, whatever the other episodes do.
-        rollouts, frames = collect_rollouts(policy, specs, greedy=not temperature, temperature=temperature or 1.0,
-                                            sample_seed=sample_seed if temperature else None, max_steps=max_steps,
-                                            batch_envs=batch_envs, on_episode=lambda _: bar.update(1),
-                                            record_frames=wants_frames)
+        rollouts, frames = collect_rollouts(
+            policy,
+            specs,
+            greedy=not temperature,
+            temperature=temperature or 1.0,
+            sample_seed=sample_seed if temperature else None,
+            max_steps=max_steps,
+            batch_envs=batch_envs,
+            on_episode=lambda _: bar.update(1),
+            record_frames=wants_frames,
+        )
     outcomes = [
-        EpisodeOutcome(r.spec.task, r.spec.split, r.spec.seed, bool(r.episode.success), bool(r.episode.grasp),
-                       bool(r.episode.collision), r.episode.length)
+        EpisodeOutcome(
+            r.spec.task,
+            r.spec.split,
+            r.spec.seed,
+            bool(r.episode.success),
+            bool(r.episode.grasp),
+            bool(r.episode.collision),
+            r.episode.length,
+        )
         for r in rollouts
     ]
     gifs = []

@@ -160,7 +160,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
     names = [path[-1] for path, _, _ in _leaves(cls)]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise TypeError(f"{cls.__name__}: field names {repeated} occur in more than one nested config; flags must be unique")
+        raise TypeError(
+            f"{cls.__name__}: field names {repeated} occur in more than one nested config; flags must be unique"
+        )
 
     def add(container: argparse._ActionsContainer, owner: type, prefix: tuple[str, ...]) -> None:
         for f in dataclasses.fields(owner):

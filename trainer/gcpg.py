@@ -115,7 +115,10 @@ def make_pairs(
     scores = np.asarray(scores, dtype=np.float64)
     tie_break = np.zeros_like(scores) if tie_break is None else np.asarray(tie_break, dtype=np.float64)
     if scores.ndim != 1 or len(scores) != len(group_ids) or tie_break.shape != scores.shape:
-        raise ValueError(f"make_pairs: scores [{scores.shape}], tie_break [{tie_break.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+        raise ValueError(
+            f"make_pairs: scores [{scores.shape}], tie_break [{tie_break.shape}] and group_ids [{len(group_ids)}] "
+            "must be [N] of one length"
+        )
     if not (np.all(np.isfinite(scores)) and np.all(np.isfinite(tie_break))):
         raise ValueError("make_pairs: scores contain NaN or infinity")
     pairs: list[tuple[int, int]] = []
@@ -148,7 +151,9 @@ def count_pair_kinds(kinds: list[str]) -> dict[str, int]:
     return {kind: sum(k == kind for k in kinds) for kind in PAIR_KINDS}
 
 
-def group_advantages(scores: np.ndarray, group_ids: np.ndarray, normalize: bool = False, eps: float = 1e-6) -> np.ndarray:
+def group_advantages(
+    scores: np.ndarray, group_ids: np.ndarray, normalize: bool = False, eps: float = 1e-6
+) -> np.ndarray:
     """Group-relative advantages of each trajectory over the other samples of its initial state.
 
     `normalize=False` (RLOO): A_i = r_i - mean of the other members of i's group.
@@ -158,7 +163,9 @@ def group_advantages(scores: np.ndarray, group_ids: np.ndarray, normalize: bool 
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or len(scores) != len(group_ids):
-        raise ValueError(f"group_advantages: scores [{scores.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+        raise ValueError(
+            f"group_advantages: scores [{scores.shape}] and group_ids [{len(group_ids)}] must be [N] of one length"
+        )
     if not np.all(np.isfinite(scores)):
         raise ValueError("group_advantages: scores contain NaN or infinity")
     advantages = np.zeros(len(scores))
@@ -211,7 +218,12 @@ def write_parquet(columns: dict[str, np.ndarray | list], path: str | os.PathLike
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: (values.tolist() if isinstance(values, np.ndarray) and values.dtype == object else values) for name, values in columns.items()})
+    table = pa.table(
+        {
+            name: (values.tolist() if isinstance(values, np.ndarray) and values.dtype == object else values)
+            for name, values in columns.items()
+        }
+    )
     with atomic_write(path, "wb") as f:
         pq.write_table(table, f)
     return Path(path)

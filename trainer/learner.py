@@ -44,8 +44,13 @@ class LearnerError(TrainError):
 
 
 # ---------------------------------------------------------------------- the shared gradient
-def distributed_backward(policy: torch.nn.Module, bank: Any, steps: np.ndarray,
-                         loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]], chunk_steps: int) -> Metrics:
+def distributed_backward(
+    policy: torch.nn.Module,
+    bank: Any,
+    steps: np.ndarray,
+    loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]],
+    chunk_steps: int,
+) -> Metrics:
     """`trainer.loop.backward_through_steps` with the batch's steps shared among the ranks;
     every rank ends with the whole batch's gradient in its LoRA parameters' .grad."""
     from trainer.loop import step_logps
@@ -93,44 +98,89 @@ class LearnerGroup:
         if processes < 2:
             raise LearnerError(f"--learner-processes {processes}: a group needs at least 2 processes")
         if device.type == "cuda" and torch.cuda.device_count() < processes:
-            raise LearnerError(f"--learner-processes {processes} on cuda needs one GPU per process; "
-                               f"{torch.cuda.device_count()} visible")
+            raise LearnerError(
+                f"--learner-processes {processes} on cuda needs one GPU per process; "
+                f"{torch.cuda.device_count()} visible"
+            )
         if dist.is_initialized():
-            raise LearnerError("torch.distributed is already initialised in this process; "
-                               "--learner-processes starts its own group")
+            raise LearnerError(
+                "torch.distributed is already initialised in this process; --learner-processes starts its own group"
+            )
         self.processes = processes
         self.device = torch.device("cuda", 0) if device.type == "cuda" else device
         backend = "nccl" if device.type == "cuda" else "gloo"
         address = f"tcp://127.0.0.1:{_free_port()}"
         context = torch.multiprocessing.get_context("spawn")
-        self.helpers = [context.Process(target=_helper_main, args=(rank, processes, address, backend, device.type),
-                                        daemon=True, name=f"grape-learner-{rank}")
-                        for rank in range(1, processes)]
+        self.helpers = [
+            context.Process(
+                target=_helper_main,
+                args=(rank, processes, address, backend, device.type),
+                daemon=True,
+                name=f"grape-learner-{rank}",
+            )
+            for rank in range(1, processes)
+        ]
         for helper in self.helpers:
             helper.start()
         try:
             dist.init_process_group(backend, init_method=address, rank=0, world_size=processes, timeout=TIMEOUT)
         except Exception as error:  # whatever stopped the rendezvous, the helpers must not linger
             self._kill()
-            raise LearnerError(f"--learner-processes {processes}: the processes could not form a group: {error}") from None
+            raise LearnerError(
+                f"--learner-processes {processes}: the processes could not form a group: {error}"
+            ) from None
 
-    def train_on_units(self, config: Any, k: int, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, bank: Any,
-                       units: np.ndarray, logger: Any, global_step: int, progress: bool, *,
-                       advantages: np.ndarray | None = None, held_out: np.ndarray | None = None) -> int:
+    def train_on_units(
+        self,
+        config: Any,
+        k: int,
+        policy: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        bank: Any,
+        units: np.ndarray,
+        logger: Any,
+        global_step: int,
+        progress: bool,
+        *,
+        advantages: np.ndarray | None = None,
+        held_out: np.ndarray | None = None,
+    ) -> int:
         from trainer.loop import train_on_units
 
         dead = [helper.name for helper in self.helpers if not helper.is_alive()]
         if dead:
-            raise LearnerError(f"learner process(es) {', '.join(dead)} exited; the run resumes from its last checkpoint")
+            raise LearnerError(
+                f"learner process(es) {', '.join(dead)} exited; the run resumes from its last checkpoint"
+            )
         with tempfile.TemporaryDirectory(prefix="grape-learner-") as scratch:
             policy.save_pretrained(Path(scratch) / "policy")
-            job = {"policy_dir": str(Path(scratch) / "policy"), "optimizer": _to_cpu(optimizer.state_dict()),
-                   "config": config.to_dict(), "k": k, "bank": bank, "units": units, "global_step": global_step,
-                   "advantages": advantages, "held_out": held_out}
+            job = {
+                "policy_dir": str(Path(scratch) / "policy"),
+                "optimizer": _to_cpu(optimizer.state_dict()),
+                "config": config.to_dict(),
+                "k": k,
+                "bank": bank,
+                "units": units,
+                "global_step": global_step,
+                "advantages": advantages,
+                "held_out": held_out,
+            }
             dist.broadcast_object_list([job], src=0)
             # The scratch folder outlives the helpers' loading: they read it before the first collective.
-            return train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
-                                  advantages=advantages, held_out=held_out, backward=distributed_backward)
+            return train_on_units(
+                config,
+                k,
+                policy,
+                optimizer,
+                bank,
+                units,
+                logger,
+                global_step,
+                progress,
+                advantages=advantages,
+                held_out=held_out,
+                backward=distributed_backward,
+            )
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -195,10 +245,24 @@ def _helper_main(rank: int, world: int, address: str, backend: str, device_type:
             config = TrainConfig.from_dict(job["config"])
             options = {**options_from_config(config.policy), "device": device, "policy_type": "auto"}
             policy = open_policy(job["policy_dir"], is_trainable=True, **options)
-            optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+            optimizer = torch.optim.AdamW(
+                lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+            )
             optimizer.load_state_dict(job["optimizer"])
-            train_on_units(config, job["k"], policy, optimizer, job["bank"], job["units"], _QuietLogger(), job["global_step"],
-                           False, advantages=job["advantages"], held_out=job["held_out"], backward=distributed_backward)
+            train_on_units(
+                config,
+                job["k"],
+                policy,
+                optimizer,
+                job["bank"],
+                job["units"],
+                _QuietLogger(),
+                job["global_step"],
+                False,
+                advantages=job["advantages"],
+                held_out=job["held_out"],
+                backward=distributed_backward,
+            )
     finally:
         dist.destroy_process_group()
 
@@ -207,9 +271,20 @@ def _helper_main(rank: int, world: int, address: str, backend: str, device_type:
 _group: LearnerGroup | None = None
 
 
-def train_units(config: Any, k: int, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, bank: Any,
-                units: np.ndarray, logger: Any, global_step: int, progress: bool, *,
-                advantages: np.ndarray | None = None, held_out: np.ndarray | None = None) -> int:
+def train_units(
+    config: Any,
+    k: int,
+    policy: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bank: Any,
+    units: np.ndarray,
+    logger: Any,
+    global_step: int,
+    progress: bool,
+    *,
+    advantages: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
+) -> int:
     """`trainer.loop.train_on_units` in this process, or shared by config.optim.learner_processes
     processes (started on first use, kept for the rest of the run; `close_learners` stops them)."""
     global _group
@@ -217,14 +292,36 @@ def train_units(config: Any, k: int, policy: torch.nn.Module, optimizer: torch.o
 
     processes = config.optim.learner_processes
     if processes <= 1:
-        return train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
-                              advantages=advantages, held_out=held_out)
+        return train_on_units(
+            config,
+            k,
+            policy,
+            optimizer,
+            bank,
+            units,
+            logger,
+            global_step,
+            progress,
+            advantages=advantages,
+            held_out=held_out,
+        )
     if _group is not None and _group.processes != processes:
         close_learners()
     if _group is None:
         _group = LearnerGroup(processes, policy.device)
-    return _group.train_on_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
-                                 advantages=advantages, held_out=held_out)
+    return _group.train_on_units(
+        config,
+        k,
+        policy,
+        optimizer,
+        bank,
+        units,
+        logger,
+        global_step,
+        progress,
+        advantages=advantages,
+        held_out=held_out,
+    )
 
 
 def close_learners() -> None:
@@ -232,4 +329,3 @@ def close_learners() -> None:
     if _group is not None:
         _group.close()
         _group = None
-

@@ -47,9 +47,7 @@ from trainer.gcpg import (
     GcpgWeights,
     count_pair_kinds,
     group_advantages,
-    informative_groups,
     make_pairs,
-    outcome_score,
     pair_kinds,
     score_columns,
     write_parquet,
@@ -131,7 +129,10 @@ def resolve_constraints(constraints: str, tasks: Sequence[str], overrides: dict[
 
     if isinstance(module, ast.TaskFile):
         if module.name not in TASKS:
-            raise TrainError(f"--constraints: {path} is a task file for '{module.name}', which the simulator does not have (known tasks: {', '.join(TASKS)})")
+            raise TrainError(
+                f"--constraints: {path} is a task file for '{module.name}', which the simulator does not have "
+                f"(known tasks: {', '.join(TASKS)})"
+            )
         jobs = [(module.name, path, ())]
     else:
         task_dir = stock_task_dir(path)
@@ -181,7 +182,7 @@ class StepBank:
         self.step_owner = np.repeat(np.arange(len(self.instructions)), np.diff(self.offsets))
 
     @classmethod
-    def from_rollouts(cls, rollouts: Sequence[Rollout]) -> "StepBank":
+    def from_rollouts(cls, rollouts: Sequence[Rollout]) -> StepBank:
         lengths = [r.episode.length for r in rollouts]
         images = [r.images for r in rollouts]
         return cls(
@@ -245,7 +246,9 @@ def backward_through_steps(
 
 def _segment_sums(values: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
     device = values.device  # the policy's: log-probs stay where they were computed
-    owner = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.as_tensor(list(lengths), device=device))
+    owner = torch.repeat_interleave(
+        torch.arange(len(lengths), device=device), torch.as_tensor(list(lengths), device=device)
+    )
     return torch.zeros(len(lengths), dtype=values.dtype, device=device).index_add(0, owner, values)
 
 
@@ -260,7 +263,12 @@ def _padded(values: torch.Tensor, lengths: Sequence[int], width: int) -> torch.T
 
 
 def preference_loss_fn(
-    loss: str, pairs: np.ndarray, lengths: np.ndarray, ref_step_logps: torch.Tensor, beta: float, nll_weight: float = 0.0
+    loss: str,
+    pairs: np.ndarray,
+    lengths: np.ndarray,
+    ref_step_logps: torch.Tensor,
+    beta: float,
+    nll_weight: float = 0.0,
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
     """The loss over the concatenated steps of trajectories [c_0, r_0, c_1, r_1, ...].
 
@@ -282,7 +290,9 @@ def preference_loss_fn(
     elif loss == "dpo-step":
         width = max(seg_lengths)
         device = ref_step_logps.device
-        overlap = torch.as_tensor([min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))], device=device)
+        overlap = torch.as_tensor(
+            [min(seg_lengths[2 * p], seg_lengths[2 * p + 1]) for p in range(len(pairs))], device=device
+        )
         mask = torch.arange(width, device=device)[None, :] < overlap[:, None]
         ref = _padded(ref_step_logps, seg_lengths, width)
 
@@ -299,7 +309,12 @@ def preference_loss_fn(
         loss_value, metrics = preference(policy_step_logps)
         chosen_nll = -_segment_sums(policy_step_logps, seg_lengths)[chosen].sum() / chosen_steps
         total = loss_value + nll_weight * chosen_nll
-        return total, {**metrics, "loss": float(total.detach()), "loss/preference": metrics["loss"], "nll/chosen": float(chosen_nll.detach())}
+        return total, {
+            **metrics,
+            "loss": float(total.detach()),
+            "loss/preference": metrics["loss"],
+            "nll/chosen": float(chosen_nll.detach()),
+        }
 
     return preference_with_nll
 
@@ -315,17 +330,28 @@ def sft_loss_fn(lengths: Sequence[int]) -> Callable[[torch.Tensor], tuple[torch.
 
 
 def group_policy_gradient_loss_fn(
-    lengths: Sequence[int], old_step_logps: torch.Tensor, advantages: Sequence[float], clip_eps: float,
-    ref_step_logps: torch.Tensor | None = None, kl_coef: float = 0.0,
+    lengths: Sequence[int],
+    old_step_logps: torch.Tensor,
+    advantages: Sequence[float],
+    clip_eps: float,
+    ref_step_logps: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]:
     """The clipped group-relative policy-gradient loss over the concatenated steps of trajectories
     with per-step lengths `lengths`; each step carries its trajectory's advantage."""
-    step_advantages = torch.repeat_interleave(torch.as_tensor(list(advantages), dtype=torch.float32),
-                                              torch.as_tensor(list(lengths)))
+    step_advantages = torch.repeat_interleave(
+        torch.as_tensor(list(advantages), dtype=torch.float32), torch.as_tensor(list(lengths))
+    )
 
     def group_pg(policy_step_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
-        return group_policy_gradient_loss(policy_step_logps, old_step_logps, step_advantages.to(policy_step_logps.device), clip_eps,
-                                          ref_step_logps, kl_coef)
+        return group_policy_gradient_loss(
+            policy_step_logps,
+            old_step_logps,
+            step_advantages.to(policy_step_logps.device),
+            clip_eps,
+            ref_step_logps,
+            kl_coef,
+        )
 
     return group_pg
 
@@ -386,16 +412,25 @@ def open_run_dir(config: TrainConfig, resume_from: str = "latest") -> tuple[Path
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             saved = _config_from_checkpoints(run_dir) if resume_from == "previous" else None
             if saved is None:
-                raise TrainError(f"{saved_path} is corrupt ({error}); each checkpoint holds the run's settings too: "
-                                 "add --resume-from previous to take them from the newest checkpoint that verifies") from None
+                raise TrainError(
+                    f"{saved_path} is corrupt ({error}); each checkpoint holds the run's settings too: "
+                    "add --resume-from previous to take them from the newest checkpoint that verifies"
+                ) from None
         differences = config_differences(saved, config.to_dict())
         if differences:
             raise TrainError(
                 f"{run_dir} holds a run made with a different configuration; resume it with the same "
                 "options or choose another --output-dir. Differences (saved -> now):\n  " + "\n  ".join(differences)
             )
-    elif not saved_path.is_file() and run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
-        raise TrainError(f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); choose an empty or new folder")
+    elif (
+        not saved_path.is_file()
+        and run_dir.exists()
+        and any(p for p in run_dir.iterdir() if not p.name.startswith("."))
+    ):
+        raise TrainError(
+            f"--output-dir {run_dir} exists and is not a grape-train run folder (no {CONFIG_FILE}); "
+            "choose an empty or new folder"
+        )
     done = completed_checkpoints(run_dir)
     return run_dir, max(done) if done else -1
 
@@ -428,8 +463,16 @@ def write_run_config(run_dir: Path, config: TrainConfig) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
-def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: torch.optim.Optimizer,
-                    config: TrainConfig, global_step: int, summary: dict[str, Any], metrics_lines: int | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    iteration: int,
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    global_step: int,
+    summary: dict[str, Any],
+    metrics_lines: int | None = None,
+) -> Path:
     """Write checkpoint `iteration` atomically, with a manifest of its files' digests.
 
     `metrics_lines`: how many metrics.jsonl lines the run has written up to this checkpoint
@@ -440,34 +483,50 @@ def save_checkpoint(run_dir: Path, iteration: int, policy: Policy, optimizer: to
         policy.save_pretrained(staging / POLICY_DIR)
         _write_model_card(staging / POLICY_DIR, run_dir, iteration, config, summary)
         save_torch(
-            {"iteration": iteration, "global_step": global_step, "optimizer": optimizer.state_dict(),
-             "config": config.to_dict(), "rng": _rng_state(), "summary": summary, "metrics_lines": metrics_lines},
+            {
+                "iteration": iteration,
+                "global_step": global_step,
+                "optimizer": optimizer.state_dict(),
+                "config": config.to_dict(),
+                "rng": _rng_state(),
+                "summary": summary,
+                "metrics_lines": metrics_lines,
+            },
             staging / TRAINER_STATE_FILE,
         )
         write_manifest(staging)
     return target
 
 
-def _write_model_card(folder: Path, run_dir: Path, iteration: int, config: TrainConfig, summary: dict[str, Any]) -> None:
+def _write_model_card(
+    folder: Path, run_dir: Path, iteration: int, config: TrainConfig, summary: dict[str, Any]
+) -> None:
     from trainer.modelcard import CARD_FILE, render_card
 
     metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-    text = render_card(title=f"{run_dir.name} iteration {iteration}", base_policy=config.policy.base_policy,
-                       tasks=list(config.rollout.tasks), constraints=config.constraints, iteration=iteration,
-                       metrics=metrics, settings=config.to_dict())
+    text = render_card(
+        title=f"{run_dir.name} iteration {iteration}",
+        base_policy=config.policy.base_policy,
+        tasks=list(config.rollout.tasks),
+        constraints=config.constraints,
+        iteration=iteration,
+        metrics=metrics,
+        settings=config.to_dict(),
+    )
     (folder / CARD_FILE).write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------- policy setup
 def attach_adapter(policy: Policy, config: TrainConfig) -> Policy:
     """A fresh LoRA adapter as the config describes; the policy without it is the reference."""
-    from trainer.policy import add_lora
-
     from trainer.device import place_policy, resolve
+    from trainer.policy import add_lora
 
     targets = "all-linear" if config.policy.lora_targets == "all-linear" else None
     add_lora(policy, rank=config.policy.lora_rank, alpha=config.policy.lora_alpha, target_modules=targets)
-    return place_policy(policy, *resolve(config.policy.device, config.policy.dtype))  # the new factors: on the device, float32
+    return place_policy(
+        policy, *resolve(config.policy.device, config.policy.dtype)
+    )  # the new factors: on the device, float32
 
 
 def sft_recipe_tasks(run_tasks: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -532,7 +591,9 @@ class MetricLogger:
         self.writer.close()
 
 
-def score_rollouts(rollouts: list[Rollout], programs: dict[str, TaskProgram], weights: GcpgWeights) -> dict[str, np.ndarray | list]:
+def score_rollouts(
+    rollouts: list[Rollout], programs: dict[str, TaskProgram], weights: GcpgWeights
+) -> dict[str, np.ndarray | list]:
     """Every component of R_GCPG plus the compiler's per-stage and per-constraint costs."""
     from trainer.store import episodes_to_batch
 
@@ -562,9 +623,12 @@ def score_rollouts(rollouts: list[Rollout], programs: dict[str, TaskProgram], we
         tokens_per_step=int(rollouts[0].episode.action_tokens.shape[1]),
     )
     return {
-        "task": [r.spec.task for r in rollouts], "split": [r.spec.split for r in rollouts],
-        "seed": np.array([r.spec.seed for r in rollouts]), "sample": np.array([r.spec.sample for r in rollouts]),
-        "group": groups.tolist(), "instruction": [r.episode.instruction for r in rollouts],
+        "task": [r.spec.task for r in rollouts],
+        "split": [r.spec.split for r in rollouts],
+        "seed": np.array([r.spec.seed for r in rollouts]),
+        "sample": np.array([r.spec.sample for r in rollouts]),
+        "group": groups.tolist(),
+        "instruction": [r.episode.instruction for r in rollouts],
         **columns,
         "grasp": np.array([r.episode.grasp for r in rollouts]),
         "collision": np.array([r.episode.collision for r in rollouts]),
@@ -579,8 +643,14 @@ class IterationResult:
     global_step: int
 
 
-def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print,
-          stop_after: int | None = None, resume_from: str = "latest") -> Path:
+def train(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    stop_after: int | None = None,
+    resume_from: str = "latest",
+) -> Path:
     """Run (or resume) GRAPE per `config`; return the run folder.
 
     `stop_after` ends the process's work after that iteration's checkpoint (tests use it to
@@ -589,7 +659,9 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
     newest one that verifies is resumed). One process at a time writes a run folder; another
     one gets a TrainError at once.
     """
-    run_dir, _ = open_run_dir(config, resume_from)  # a foreign or differently configured folder: refused before any write
+    run_dir, _ = open_run_dir(
+        config, resume_from
+    )  # a foreign or differently configured folder: refused before any write
     if not config.output_dir:  # the default name holds the time: fix it once
         config = dataclasses.replace(config, output_dir=str(run_dir))
     try:
@@ -599,8 +671,9 @@ def train(config: TrainConfig, *, progress: bool = True, echo: Callable[[str], N
         raise TrainError(str(error)) from error
 
 
-def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], stop_after: int | None,
-           resume_from: str) -> Path:
+def _train(
+    config: TrainConfig, *, progress: bool, echo: Callable[[str], None], stop_after: int | None, resume_from: str
+) -> Path:
     from trainer.policy import lora_parameters, merge_lora
 
     # One thread: the policy's matrices are small, so a second thread gains little, and when the
@@ -609,8 +682,9 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
     overrides = parse_overrides(config.overrides)
     programs = {tp.task: tp for tp in resolve_constraints(config.constraints, config.rollout.tasks, overrides)}
     run_dir, _ = open_run_dir(config, resume_from)  # again, now that this process holds the folder
-    last_done = select_checkpoint(run_dir, completed_checkpoints(run_dir), resume_from, (TRAINER_STATE_FILE,),
-                                  _checkpoint_loads, echo)
+    last_done = select_checkpoint(
+        run_dir, completed_checkpoints(run_dir), resume_from, (TRAINER_STATE_FILE,), _checkpoint_loads, echo
+    )
     if resume_from == "previous" and last_done >= 0:
         write_run_config(run_dir, config)  # restores a corrupt config.json (the settings matched the checkpoint's)
     if last_done >= config.iterations:
@@ -618,12 +692,16 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
         return run_dir
 
     if last_done < 0:
-        policy, source = load_base_policy(config, progress)  # before the run folder exists: a bad --policy leaves nothing
+        policy, source = load_base_policy(
+            config, progress
+        )  # before the run folder exists: a bad --policy leaves nothing
         # Seeded after loading: training the default SFT policy first (a cold cache) draws random
         # numbers, and the LoRA init and every later stream must not depend on whether it ran.
         _set_seeds(config.seed)
         attach_adapter(policy, config)
-        optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        optimizer = torch.optim.AdamW(
+            lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
         global_step = 0
         metrics_lines = 0
         write_run_config(run_dir, config)  # only now has the run started
@@ -635,7 +713,9 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
         from trainer.policy.source import open_policy, options_from_config
 
         policy = open_policy(folder / POLICY_DIR, is_trainable=True, **options_from_config(config.policy))
-        optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        optimizer = torch.optim.AdamW(
+            lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
         state = torch.load(folder / TRAINER_STATE_FILE, weights_only=False, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         _restore_rng(state["rng"])
@@ -644,7 +724,9 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
         write_run_config(run_dir, config)  # records a changed --iterations
         echo(f"resuming {run_dir} after iteration {last_done} (step {global_step})")
 
-    keep_metrics(run_dir / METRICS_FILE, metrics_lines, global_step)  # what a killed process logged after the checkpoint goes
+    keep_metrics(
+        run_dir / METRICS_FILE, metrics_lines, global_step
+    )  # what a killed process logged after the checkpoint goes
     logger = MetricLogger(run_dir, echo, purge_step=global_step + 1)
     weights = GcpgWeights(config.gcpg.lambda_self, config.gcpg.lambda_ext, config.gcpg.lambda_success)
     try:
@@ -654,13 +736,19 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
                 # factors are new parameters, hence a new optimizer. Checkpoint k saves the merged
                 # base, so a resumed run merges exactly what the uninterrupted one did.
                 attach_adapter(merge_lora(policy), config)
-                optimizer = torch.optim.AdamW(lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-            result = run_iteration(config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress)
+                optimizer = torch.optim.AdamW(
+                    lora_parameters(policy), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+                )
+            result = run_iteration(
+                config, k, policy, optimizer, programs, weights, run_dir, logger, global_step, progress
+            )
             global_step = result.global_step
             logger.log(global_step, result.metrics)  # first, so the checkpoint's line count includes it
             save_checkpoint(run_dir, k, policy, optimizer, config, global_step, result.metrics, logger.lines)
-            echo(f"iteration {k}/{config.iterations} done: " + ", ".join(
-                f"{name}={value:.3g}" for name, value in result.metrics.items() if name.count("/") == 1))
+            echo(
+                f"iteration {k}/{config.iterations} done: "
+                + ", ".join(f"{name}={value:.3g}" for name, value in result.metrics.items() if name.count("/") == 1)
+            )
             if stop_after is not None and k >= stop_after:
                 break
     finally:
@@ -672,16 +760,26 @@ def _train(config: TrainConfig, *, progress: bool, echo: Callable[[str], None], 
     return run_dir
 
 
-def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer,
-                  programs: dict[str, TaskProgram], weights: GcpgWeights, run_dir: Path,
-                  logger: MetricLogger, global_step: int, progress: bool) -> IterationResult:
+def run_iteration(
+    config: TrainConfig,
+    k: int,
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    programs: dict[str, TaskProgram],
+    weights: GcpgWeights,
+    run_dir: Path,
+    logger: MetricLogger,
+    global_step: int,
+    progress: bool,
+) -> IterationResult:
     from trainer.sampling import gather_rollouts
     from trainer.store import write_episode
 
     started = time.perf_counter()
     policy.eval()
-    gathered = gather_rollouts(config, k, policy, list(programs),
-                               lambda rollouts: score_rollouts(rollouts, programs, weights), progress)
+    gathered = gather_rollouts(
+        config, k, policy, list(programs), lambda rollouts: score_rollouts(rollouts, programs, weights), progress
+    )
     rollouts, columns = gathered.rollouts, gathered.columns
     rollout_seconds = time.perf_counter() - started
 
@@ -693,13 +791,23 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
     iteration_dir = run_dir / "iterations" / f"iter_{k:04d}"
     with writing(iteration_dir), atomic_directory(iteration_dir) as staging:
         for i, r in enumerate(rollouts):
-            write_episode(staging / "rollouts", r.episode, extra={"sample": r.spec.sample, "group": r.spec.group, "index": i})
+            write_episode(
+                staging / "rollouts", r.episode, extra={"sample": r.spec.sample, "group": r.spec.group, "index": i}
+            )
         write_parquet(columns, staging / "scores.parquet")
-        write_parquet({
-            "chosen": pairs[:, 0], "rejected": pairs[:, 1], "group": groups[pairs[:, 0]].tolist(), "kind": kinds,
-            "chosen_r_gcpg": columns["r_gcpg"][pairs[:, 0]], "rejected_r_gcpg": columns["r_gcpg"][pairs[:, 1]],
-            "chosen_outcome": columns["outcome"][pairs[:, 0]], "rejected_outcome": columns["outcome"][pairs[:, 1]],
-        }, staging / "pairs.parquet")
+        write_parquet(
+            {
+                "chosen": pairs[:, 0],
+                "rejected": pairs[:, 1],
+                "group": groups[pairs[:, 0]].tolist(),
+                "kind": kinds,
+                "chosen_r_gcpg": columns["r_gcpg"][pairs[:, 0]],
+                "rejected_r_gcpg": columns["r_gcpg"][pairs[:, 1]],
+                "chosen_outcome": columns["outcome"][pairs[:, 0]],
+                "rejected_outcome": columns["outcome"][pairs[:, 1]],
+            },
+            staging / "pairs.parquet",
+        )
 
     success = np.asarray(columns["success"])
     lengths = np.asarray(columns["length"])
@@ -719,13 +827,18 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         "rollout/pairs": float(len(pairs)),
         "rollout/rollouts_per_pair": float(len(rollouts) / len(pairs)) if len(pairs) else float("nan"),
         **{f"pairs/{kind}": float(count) for kind, count in count_pair_kinds(kinds).items()},
-        **{f"rollout/{task}/success_rate": float(success[np.asarray(columns["task"]) == task].mean()) for task in programs},
+        **{
+            f"rollout/{task}/success_rate": float(success[np.asarray(columns["task"]) == task].mean())
+            for task in programs
+        },
         "perf/rollout_seconds": rollout_seconds,
         "perf/env_steps_per_second": float(lengths.sum() / max(rollout_seconds, 1e-9)),
     }
     by_kind = ", ".join(f"{count} {kind}" for kind, count in count_pair_kinds(kinds).items() if count)
-    logger.echo(f"iteration {k}: {len(rollouts)} rollouts, {kept_groups} informative initial states, {len(pairs)} pairs"
-                + (f" ({by_kind})" if by_kind else ""))
+    logger.echo(
+        f"iteration {k}: {len(rollouts)} rollouts, {kept_groups} informative initial states, {len(pairs)} pairs"
+        + (f" ({by_kind})" if by_kind else "")
+    )
 
     bank = StepBank.from_rollouts(rollouts)
     train_started = time.perf_counter()
@@ -739,8 +852,19 @@ def run_iteration(config: TrainConfig, k: int, policy: Policy, optimizer: torch.
         held_out = held_out_units(config, k, units, groups)
         from trainer.learner import train_units
 
-        global_step = train_units(config, k, policy, optimizer, bank, units, logger, global_step, progress,
-                                  advantages=advantages, held_out=held_out)
+        global_step = train_units(
+            config,
+            k,
+            policy,
+            optimizer,
+            bank,
+            units,
+            logger,
+            global_step,
+            progress,
+            advantages=advantages,
+            held_out=held_out,
+        )
     metrics["perf/train_seconds"] = time.perf_counter() - train_started
     if config.eval_episodes:
         metrics.update(quick_eval(config, policy, list(programs), progress))
@@ -754,17 +878,22 @@ def choose_pairs(config: TrainConfig, k: int, columns: dict[str, Any], kept: np.
     if config.gcpg.pairing == "random-success":
         from trainer.pairing import random_success_pairs
 
-        pairs = random_success_pairs(columns["success"], groups, config.gcpg.m, np.random.default_rng([config.seed, k, 13]))
+        pairs = random_success_pairs(
+            columns["success"], groups, config.gcpg.m, np.random.default_rng([config.seed, k, 13])
+        )
     else:
         if config.gcpg.self_pairs:  # the paper's rule: any R_GCPG difference is a preference
             pairs = make_pairs(columns["r_gcpg"], groups, config.gcpg.m, min_gap=config.gcpg.min_gap)
         else:  # rank by outcome, R_self only orders equal outcomes
-            pairs = make_pairs(columns["outcome"], groups, config.gcpg.m, tie_break=columns["r_gcpg"], min_gap=config.gcpg.min_gap)
+            pairs = make_pairs(
+                columns["outcome"], groups, config.gcpg.m, tie_break=columns["r_gcpg"], min_gap=config.gcpg.min_gap
+            )
     return pairs[kept[pairs[:, 0]]] if len(pairs) else pairs
 
 
-def training_units(config: TrainConfig, columns: dict[str, Any], pairs: np.ndarray,
-                   kept: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def training_units(
+    config: TrainConfig, columns: dict[str, Any], pairs: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
     """What one optimizer step draws from: pairs [P, 2], or trajectories [N, 1] with their advantages."""
     loss = config.optim.loss
     if loss == "sft":
@@ -793,8 +922,15 @@ def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: 
     """In-domain success, grasp and collision rates on the fixed evaluation seeds (eval/ metrics)."""
     from trainer.eval import evaluate_policy, summarize
 
-    outcomes, _ = evaluate_policy(policy, tasks, [TRAIN_SPLIT], config.eval_episodes, max_steps=config.rollout.max_steps,
-                                  progress=progress, desc="eval")
+    outcomes, _ = evaluate_policy(
+        policy,
+        tasks,
+        [TRAIN_SPLIT],
+        config.eval_episodes,
+        max_steps=config.rollout.max_steps,
+        progress=progress,
+        desc="eval",
+    )
     summary = summarize(outcomes)[TRAIN_SPLIT]
     metrics = {f"eval/{name}_rate": summary["all"][name]["rate"] for name in ("success", "grasp", "collision")}
     metrics["eval/step_length"] = summary["all"]["step_length"]["mean"]
@@ -803,10 +939,20 @@ def quick_eval(config: TrainConfig, policy: Policy, tasks: list[str], progress: 
     return metrics
 
 
-def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch.optim.Optimizer, bank: StepBank,
-                   units: np.ndarray, logger: MetricLogger, global_step: int, progress: bool,
-                   advantages: np.ndarray | None = None, held_out: np.ndarray | None = None,
-                   backward: Callable[..., Metrics] = backward_through_steps) -> int:
+def train_on_units(
+    config: TrainConfig,
+    k: int,
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    bank: StepBank,
+    units: np.ndarray,
+    logger: MetricLogger,
+    global_step: int,
+    progress: bool,
+    advantages: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
+    backward: Callable[..., Metrics] = backward_through_steps,
+) -> int:
     """Optimise over `units` (pairs [P, 2] or single trajectories [N, 1]) for config.optim.epochs.
 
     Units flagged in `held_out` are never trained on; their loss is logged (heldout/loss) after
@@ -830,12 +976,16 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
     if needs_ref:
         with policy.adapter_disabled():
             ref_step = torch.zeros(len(bank.step_owner), device=policy.device)
-            ref_step[torch.as_tensor(touched, device=policy.device)] = step_logps(policy, bank, touched, opt.chunk_steps)
+            ref_step[torch.as_tensor(touched, device=policy.device)] = step_logps(
+                policy, bank, touched, opt.chunk_steps
+            )
     if opt.loss in GROUP_LOSSES:
         old_step = torch.zeros(len(bank.step_owner), device=policy.device)
         old_step[torch.as_tensor(touched, device=policy.device)] = step_logps(policy, bank, touched, opt.chunk_steps)
 
-    def loss_fn_for(batch_rows: np.ndarray) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]], np.ndarray]:
+    def loss_fn_for(
+        batch_rows: np.ndarray,
+    ) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]], np.ndarray]:
         batch = units[batch_rows]
         trajectories = batch.reshape(-1)
         steps = bank.steps_of(trajectories)
@@ -844,8 +994,13 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
             return sft_loss_fn([int(lengths[n]) for n in trajectories]), steps
         if opt.loss in GROUP_LOSSES:
             return group_policy_gradient_loss_fn(
-                [int(lengths[n]) for n in trajectories], old_step[index], advantages[batch_rows], opt.clip_eps,
-                ref_step[index] if ref_step is not None else None, opt.kl_coef), steps
+                [int(lengths[n]) for n in trajectories],
+                old_step[index],
+                advantages[batch_rows],
+                opt.clip_eps,
+                ref_step[index] if ref_step is not None else None,
+                opt.kl_coef,
+            ), steps
         return preference_loss_fn(opt.loss, batch, lengths, ref_step[index], opt.beta, opt.nll_weight), steps
 
     def held_out_loss() -> float:
@@ -864,8 +1019,11 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
     params = lora_parameters(policy)
     if len(held_index):
         value = held_out_loss()
-        logger.log(global_step, {"heldout/loss": value, "epoch": 0.0, "iteration": float(k)},
-                   f"iter {k} held-out loss {value:.4f} over {len(held_index)} units before training")
+        logger.log(
+            global_step,
+            {"heldout/loss": value, "epoch": 0.0, "iteration": float(k)},
+            f"iter {k} held-out loss {value:.4f} over {len(held_index)} units before training",
+        )
     policy.train()
     unit_name = "perf/pairs_per_second" if units.shape[1] == 2 else "perf/trajectories_per_second"
     with tqdm(total=total_steps, desc=f"iter {k} {opt.loss}", unit="step", disable=not progress, leave=False) as bar:
@@ -875,7 +1033,9 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                 rows = order[b * opt.pairs_per_step : (b + 1) * opt.pairs_per_step]
                 loss_fn, steps = loss_fn_for(rows)
                 done = epoch * batches_per_epoch + b
-                lr = opt.lr * (0.5 * (1 + math.cos(math.pi * done / total_steps)) if opt.lr_schedule == "cosine" else 1.0)
+                lr = opt.lr * (
+                    0.5 * (1 + math.cos(math.pi * done / total_steps)) if opt.lr_schedule == "cosine" else 1.0
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 step_started = time.perf_counter()
@@ -885,11 +1045,21 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
                 optimizer.step()
                 global_step += 1
                 seconds = time.perf_counter() - step_started
-                metrics = {**metrics, "grad_norm": float(grad_norm), "lr": lr, "epoch": epoch + (b + 1) / batches_per_epoch,
-                           "iteration": float(k), "perf/step_seconds": seconds, unit_name: len(rows) / seconds}
+                metrics = {
+                    **metrics,
+                    "grad_norm": float(grad_norm),
+                    "lr": lr,
+                    "epoch": epoch + (b + 1) / batches_per_epoch,
+                    "iteration": float(k),
+                    "perf/step_seconds": seconds,
+                    unit_name: len(rows) / seconds,
+                }
                 line = f"iter {k} step {global_step} loss {metrics['loss']:.4f}"
                 if "nll/chosen" in metrics:
-                    line += f" (preference {metrics['loss/preference']:.4f} + nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
+                    line += (
+                        f" (preference {metrics['loss/preference']:.4f} "
+                        f"+ nll {metrics['nll/chosen']:.3f} x {opt.nll_weight:g})"
+                    )
                 if "rewards/margins" in metrics:
                     line += f" margin {metrics['rewards/margins']:.4f} acc {metrics['rewards/accuracies']:.2f}"
                 if "policy/clip_fraction" in metrics:
@@ -899,8 +1069,11 @@ def train_on_units(config: TrainConfig, k: int, policy: Policy, optimizer: torch
             if len(held_index):
                 policy.eval()
                 value = held_out_loss()
-                logger.log(global_step, {"heldout/loss": value, "epoch": float(epoch + 1), "iteration": float(k)},
-                           f"iter {k} epoch {epoch + 1} held-out loss {value:.4f}")
+                logger.log(
+                    global_step,
+                    {"heldout/loss": value, "epoch": float(epoch + 1), "iteration": float(k)},
+                    f"iter {k} epoch {epoch + 1} held-out loss {value:.4f}",
+                )
                 policy.train()
     for group in optimizer.param_groups:
         group["lr"] = opt.lr

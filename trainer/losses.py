@@ -109,7 +109,9 @@ def sft_loss(step_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     steps). Averaging over steps, not trajectories, weights every demonstrated action equally.
     """
     if step_logps.shape != mask.shape or step_logps.dim() != 2:
-        raise ValueError(f"sft_loss expects two [N, T] tensors of one shape, got {tuple(step_logps.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"sft_loss expects two [N, T] tensors of one shape, got {tuple(step_logps.shape)} and {tuple(mask.shape)}"
+        )
     valid = mask.bool()
     if not bool(valid.any()):
         raise ValueError("sft_loss: mask selects no step")
@@ -146,10 +148,14 @@ def group_policy_gradient_loss(
         raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
     if kl_coef < 0:
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-    tensors = [policy_step_logps, old_step_logps, step_advantages] + ([ref_step_logps] if ref_step_logps is not None else [])
+    tensors = [policy_step_logps, old_step_logps, step_advantages] + (
+        [ref_step_logps] if ref_step_logps is not None else []
+    )
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1 or policy_step_logps.dim() != 1 or policy_step_logps.numel() == 0:
-        raise ValueError(f"group_policy_gradient_loss expects non-empty [S] tensors of one shape, got {sorted(map(tuple, shapes))}")
+        raise ValueError(
+            f"group_policy_gradient_loss expects non-empty [S] tensors of one shape, got {sorted(map(tuple, shapes))}"
+        )
     if kl_coef > 0 and ref_step_logps is None:
         raise ValueError("group_policy_gradient_loss: kl_coef > 0 needs ref_step_logps")
     log_ratio = policy_step_logps - old_step_logps
@@ -165,14 +171,18 @@ def group_policy_gradient_loss(
         loss = loss + kl_coef * kl
         metrics["objective/kl"] = float(kl.detach())
     with torch.no_grad():
-        clipped_steps = ((ratio < 1 - clip_eps) & (step_advantages < 0)) | ((ratio > 1 + clip_eps) & (step_advantages > 0))
-        metrics.update({
-            "loss": float(loss.detach()),
-            "loss/policy": float(policy_loss.detach()),
-            "policy/clip_fraction": float(clipped_steps.float().mean()),
-            "policy/approx_kl": float(((ratio - 1) - log_ratio).mean()),
-            "policy/ratio_mean": float(ratio.mean()),
-            "advantages/mean": float(step_advantages.mean()),
-            "advantages/abs_mean": float(step_advantages.abs().mean()),
-        })
+        clipped_steps = ((ratio < 1 - clip_eps) & (step_advantages < 0)) | (
+            (ratio > 1 + clip_eps) & (step_advantages > 0)
+        )
+        metrics.update(
+            {
+                "loss": float(loss.detach()),
+                "loss/policy": float(policy_loss.detach()),
+                "policy/clip_fraction": float(clipped_steps.float().mean()),
+                "policy/approx_kl": float(((ratio - 1) - log_ratio).mean()),
+                "policy/ratio_mean": float(ratio.mean()),
+                "advantages/mean": float(step_advantages.mean()),
+                "advantages/abs_mean": float(step_advantages.abs().mean()),
+            }
+        )
     return loss, metrics

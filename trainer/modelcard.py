@@ -46,23 +46,47 @@ def objective_files(constraints: str, tasks: list[str] | tuple[str, ...] = ()) -
     return seen
 
 
-def render_card(*, title: str, base_policy: str | None, tasks: list[str], constraints: str | None,
-                iteration: int, metrics: dict[str, Any], settings: dict[str, Any]) -> str:
+def render_card(
+    *,
+    title: str,
+    base_policy: str | None,
+    tasks: list[str],
+    constraints: str | None,
+    iteration: int,
+    metrics: dict[str, Any],
+    settings: dict[str, Any],
+) -> str:
     """The card's text: front matter a model hub reads, then the same facts for people."""
     files = objective_files(constraints, tasks) if constraints else []
     hashes = {str(path): file_sha256(path) for path in files}
-    front = {"library_name": "grape-dsl", "tags": ["robotics", "vla", "grape", "preference-alignment"],
-             "base_model": base_policy, "pipeline_tag": "robotics"}
-    lines = ["---", *(f"{key}: {json.dumps(value)}" for key, value in front.items()), "---", "",
-             f"# {title}", "",
-             "A vision-language-action policy aligned with GRAPE (trajectory-wise preference optimisation, "
-             "costs from `.grc` keypoint constraints).", "",
-             f"- base policy: `{base_policy or 'the default SFT policy'}`",
-             f"- tasks: {', '.join(f'`{t}`' for t in tasks)}",
-             f"- iteration: {iteration}", "", "## Constraint files (objective, imports, task files)", ""]
+    front = {
+        "library_name": "grape-dsl",
+        "tags": ["robotics", "vla", "grape", "preference-alignment"],
+        "base_model": base_policy,
+        "pipeline_tag": "robotics",
+    }
+    lines = [
+        "---",
+        *(f"{key}: {json.dumps(value)}" for key, value in front.items()),
+        "---",
+        "",
+        f"# {title}",
+        "",
+        "A vision-language-action policy aligned with GRAPE (trajectory-wise preference optimisation, "
+        "costs from `.grc` keypoint constraints).",
+        "",
+        f"- base policy: `{base_policy or 'the default SFT policy'}`",
+        f"- tasks: {', '.join(f'`{t}`' for t in tasks)}",
+        f"- iteration: {iteration}",
+        "",
+        "## Constraint files (objective, imports, task files)",
+        "",
+    ]
     lines += [f"- `{path}` sha256 `{digest or 'unreadable'}`" for path, digest in hashes.items()] or ["- none"]
     lines += ["", "## Metrics (the iteration's rollouts)", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
-              for name, value in sorted(metrics.items())]
+    lines += [
+        f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+        for name, value in sorted(metrics.items())
+    ]
     lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=1, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)

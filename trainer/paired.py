@@ -50,8 +50,9 @@ def _interval(values: np.ndarray) -> list[float]:
     return [float(low), float(high)]
 
 
-def paired_rate(a: Sequence[bool], b: Sequence[bool], *, samples: int = BOOTSTRAP_SAMPLES,
-                seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+def paired_rate(
+    a: Sequence[bool], b: Sequence[bool], *, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
+) -> dict[str, Any]:
     """Compare a binary outcome of policy B against policy A on the same episodes.
 
     Returns n, both rates, difference b - a with its paired 95% bootstrap interval, the ratio
@@ -61,7 +62,9 @@ def paired_rate(a: Sequence[bool], b: Sequence[bool], *, samples: int = BOOTSTRA
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired_rate needs two non-empty [n] outcome arrays of one length, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_rate needs two non-empty [n] outcome arrays of one length, got {a.shape} and {b.shape}"
+        )
     n = a.size
     index = _bootstrap_indices(n, samples, seed)
     rate_a, rate_b = a[index].mean(1), b[index].mean(1)
@@ -83,9 +86,15 @@ def paired_rate(a: Sequence[bool], b: Sequence[bool], *, samples: int = BOOTSTRA
     }
 
 
-def paired_length_ratio(length_a: Sequence[float], length_b: Sequence[float], success_a: Sequence[bool],
-                        success_b: Sequence[bool], *, samples: int = BOOTSTRAP_SAMPLES,
-                        seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+def paired_length_ratio(
+    length_a: Sequence[float],
+    length_b: Sequence[float],
+    success_a: Sequence[bool],
+    success_b: Sequence[bool],
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
     """Step length of B against A over the episodes both completed: ratio of means, 95% bootstrap interval."""
     both = np.asarray(success_a, dtype=bool) & np.asarray(success_b, dtype=bool)
     la = np.asarray(length_a, dtype=np.float64)[both]
@@ -129,7 +138,8 @@ def compare_outcomes(baseline: Sequence[Any], candidate: Sequence[Any]) -> dict[
         result[split] = {
             "success": paired_rate([o.success for o in a], [o.success for o in b]),
             "collision": paired_rate([o.collision for o in a], [o.collision for o in b]),
-            "step_length": paired_length_ratio([o.length for o in a], [o.length for o in b],
-                                               [o.success for o in a], [o.success for o in b]),
+            "step_length": paired_length_ratio(
+                [o.length for o in a], [o.length for o in b], [o.success for o in a], [o.success for o in b]
+            ),
         }
     return result

@@ -26,7 +26,10 @@ def random_success_pairs(success: np.ndarray, group_ids: np.ndarray, m: int, rng
     success = np.asarray(success, dtype=bool)
     group_ids = np.asarray(group_ids)
     if success.ndim != 1 or len(success) != len(group_ids):
-        raise ValueError(f"random_success_pairs: success [{success.shape}] and group_ids [{len(group_ids)}] must be [N] of one length")
+        raise ValueError(
+            f"random_success_pairs: success [{success.shape}] and group_ids [{len(group_ids)}] "
+            "must be [N] of one length"
+        )
     keys, inverse = np.unique(group_ids, return_inverse=True)
     pairs: list[np.ndarray] = []
     for g in range(len(keys)):

@@ -140,8 +140,16 @@ class _Slot:
 class _Lockstep:
     """The state of one :func:`collect_rollouts` call: pending work, slots, finished rollouts."""
 
-    def __init__(self, specs: Sequence[EpisodeSpec], pool: EnvPool, image_size: int | None, max_steps: int,
-                 sample_seed: int | None, record_frames: Callable[[EpisodeSpec], bool] | None, frame_size: int) -> None:
+    def __init__(
+        self,
+        specs: Sequence[EpisodeSpec],
+        pool: EnvPool,
+        image_size: int | None,
+        max_steps: int,
+        sample_seed: int | None,
+        record_frames: Callable[[EpisodeSpec], bool] | None,
+        frame_size: int,
+    ) -> None:
         self.specs, self.pool, self.image_size, self.max_steps = specs, pool, image_size, max_steps
         self.sample_seed, self.record_frames, self.frame_size = sample_seed, record_frames, frame_size
         order = sorted(range(len(specs)), key=lambda i: (specs[i].task, i))
@@ -227,11 +235,20 @@ def collect_rollouts(
     if batch_envs < 1:
         raise ValueError(f"batch_envs must be >= 1, got {batch_envs}")
     if sample_seed is not None and generator is not None:
-        raise ValueError("give either generator (one stream for the call) or sample_seed (one stream per episode), not both")
+        raise ValueError(
+            "give either generator (one stream for the call) or sample_seed (one stream per episode), not both"
+        )
     image_size = policy.image_size  # None: the policy reads only the state vector
     action_dim = policy.action_tokenizer.action_dim
-    run = _Lockstep(specs, env_pool if env_pool is not None else shared_env_pool(), image_size,
-                    max_steps or DEFAULT_MAX_STEPS, sample_seed, record_frames, frame_size)
+    run = _Lockstep(
+        specs,
+        env_pool if env_pool is not None else shared_env_pool(),
+        image_size,
+        max_steps or DEFAULT_MAX_STEPS,
+        sample_seed,
+        record_frames,
+        frame_size,
+    )
     try:
         run.open_slots(batch_envs)
         while True:
@@ -246,7 +263,9 @@ def collect_rollouts(
             if sample_seed is not None and not greedy:
                 uniforms = torch.from_numpy(np.stack([slot.stream.random(action_dim) for slot in live]))
             per_row = {"uniforms": uniforms} if uniforms is not None else {}  # policies without the option still sample
-            out = policy.sample(obs, instructions, temperature=temperature, greedy=greedy, generator=generator, **per_row)
+            out = policy.sample(
+                obs, instructions, temperature=temperature, greedy=greedy, generator=generator, **per_row
+            )
             tokens = out.tokens.cpu().numpy()
             logprobs = out.logprobs.detach().cpu().numpy()
             for row, slot in enumerate(live):

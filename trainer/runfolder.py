@@ -74,7 +74,7 @@ class RunLock:
         self._fd: int | None = None
         self._created_dir = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self._created_dir = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,8 @@ class RunLock:
                 os.close(fd)
                 raise RunLockedError(
                     f"{self.run_dir} is in use by another grape-train run ({_describe_owner(owner)}); "
-                    "wait for it to finish or choose another --output-dir") from None
+                    "wait for it to finish or choose another --output-dir"
+                ) from None
             # A previous owner may have removed the lock file between our open and flock; then we
             # hold a lock on a file nobody else will see, so try again with the current one.
             try:
@@ -100,8 +101,14 @@ class RunLock:
             os.close(fd)
         stale = _read_owner(fd)
         if stale.get("pid") and stale.get("pid") != os.getpid():
-            self.echo(f"{self.run_dir}: taking over the lock left by {_describe_owner(stale)}, which is no longer running")
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": dt.datetime.now().isoformat(timespec="seconds")}
+            self.echo(
+                f"{self.run_dir}: taking over the lock left by {_describe_owner(stale)}, which is no longer running"
+            )
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": dt.datetime.now().isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
         self._fd = fd
@@ -192,8 +199,14 @@ def verify_checkpoint(folder: Path, required: tuple[str, ...] = (), within: str 
     return None
 
 
-def select_checkpoint(run_dir: Path, checkpoints: dict[int, Path], resume_from: str, required: tuple[str, ...],
-                      check_loads: Callable[[Path], str | None], echo: Callable[[str], None]) -> int:
+def select_checkpoint(
+    run_dir: Path,
+    checkpoints: dict[int, Path],
+    resume_from: str,
+    required: tuple[str, ...],
+    check_loads: Callable[[Path], str | None],
+    echo: Callable[[str], None],
+) -> int:
     """The iteration to resume after: the newest checkpoint, verified; -1 when none is left.
 
     `check_loads(folder)` is the last test of a checkpoint without a manifest (None: it loads).
@@ -213,9 +226,15 @@ def select_checkpoint(run_dir: Path, checkpoints: dict[int, Path], resume_from: 
         if problem is None:
             return newest
         if resume_from == "latest":
-            previous = next((k for k in sorted(remaining, reverse=True)[1:] if verify_checkpoint(remaining[k], required) is None), None)
-            offer = (f"continue from checkpoint iter_{previous:04d} with --resume-from previous" if previous is not None
-                     else "no earlier checkpoint verifies; --resume-from previous starts the run over")
+            previous = next(
+                (k for k in sorted(remaining, reverse=True)[1:] if verify_checkpoint(remaining[k], required) is None),
+                None,
+            )
+            offer = (
+                f"continue from checkpoint iter_{previous:04d} with --resume-from previous"
+                if previous is not None
+                else "no earlier checkpoint verifies; --resume-from previous starts the run over"
+            )
             raise CorruptCheckpointError(f"checkpoint {folder} is corrupt: {problem}; {offer}", folder, previous)
         aside = folder.parent / CORRUPT_DIR / f"{folder.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
         aside.parent.mkdir(exist_ok=True)
@@ -301,8 +320,10 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
     except Exception as error:
         if not _is_write_failure(error):
             raise
-        raise WriteFailedError(f"{describe_write_failure(error, path)}; nothing partial is kept: "
-                               "the same command resumes from the last complete checkpoint") from error
+        raise WriteFailedError(
+            f"{describe_write_failure(error, path)}; nothing partial is kept: "
+            "the same command resumes from the last complete checkpoint"
+        ) from error
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:

@@ -44,8 +44,9 @@ class Gathered:
     rounds: int
 
 
-def round_states(config: TrainConfig, task: str, task_index: int, iteration: int, round_: int, count: int,
-                 used: set[int]) -> list[int]:
+def round_states(
+    config: TrainConfig, task: str, task_index: int, iteration: int, round_: int, count: int, used: set[int]
+) -> list[int]:
     """`count` training seeds for one round: round 0 is the plain draw from (seed, k, task)."""
     from trainer.sim.splits import TRAIN_SEED_LIMIT
 
@@ -64,8 +65,14 @@ def default_max_rollouts(config: TrainConfig, tasks: Sequence[str]) -> int:
     return 4 * len(tasks) * config.rollout.states_per_task * config.rollout.samples_per_state
 
 
-def gather_rollouts(config: TrainConfig, iteration: int, policy: Policy, tasks: Sequence[str],
-                    score: Callable[[list[Rollout]], dict[str, Any]], progress: bool) -> Gathered:
+def gather_rollouts(
+    config: TrainConfig,
+    iteration: int,
+    policy: Policy,
+    tasks: Sequence[str],
+    score: Callable[[list[Rollout]], dict[str, Any]],
+    progress: bool,
+) -> Gathered:
     """Draw the iteration's rollouts (plain or dynamic sampling) and score them with `score`."""
     from tqdm.auto import tqdm
 
@@ -93,7 +100,11 @@ def gather_rollouts(config: TrainConfig, iteration: int, policy: Policy, tasks: 
                     continue
                 seeds = round_states(config, task, task_index[task], iteration, round_, short, used[task])
                 used[task].update(seeds)
-                specs += [EpisodeSpec(task, TRAIN_SPLIT, seed, sample) for seed in seeds for sample in range(ro.samples_per_state)]
+                specs += [
+                    EpisodeSpec(task, TRAIN_SPLIT, seed, sample)
+                    for seed in seeds
+                    for sample in range(ro.samples_per_state)
+                ]
             if not specs:
                 break
             bar.total = len(rollouts) + len(specs)
@@ -104,8 +115,14 @@ def gather_rollouts(config: TrainConfig, iteration: int, policy: Policy, tasks: 
             if ro.rollout_workers:
                 new = _collect_on_workers(config, policy, specs, sample_seed, lambda _: bar.update(1))
             else:
-                new, _ = collect_rollouts(policy, specs, temperature=ro.temperature, sample_seed=sample_seed,
-                                          max_steps=ro.max_steps, on_episode=lambda _: bar.update(1))
+                new, _ = collect_rollouts(
+                    policy,
+                    specs,
+                    temperature=ro.temperature,
+                    sample_seed=sample_seed,
+                    max_steps=ro.max_steps,
+                    on_episode=lambda _: bar.update(1),
+                )
             rollouts += new
             columns = score(rollouts)
             groups = np.asarray(columns["group"])
@@ -127,7 +144,13 @@ def _collect_on_workers(config, policy, specs: list[EpisodeSpec], sample_seed: i
     ro = config.rollout
     try:
         workers = shared_rollout_workers(ro.rollout_workers, ro.ray_address)
-        return workers.collect(policy, specs, temperature=ro.temperature, sample_seed=sample_seed,
-                               max_steps=ro.max_steps, on_episode=on_episode)
+        return workers.collect(
+            policy,
+            specs,
+            temperature=ro.temperature,
+            sample_seed=sample_seed,
+            max_steps=ro.max_steps,
+            on_episode=on_episode,
+        )
     except RolloutWorkerError as error:
         raise TrainError(str(error)) from None

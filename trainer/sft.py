@@ -64,15 +64,29 @@ class SFTError(Exception):
 
 
 SFT_FIELD_BOUNDS = {
-    "demos_per_task": AT_LEAST_ONE, "expert_noise": Bound(low=0, high=1), "steps": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
-    "lr": POSITIVE, "warmup_steps": Bound(low=0), "seed": SEED, "hidden_size": Bound(low=8), "num_layers": AT_LEAST_ONE,
-    "num_heads": AT_LEAST_ONE, "intermediate_size": AT_LEAST_ONE, "max_episode_steps": AT_LEAST_ONE,
+    "demos_per_task": AT_LEAST_ONE,
+    "expert_noise": Bound(low=0, high=1),
+    "steps": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "warmup_steps": Bound(low=0),
+    "seed": SEED,
+    "hidden_size": Bound(low=8),
+    "num_layers": AT_LEAST_ONE,
+    "num_heads": AT_LEAST_ONE,
+    "intermediate_size": AT_LEAST_ONE,
+    "max_episode_steps": AT_LEAST_ONE,
     "image_size": Bound(low=16, high=256),
 }
 """SFTConfig's numeric fields and their ranges; a field not listed must be finite and >= 0."""
 SFT_RUN_BOUNDS = {
-    "epochs": POSITIVE, "workers": AT_LEAST_ONE, "threads": AT_LEAST_ONE, "eval_episodes": Bound(low=0),
-    "eval_temperature": POSITIVE, "log_every": AT_LEAST_ONE, "checkpoint_every": AT_LEAST_ONE,
+    "epochs": POSITIVE,
+    "workers": AT_LEAST_ONE,
+    "threads": AT_LEAST_ONE,
+    "eval_episodes": Bound(low=0),
+    "eval_temperature": POSITIVE,
+    "log_every": AT_LEAST_ONE,
+    "checkpoint_every": AT_LEAST_ONE,
 }
 """SFTRunConfig's numeric fields with a range of their own (the recipe's are SFT_FIELD_BOUNDS)."""
 
@@ -180,8 +194,10 @@ def record_demonstrations(config: SFTConfig, store: Path, workers: int = 1, prog
             jobs = []
             for task, need in missing.items():
                 count = need + math.ceil(need / 10) if need else 0
-                jobs += [ExpertJob(task, "in_domain", seed, noise=config.expert_noise, max_steps=config.max_episode_steps)
-                         for seed in Split.train_seeds(count, start=next_seed[task])]
+                jobs += [
+                    ExpertJob(task, "in_domain", seed, noise=config.expert_noise, max_steps=config.max_episode_steps)
+                    for seed in Split.train_seeds(count, start=next_seed[task])
+                ]
                 next_seed[task] += count
             for episode in collect_expert_episodes(jobs, workers=workers):
                 if episode.success and missing[episode.task] > 0:
@@ -227,8 +243,9 @@ def load_demonstrations(store: Path, tasks: Sequence[str], per_task: int) -> Dem
     )
 
 
-def render_demonstration_images(demos: Demonstrations, size: int, cache: Path, max_steps: int,
-                                progress: bool = True) -> np.ndarray:
+def render_demonstration_images(
+    demos: Demonstrations, size: int, cache: Path, max_steps: int, progress: bool = True
+) -> np.ndarray:
     """Camera frames for every demonstrated step, by replaying each episode's actions.
 
     The sim is deterministic, so a replay reproduces the recorded states exactly; a replay
@@ -246,15 +263,20 @@ def render_demonstration_images(demos: Demonstrations, size: int, cache: Path, m
         return np.load(cache)
     frames = np.empty((len(demos.states), size, size, 3), dtype=np.uint8)
     offset = 0
-    for task, split, seed, length in tqdm(demos.sources, desc="render demos", unit="ep", disable=not progress, leave=False):
+    for task, split, seed, length in tqdm(
+        demos.sources, desc="render demos", unit="ep", disable=not progress, leave=False
+    ):
         env = make_env(task, split, seed, image_size=size, max_steps=max_steps)
         try:
             obs, _ = env.reset(seed=seed)
             for t in range(length):
                 drift = float(np.abs(obs["state"] - demos.states[offset + t]).max())
                 if drift > 1e-4:
-                    raise SFTError(f"replaying demonstration {task}/{split}/{seed} diverged at step {t} (state differs by {drift:.3g}); "
-                                   "was the store recorded with another version of the simulator?")
+                    raise SFTError(
+                        f"replaying demonstration {task}/{split}/{seed} diverged at step {t} "
+                        f"(state differs by {drift:.3g}); "
+                        "was the store recorded with another version of the simulator?"
+                    )
                 frames[offset + t] = obs["image"]
                 obs, *_ = env.step(demos.actions[offset + t])
         finally:
@@ -274,8 +296,9 @@ def _learning_rate(config: SFTConfig, step: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _save_checkpoint(path: Path, policy: Any, optimizer: torch.optim.Optimizer, config: SFTConfig, step: int,
-                     generator: torch.Generator) -> None:
+def _save_checkpoint(
+    path: Path, policy: Any, optimizer: torch.optim.Optimizer, config: SFTConfig, step: int, generator: torch.Generator
+) -> None:
     import torch
 
     state = {
@@ -293,7 +316,11 @@ def _save_checkpoint(path: Path, policy: Any, optimizer: torch.optim.Optimizer, 
 
 def _comparable(config_dict: dict) -> dict:
     """What must agree to resume: everything but the step budget."""
-    return {key: (tuple(value) if isinstance(value, list) else value) for key, value in config_dict.items() if key != "steps"}
+    return {
+        key: (tuple(value) if isinstance(value, list) else value)
+        for key, value in config_dict.items()
+        if key != "steps"
+    }
 
 
 def train_sft(
@@ -327,7 +354,9 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / CHECKPOINT_FILE
     if checkpoint_path.exists() and not resume:
-        raise SFTError(f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or choose another --out")
+        raise SFTError(
+            f"{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it or choose another --out"
+        )
     if resume and not checkpoint_path.exists():
         raise SFTError(f"--resume: {checkpoint_path} does not exist")
 
@@ -335,21 +364,33 @@ def train_sft(
     if demos_dir is None:
         record_demonstrations(config, store, workers=workers, progress=progress)
     demos = load_demonstrations(store, config.tasks, config.demos_per_task)
-    _log(f"demonstrations: {demos.episodes} episodes, {len(demos.actions)} steps "
-         + ", ".join(f"{task} {steps}" for task, steps in demos.per_task.items()), progress)
+    _log(
+        f"demonstrations: {demos.episodes} episodes, {len(demos.actions)} steps "
+        + ", ".join(f"{task} {steps}" for task, steps in demos.per_task.items()),
+        progress,
+    )
     short = {task: n for task, n in demos.episodes_per_task.items() if n < config.demos_per_task}
     if short:
-        _log(f"warning: {store} holds fewer successful demonstrations than --demos {config.demos_per_task}: {short}", True)
+        _log(
+            f"warning: {store} holds fewer successful demonstrations than --demos {config.demos_per_task}: {short}",
+            True,
+        )
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    policy_config = EmbeddedVLAConfig(state_dim=demos.states.shape[1], hidden_size=config.hidden_size,
-                                      num_layers=config.num_layers, num_heads=config.num_heads,
-                                      intermediate_size=config.intermediate_size, use_image=config.image_size is not None,
-                                      image_size=config.image_size or 64)
+    policy_config = EmbeddedVLAConfig(
+        state_dim=demos.states.shape[1],
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        use_image=config.image_size is not None,
+        image_size=config.image_size or 64,
+    )
     if config.image_size is not None:
-        demos.images = render_demonstration_images(demos, config.image_size, out / f"demo_images_{config.image_size}.npy",
-                                                   config.max_episode_steps, progress)
+        demos.images = render_demonstration_images(
+            demos, config.image_size, out / f"demo_images_{config.image_size}.npy", config.max_episode_steps, progress
+        )
     policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
     policy.set_state_statistics(demos.states)
     device = device or torch.device("cpu")
@@ -369,14 +410,18 @@ def train_sft(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         start_step = int(saved["step"])
-    atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()})
+    atomic_write_json(
+        out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()}
+    )
 
     tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions))
     writer = SummaryWriter(str(out / "tensorboard"))
     policy.train()
     order, cursor = torch.randperm(len(tokens), generator=generator), 0
     started = time.perf_counter()
-    with tqdm(total=config.steps, initial=min(start_step, config.steps), desc="sft", unit="step", disable=not progress) as bar:
+    with tqdm(
+        total=config.steps, initial=min(start_step, config.steps), desc="sft", unit="step", disable=not progress
+    ) as bar:
         for step in range(start_step, config.steps):
             if cursor + config.batch_size > len(order):
                 order, cursor = torch.randperm(len(tokens), generator=generator), 0
@@ -401,10 +446,15 @@ def train_sft(
                 writer.add_scalar("losses/per_token_nll", per_token_nll, step + 1)
                 writer.add_scalar("charts/lr", optimizer.param_groups[0]["lr"], step + 1)
                 writer.add_scalar("charts/grad_norm", float(grad_norm), step + 1)
-                writer.add_scalar("perf/steps_per_second", (step + 1 - start_step) / (time.perf_counter() - started), step + 1)
+                writer.add_scalar(
+                    "perf/steps_per_second", (step + 1 - start_step) / (time.perf_counter() - started), step + 1
+                )
                 bar.set_postfix(loss=f"{metrics['loss']:.2f}")
-                _log(f"step {step + 1}/{config.steps}  loss {metrics['loss']:.3f}  nll/token {per_token_nll:.3f}  "
-                     f"lr {optimizer.param_groups[0]['lr']:.2e}", progress)
+                _log(
+                    f"step {step + 1}/{config.steps}  loss {metrics['loss']:.3f}  nll/token {per_token_nll:.3f}  "
+                    f"lr {optimizer.param_groups[0]['lr']:.2e}",
+                    progress,
+                )
             if (step + 1) % checkpoint_every == 0:
                 _save_checkpoint(checkpoint_path, policy, optimizer, config, step + 1, generator)
     writer.close()
@@ -423,8 +473,17 @@ def _log(message: str, progress: bool) -> None:
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate_sft(policy: Any, tasks: Sequence[str], episodes: int, greedy: bool, temperature: float = 1.0,
-                 seed: int = 0, max_steps: int | None = None, progress: bool = True, split: str = "in_domain") -> dict[str, Any]:
+def evaluate_sft(
+    policy: Any,
+    tasks: Sequence[str],
+    episodes: int,
+    greedy: bool,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+    split: str = "in_domain",
+) -> dict[str, Any]:
     """Success per task on the sim's fixed evaluation seeds of ``split`` (never training seeds)."""
     import torch
     from tqdm.auto import tqdm
@@ -435,18 +494,28 @@ def evaluate_sft(policy: Any, tasks: Sequence[str], episodes: int, greedy: bool,
     specs = evaluation_specs(list(tasks), [split], episodes)
     mode = "greedy" if greedy else f"sampling T={temperature:g}"
     with tqdm(total=len(specs), desc=f"eval ({mode})", unit="ep", disable=not progress, leave=False) as bar:
-        rollouts, _ = collect_rollouts(policy, specs, greedy=greedy, temperature=temperature,
-                                       generator=torch.Generator().manual_seed(seed), max_steps=max_steps,
-                                       on_episode=lambda _: bar.update(1))
+        rollouts, _ = collect_rollouts(
+            policy,
+            specs,
+            greedy=greedy,
+            temperature=temperature,
+            generator=torch.Generator().manual_seed(seed),
+            max_steps=max_steps,
+            on_episode=lambda _: bar.update(1),
+        )
     result: dict[str, Any] = {"mode": mode, "split": split, "episodes_per_task": episodes, "tasks": {}}
     for task in tasks:
         outcomes = [r.episode for r in rollouts if r.spec.task == task]
         wins = sum(bool(e.success) for e in outcomes)
         low, high = wilson_interval(wins, len(outcomes))
-        result["tasks"][task] = {"success": wins / len(outcomes), "ci95": [low, high], "n": len(outcomes),
-                                 "grasp": float(np.mean([e.grasp for e in outcomes])),
-                                 "collision": float(np.mean([e.collision for e in outcomes])),
-                                 "mean_length": float(np.mean([e.length for e in outcomes]))}
+        result["tasks"][task] = {
+            "success": wins / len(outcomes),
+            "ci95": [low, high],
+            "n": len(outcomes),
+            "grasp": float(np.mean([e.grasp for e in outcomes])),
+            "collision": float(np.mean([e.collision for e in outcomes])),
+            "mean_length": float(np.mean([e.length for e in outcomes])),
+        }
     all_wins = sum(bool(r.episode.success) for r in rollouts)
     low, high = wilson_interval(all_wins, len(rollouts))
     result["overall"] = {"success": all_wins / len(rollouts), "ci95": [low, high], "n": len(rollouts)}
@@ -454,7 +523,9 @@ def evaluate_sft(policy: Any, tasks: Sequence[str], episodes: int, greedy: bool,
 
 
 # ---------------------------------------------------------------------- the cached default
-def ensure_default_sft_policy(cache_dir: str | os.PathLike, config: SFTConfig | None = None, progress: bool = True) -> Path:
+def ensure_default_sft_policy(
+    cache_dir: str | os.PathLike, config: SFTConfig | None = None, progress: bool = True
+) -> Path:
     """The default SFT policy folder, trained once and cached under ``cache_dir`` by recipe hash.
 
     Concurrent callers wait on a lock file instead of training twice; the policy folder appears
@@ -512,7 +583,8 @@ class SFTRunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the policy trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights; log-probs and the loss stay float32."""
+    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights;
+    log-probs and the loss stay float32."""
     recipe: SFTConfig = field(default_factory=SFTConfig)
 
     def check(self) -> None:
@@ -544,8 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.envs import add_env_arguments
     from trainer.flags import add_config_arguments, add_config_file_argument
 
-    parser = argparse.ArgumentParser(prog="grape-sft", description=__doc__.splitlines()[0], epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="grape-sft",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_arguments(parser, SFTRunConfig, title="run")
     add_config_file_argument(parser, RUN_CONFIG_FILE)
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -567,8 +643,10 @@ def _checked_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
         raise SFTError(str(error)) from None
     if own_task is not None:
         if run.demos_dir is None:
-            raise SFTError("--env needs --demos-dir: a trajectory store of that environment's demonstrations "
-                           "(the scripted experts know only the stock tasks)")
+            raise SFTError(
+                "--env needs --demos-dir: a trajectory store of that environment's demonstrations "
+                "(the scripted experts know only the stock tasks)"
+            )
         if run.recipe.tasks == SFTConfig().tasks:  # no --tasks given: the env's own task
             run.recipe.tasks = (own_task,)
     run.recipe.tasks = tuple(task_names(list(run.recipe.tasks)))
@@ -594,36 +672,64 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
         config.steps = max(1, math.ceil(run.epochs * total / config.batch_size))
     started = time.perf_counter()
     device, dtype = resolve(run.device, run.dtype)
-    policy_dir = train_sft(config, out, demos_dir=demos_dir, resume=run.resume, workers=run.workers,
-                           progress=progress, log_every=run.log_every, checkpoint_every=run.checkpoint_every,
-                           device=device, dtype=dtype)
+    policy_dir = train_sft(
+        config,
+        out,
+        demos_dir=demos_dir,
+        resume=run.resume,
+        workers=run.workers,
+        progress=progress,
+        log_every=run.log_every,
+        checkpoint_every=run.checkpoint_every,
+        device=device,
+        dtype=dtype,
+    )
     save_config(run, out / RUN_CONFIG_FILE)
-    summary: dict[str, Any] = {"policy": str(policy_dir), "train_seconds": round(time.perf_counter() - started, 1),
-                               "config": dataclasses.asdict(config)}
+    summary: dict[str, Any] = {
+        "policy": str(policy_dir),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "config": dataclasses.asdict(config),
+    }
     if run.eval_episodes:
         from trainer.device import place_policy
         from trainer.policy import load_policy
 
         policy = place_policy(load_policy(policy_dir), device, dtype)
         summary["eval"] = {
-            "sampling": evaluate_sft(policy, config.tasks, run.eval_episodes, greedy=False,
-                                     temperature=run.eval_temperature, seed=config.seed, progress=progress,
-                                     split=run.eval_split),
-            "greedy": evaluate_sft(policy, config.tasks, run.eval_episodes, greedy=True, progress=progress,
-                                   split=run.eval_split),
+            "sampling": evaluate_sft(
+                policy,
+                config.tasks,
+                run.eval_episodes,
+                greedy=False,
+                temperature=run.eval_temperature,
+                seed=config.seed,
+                progress=progress,
+                split=run.eval_split,
+            ),
+            "greedy": evaluate_sft(
+                policy, config.tasks, run.eval_episodes, greedy=True, progress=progress, split=run.eval_split
+            ),
         }
-        eval_file = EVAL_FILE if run.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{run.eval_split}.json")
+        eval_file = (
+            EVAL_FILE if run.eval_split == "in_domain" else EVAL_FILE.replace(".json", f"_{run.eval_split}.json")
+        )
         atomic_write_json(out / eval_file, summary["eval"])
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status (trainer.command): 0 ok, 1 failure (unusable demonstrations, mismatched resume), 2 usage, 130 interrupted."""
+    """Exit status (trainer.command): 0 ok, 1 failure (unusable demonstrations, mismatched resume),
+    2 usage, 130 interrupted."""
     from trainer.command import run_command
 
     parser = build_parser()
-    return run_command("grape-sft", lambda: _main(parser, argv), parser=parser, failures=(SFTError,),
-                       interrupted="interrupted; continue with --resume")
+    return run_command(
+        "grape-sft",
+        lambda: _main(parser, argv),
+        parser=parser,
+        failures=(SFTError,),
+        interrupted="interrupted; continue with --resume",
+    )
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

@@ -66,11 +66,19 @@ def write_episode(root: str | os.PathLike, episode: Episode, extra: dict | None 
             columns["action_tokens"] = _list_column(np.asarray(episode.action_tokens), np.int32)
         pq.write_table(pa.table(columns), tmp / STEPS_FILE)
         meta = {
-            "format_version": FORMAT_VERSION, "task": episode.task, "instruction": episode.instruction,
-            "seed": int(episode.seed), "split": episode.split, "length": episode.length,
-            "keypoint_names": list(episode.keypoint_names), "signal_names": list(episode.signal_names),
-            "state_dim": int(episode.states.shape[1]), "success": bool(episode.success),
-            "grasp": bool(episode.grasp), "collision": bool(episode.collision), "extra": extra or {},
+            "format_version": FORMAT_VERSION,
+            "task": episode.task,
+            "instruction": episode.instruction,
+            "seed": int(episode.seed),
+            "split": episode.split,
+            "length": episode.length,
+            "keypoint_names": list(episode.keypoint_names),
+            "signal_names": list(episode.signal_names),
+            "state_dim": int(episode.states.shape[1]),
+            "success": bool(episode.success),
+            "grasp": bool(episode.grasp),
+            "collision": bool(episode.collision),
+            "extra": extra or {},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         final = root / name
@@ -102,11 +110,19 @@ def read_episode(folder: str | os.PathLike) -> Episode:
         raise StoreError(f"{folder}: {STEPS_FILE} has {table.num_rows} rows but meta.json says length {t}")
     names = table.column_names
     return Episode(
-        task=meta["task"], instruction=meta["instruction"], seed=meta["seed"], split=meta["split"],
-        actions=_column(table, "action", (t, 7)), states=_column(table, "state", (t, d)),
-        keypoints=_column(table, "keypoints", (t, k, 3)), keypoint_names=list(meta["keypoint_names"]),
-        signals=_column(table, "signals", (t, s)), signal_names=list(meta["signal_names"]),
-        success=meta["success"], grasp=meta["grasp"], collision=meta["collision"],
+        task=meta["task"],
+        instruction=meta["instruction"],
+        seed=meta["seed"],
+        split=meta["split"],
+        actions=_column(table, "action", (t, 7)),
+        states=_column(table, "state", (t, d)),
+        keypoints=_column(table, "keypoints", (t, k, 3)),
+        keypoint_names=list(meta["keypoint_names"]),
+        signals=_column(table, "signals", (t, s)),
+        signal_names=list(meta["signal_names"]),
+        success=meta["success"],
+        grasp=meta["grasp"],
+        collision=meta["collision"],
         logprobs=_column(table, "logprob", (t,)) if "logprob" in names else None,
         action_tokens=_column(table, "action_tokens", (t, 7), np.int64) if "action_tokens" in names else None,
     )
@@ -117,8 +133,9 @@ def episode_folders(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise StoreError(f"{root}: no such store directory")
-    return sorted(f for f in root.iterdir()
-                  if f.is_dir() and not f.name.startswith(TEMP_PREFIX) and (f / META_FILE).is_file())
+    return sorted(
+        f for f in root.iterdir() if f.is_dir() and not f.name.startswith(TEMP_PREFIX) and (f / META_FILE).is_file()
+    )
 
 
 def read_episodes(root: str | os.PathLike, task: str | None = None) -> list[Episode]:
@@ -150,11 +167,14 @@ def episodes_to_batch(episodes: list[Episode]) -> TrajectoryBatch:
         if e.length == 0:
             continue
         keypoints[i, : e.length] = e.keypoints
-        keypoints[i, e.length:] = e.keypoints[-1]
+        keypoints[i, e.length :] = e.keypoints[-1]
         signals[i, : e.length] = e.signals
-        signals[i, e.length:] = e.signals[-1]
+        signals[i, e.length :] = e.signals[-1]
     return TrajectoryBatch(
-        keypoints=keypoints, keypoint_names=list(first.keypoint_names), signals=signals,
-        signal_names=list(first.signal_names), lengths=np.array([e.length for e in episodes], dtype=np.int64),
+        keypoints=keypoints,
+        keypoint_names=list(first.keypoint_names),
+        signals=signals,
+        signal_names=list(first.signal_names),
+        lengths=np.array([e.length for e in episodes], dtype=np.int64),
         success=np.array([e.success for e in episodes], dtype=bool),
     )

@@ -35,7 +35,9 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise RolloutWorkerError("--rollout-workers needs Ray: pip install 'ray>=2.9' (or pip install grape-dsl[ray])") from None
+        raise RolloutWorkerError(
+            "--rollout-workers needs Ray: pip install 'ray>=2.9' (or pip install grape-dsl[ray])"
+        ) from None
     return ray
 
 
@@ -80,10 +82,16 @@ class RolloutWorkers:
         ray = _import_ray()
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         **({} if self.address else {"num_cpus": max(self.count, os.cpu_count() or 1)}))
+                ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    **({} if self.address else {"num_cpus": max(self.count, os.cpu_count() or 1)}),
+                )
             except (ConnectionError, RuntimeError, ValueError) as error:
-                raise RolloutWorkerError(f"--ray-address {self.address}: cannot join the Ray cluster: {error}") from None
+                raise RolloutWorkerError(
+                    f"--ray-address {self.address}: cannot join the Ray cluster: {error}"
+                ) from None
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         self.actors = [self._actor_class.remote() for _ in range(self.count)]
         self._version = 0
@@ -93,9 +101,18 @@ class RolloutWorkers:
         ray = _import_ray()
         return ray.get([actor.pid.remote() for actor in self.actors])
 
-    def collect(self, policy: Policy, specs: Sequence[EpisodeSpec], *, sample_seed: int, temperature: float = 1.0,
-                greedy: bool = False, max_steps: int | None = None, batch_envs: int = 16,
-                on_episode: Callable[[Rollout], None] | None = None) -> list[Rollout]:
+    def collect(
+        self,
+        policy: Policy,
+        specs: Sequence[EpisodeSpec],
+        *,
+        sample_seed: int,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        max_steps: int | None = None,
+        batch_envs: int = 16,
+        on_episode: Callable[[Rollout], None] | None = None,
+    ) -> list[Rollout]:
         """Every spec run to the end on the workers; the rollouts in the order of ``specs``."""
         ray = _import_ray()
         from ray.exceptions import RayActorError
@@ -106,8 +123,13 @@ class RolloutWorkers:
 
             policy = copy.deepcopy(policy).cpu()
         policy_ref = [ray.put(policy)]  # in a list: Ray hands the reference over instead of resolving it per call
-        options = {"sample_seed": sample_seed, "temperature": temperature, "greedy": greedy,
-                   "max_steps": max_steps, "batch_envs": batch_envs}
+        options = {
+            "sample_seed": sample_seed,
+            "temperature": temperature,
+            "greedy": greedy,
+            "max_steps": max_steps,
+            "batch_envs": batch_envs,
+        }
         chunks = [list(range(i, min(i + batch_envs, len(specs)))) for i in range(0, len(specs), batch_envs)]
         queue = [(chunk, 1) for chunk in reversed(chunks)]  # pop() takes the first chunk
         running: dict = {}  # ObjectRef -> (actor, chunk, attempt)
@@ -124,12 +146,16 @@ class RolloutWorkers:
             try:
                 rollouts = ray.get(done)
             except RayActorError as error:
-                message = (f"rollout worker lost while running episodes {specs[chunk[0]].group} .. {specs[chunk[-1]].group} "
-                           f"(attempt {attempt}): {type(error).__name__}; re-running them on a new worker")
+                message = (
+                    f"rollout worker lost while running episodes {specs[chunk[0]].group} .. {specs[chunk[-1]].group} "
+                    f"(attempt {attempt}): {type(error).__name__}; re-running them on a new worker"
+                )
                 log.warning(message)
                 self.failures.append(message)
                 if attempt >= MAX_ATTEMPTS:
-                    raise RolloutWorkerError(f"episodes {[specs[i] for i in chunk][:3]}... failed on {attempt} workers") from None
+                    raise RolloutWorkerError(
+                        f"episodes {[specs[i] for i in chunk][:3]}... failed on {attempt} workers"
+                    ) from None
                 replacement = self._actor_class.remote()
                 self.actors[self.actors.index(actor)] = replacement
                 idle.append(replacement)

@@ -30,8 +30,12 @@ SIGNAL_NAMES = ("grasped", "action.norm")
 class LiftCubeEnv(gym.Env):
     """Lift the cube. State: tip xyz, cube xyz, grasped, gripper command (8 floats)."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20,
-                "keypoint_names": list(KEYPOINT_NAMES), "signal_names": list(SIGNAL_NAMES)}
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 20,
+        "keypoint_names": list(KEYPOINT_NAMES),
+        "signal_names": list(SIGNAL_NAMES),
+    }
 
     def __init__(self, max_steps: int = 40, render_mode: str | None = "rgb_array") -> None:
         import pybullet as p
@@ -41,8 +45,9 @@ class LiftCubeEnv(gym.Env):
         self.client = p.connect(p.DIRECT)
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
         self.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-2.0, 2.0, (8,), np.float32)})
-        self.action_space = gym.spaces.Box(np.array([-STEP] * 3 + [-0.1] * 3 + [-1], np.float32),
-                                           np.array([STEP] * 3 + [0.1] * 3 + [1], np.float32))
+        self.action_space = gym.spaces.Box(
+            np.array([-STEP] * 3 + [-0.1] * 3 + [-1], np.float32), np.array([STEP] * 3 + [0.1] * 3 + [1], np.float32)
+        )
         self.instruction = "lift the cube"
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -53,7 +58,9 @@ class LiftCubeEnv(gym.Env):
         p.loadURDF("plane.urdf", physicsClientId=c)
         xy = self.np_random.uniform(-0.1, 0.1, size=2)
         box = p.createCollisionShape(p.GEOM_BOX, halfExtents=[CUBE_HALF] * 3, physicsClientId=c)
-        look = p.createVisualShape(p.GEOM_BOX, halfExtents=[CUBE_HALF] * 3, rgbaColor=[0.8, 0.2, 0.2, 1], physicsClientId=c)
+        look = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=[CUBE_HALF] * 3, rgbaColor=[0.8, 0.2, 0.2, 1], physicsClientId=c
+        )
         self.cube = p.createMultiBody(0.05, box, look, [xy[0], xy[1], CUBE_HALF], physicsClientId=c)
         ball = p.createVisualShape(p.GEOM_SPHERE, radius=0.01, rgbaColor=[0.2, 0.2, 0.9, 1], physicsClientId=c)
         self.tip = np.array([0.0, 0.0, 0.2]) + np.append(self.np_random.uniform(-0.05, 0.05, size=2), 0.0)
@@ -69,8 +76,17 @@ class LiftCubeEnv(gym.Env):
         self.closed = bool(action[6] > 0)
         cube = self._cube()
         if self.closed and self.hold is None and np.linalg.norm(cube - self.tip) <= GRASP_RADIUS:
-            self.hold = p.createConstraint(self.gripper, -1, self.cube, -1, p.JOINT_FIXED, [0, 0, 0], [0, 0, 0],
-                                           (cube - self.tip).tolist(), physicsClientId=c)
+            self.hold = p.createConstraint(
+                self.gripper,
+                -1,
+                self.cube,
+                -1,
+                p.JOINT_FIXED,
+                [0, 0, 0],
+                [0, 0, 0],
+                (cube - self.tip).tolist(),
+                physicsClientId=c,
+            )
         elif not self.closed and self.hold is not None:
             p.removeConstraint(self.hold, physicsClientId=c)
             self.hold = None
@@ -95,14 +111,18 @@ class LiftCubeEnv(gym.Env):
         return {
             "keypoints": np.stack([self.tip, cube, cube + [0, 0, CUBE_HALF]]).astype(np.float32),
             "signals": np.array([float(held), action_norm], dtype=np.float32),
-            "success": bool(held and cube[2] - CUBE_HALF >= LIFT), "grasp": held, "instruction": self.instruction,
+            "success": bool(held and cube[2] - CUBE_HALF >= LIFT),
+            "grasp": held,
+            "instruction": self.instruction,
         }
 
     def render(self):
         p = self.p
         view = p.computeViewMatrix([0.5, 0.5, 0.4], [0, 0, 0.05], [0, 0, 1])
         proj = p.computeProjectionMatrixFOV(50, 1.0, 0.05, 3.0)
-        _, _, rgba, _, _ = p.getCameraImage(96, 96, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=self.client)
+        _, _, rgba, _, _ = p.getCameraImage(
+            96, 96, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=self.client
+        )
         return np.asarray(rgba, dtype=np.uint8).reshape(96, 96, 4)[:, :, :3]
 
     def close(self) -> None:
@@ -141,11 +161,11 @@ def expert_action(state: np.ndarray) -> np.ndarray:
 
 def record(out: str, episodes: int, first_seed: int = 1000) -> int:
     """Write `episodes` successful scripted episodes into the trajectory store `out`."""
+    from pathlib import Path
+
     from trainer.envs import register_environment
     from trainer.sim.env import make_env
     from trainer.store import write_episode
-
-    from pathlib import Path
 
     task = register_environment("lift_cube_env:make", Path(__file__).with_name("scene.json"))
     written, seed = 0, first_seed

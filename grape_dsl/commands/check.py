@@ -42,13 +42,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     add_schema_arguments(parser)
     parser.add_argument(
-        "--objective", action="append", default=[], metavar="FILE.grc",
+        "--objective",
+        action="append",
+        default=[],
+        metavar="FILE.grc",
         help="also load each task file with this objective applied; repeat for several, left to right",
     )
 
 
-def check_text(text: str, path: str, schema: tuple[list[str], list[str]] | None = None,
-               objectives: list[str] | tuple[str, ...] = ()) -> list[Diagnostic]:
+def check_text(
+    text: str,
+    path: str,
+    schema: tuple[list[str], list[str]] | None = None,
+    objectives: list[str] | tuple[str, ...] = (),
+) -> list[Diagnostic]:
     """Every diagnostic of one file (syntax, then semantics; an objective's imports too); with
     `schema`, sources the environment lacks; with `objectives`, what applying them to a task reports."""
     from grape_dsl import ast

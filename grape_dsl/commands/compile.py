@@ -28,15 +28,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `compile` and `score`: which program to build."""
     parser.add_argument("task", metavar="TASK.grc", help="the task file")
     parser.add_argument(
-        "--objective", action="append", default=[], metavar="FILE.grc",
+        "--objective",
+        action="append",
+        default=[],
+        metavar="FILE.grc",
         help="an objective file; repeat to apply several, left to right",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="overrides",
         help="override a param (after objectives); repeatable",
     )
     parser.add_argument(
-        "--cache-dir", metavar="DIR", default=None,
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
         help="kernel cache directory (default: $GRAPE_DSL_CACHE or ~/.cache/grape_dsl)",
     )
     from grape_dsl.cli import add_schema_arguments
@@ -56,7 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_common_arguments(parser)
     parser.add_argument("-o", "--output", metavar="DIR", help="write the kernel module (and numba's cache) under DIR")
     parser.add_argument(
-        "--emit", choices=("ast", "ir", "blocks", "python"),
+        "--emit",
+        choices=("ast", "ir", "blocks", "python"),
         help="print this stage of the pipeline to stdout instead of compiling",
     )
     parser.add_argument("--json", action="store_true", help="report as JSON on stdout")
@@ -80,10 +90,8 @@ def parse_overrides(items: list[str], command: str) -> dict[str, float] | None:
 def load_checked(args: argparse.Namespace, command: str) -> Any:
     """The CheckedTask for the command line, or an int exit code after printing diagnostics."""
     from grape_dsl.api import load_task
-    from grape_dsl.cli import print_diagnostics
+    from grape_dsl.cli import print_diagnostics, schema_from_args
     from grape_dsl.diagnostics import GrcError
-
-    from grape_dsl.cli import schema_from_args
 
     overrides = parse_overrides(args.overrides, command)
     if overrides is None:

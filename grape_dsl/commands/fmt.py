@@ -32,10 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="a .grc file, a directory, a glob pattern, or - for stdin")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; list files that would change and exit 1 if any")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a .grc file, a directory, a glob pattern, or - for stdin"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; list files that would change and exit 1 if any"
+    )
     parser.add_argument("--diff", action="store_true", help="write nothing; print a unified diff of the changes")
 
 
@@ -82,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         changed.append(file)
         if args.diff:
-            sys.stdout.writelines(difflib.unified_diff(
-                text.splitlines(keepends=True), formatted.splitlines(keepends=True),
-                fromfile=f"{file} (original)", tofile=f"{file} (formatted)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    text.splitlines(keepends=True),
+                    formatted.splitlines(keepends=True),
+                    fromfile=f"{file} (original)",
+                    tofile=f"{file} (formatted)",
+                )
+            )
         if args.check:
             print(f"would reformat {file}", file=sys.stderr)
         elif not args.diff:

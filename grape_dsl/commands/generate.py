@@ -51,38 +51,81 @@ def _seconds(text: str) -> float:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "generate", help="have a language model write a checked .grc task file",
+        "generate",
+        help="have a language model write a checked .grc task file",
         description="Ask an OpenAI-compatible chat model for a .grc task file for INSTRUCTION, "
-                    "check it, send the diagnostics back until it is clean, and write it. The "
-                    "model's answer is only ever parsed as .grc, never executed.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "check it, send the diagnostics back until it is clean, and write it. The "
+        "model's answer is only ever parsed as .grc, never executed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("instruction", help="what the robot should do, in words")
-    parser.add_argument("--objective", default="task_completion", metavar="NAME|FILE",
-                        help="task_completion (default), safety, efficiency, or an objective .grc file")
+    parser.add_argument(
+        "--objective",
+        default="task_completion",
+        metavar="NAME|FILE",
+        help="task_completion (default), safety, efficiency, or an objective .grc file",
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--task", metavar="NAME",
-                       help=f"built-in task whose keypoints/signals to use ({', '.join(llm.builtin_task_names())})")
-    where.add_argument("--scene", metavar="FILE", type=Path,
-                       help="scene JSON naming the objects, keypoints and signals (docs/generate.md)")
-    parser.add_argument("-o", "--output", type=Path, metavar="FILE",
-                        help="where to write the task file (default: TASK.grc, SCENE.grc or generated.grc)")
+    where.add_argument(
+        "--task",
+        metavar="NAME",
+        help=f"built-in task whose keypoints/signals to use ({', '.join(llm.builtin_task_names())})",
+    )
+    where.add_argument(
+        "--scene",
+        metavar="FILE",
+        type=Path,
+        help="scene JSON naming the objects, keypoints and signals (docs/generate.md)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="where to write the task file (default: TASK.grc, SCENE.grc or generated.grc)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.add_argument("--model", help=f"model name (default: $OPENAI_MODEL or {llm.DEFAULT_MODEL})")
     parser.add_argument("--base-url", help=f"API base URL (default: $OPENAI_BASE_URL or {llm.DEFAULT_BASE_URL})")
     parser.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY; optional for a server on this machine)")
-    parser.add_argument("--max-rounds", type=_positive_int, default=3, metavar="N",
-                        help="answers to ask for, the first plus repairs (default 3)")
-    parser.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
-                        help="seconds per HTTP request (default 60)")
-    parser.add_argument("--retries", type=_count, default=3, metavar="N",
-                        help="retries of a failed request: unreachable, timeout, 5xx/429, garbage (default 3)")
-    parser.add_argument("--backoff", type=_seconds, default=1.0, metavar="S",
-                        help="seconds before the first retry, doubling each time (default 1)")
-    parser.add_argument("--examples", type=_count, default=2, metavar="N",
-                        help="stock task files from constraints/tasks/ to show the model (default 2)")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="accept a file once it checks and loads under the objective, without "
-                             "compiling its Numba kernels (a few seconds per new file)")
+    parser.add_argument(
+        "--max-rounds",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="answers to ask for, the first plus repairs (default 3)",
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds, default=60.0, metavar="S", help="seconds per HTTP request (default 60)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="retries of a failed request: unreachable, timeout, 5xx/429, garbage (default 3)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds before the first retry, doubling each time (default 1)",
+    )
+    parser.add_argument(
+        "--examples",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="stock task files from constraints/tasks/ to show the model (default 2)",
+    )
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="accept a file once it checks and loads under the objective, without "
+        "compiling its Numba kernels (a few seconds per new file)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return parser
 
@@ -101,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.instruction.strip():
         return _fail(args, "the instruction is empty: say what the robot should do")
     try:
-        endpoint = llm.resolve_endpoint(args.base_url, args.api_key, args.model, timeout=args.timeout,
-                                        retries=args.retries, backoff=args.backoff)
+        endpoint = llm.resolve_endpoint(
+            args.base_url, args.api_key, args.model, timeout=args.timeout, retries=args.retries, backoff=args.backoff
+        )
         if args.scene is not None:
             schemas, scene = [llm.load_scene(args.scene)], True
         elif args.task is not None:
@@ -129,9 +173,17 @@ def run(args: argparse.Namespace) -> int:
     examples = llm.pick_examples(constraints_dir, args.task, check=api.check_source, limit=args.examples)
     messages = llm.build_messages(args.instruction, objective, schemas, scene=scene, examples=examples)
     audit = llm.AuditLog(llm.audit_path_for(output))
-    audit.add({"event": "start", "instruction": args.instruction, "objective": objective.name,
-               "environment": [s.name for s in schemas], "examples": [p for p, _ in examples],
-               "output": str(output), "max_rounds": args.max_rounds})
+    audit.add(
+        {
+            "event": "start",
+            "instruction": args.instruction,
+            "objective": objective.name,
+            "environment": [s.name for s in schemas],
+            "examples": [p for p, _ in examples],
+            "output": str(output),
+            "max_rounds": args.max_rounds,
+        }
+    )
 
     def progress(line: str) -> None:
         if not args.json:
@@ -144,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         chat = llm.ChatClient(endpoint, on_event=on_event)
-        result = llm.generate(messages, chat, check, output, audit, max_rounds=args.max_rounds,
-                              progress=progress)
+        result = llm.generate(messages, chat, check, output, audit, max_rounds=args.max_rounds, progress=progress)
     except llm.LLMError as problem:
         audit.add({"event": "error", "error": str(problem)})
         return _fail(args, f"{problem} (audit log: {audit.path})", audit_log=str(audit.path))
@@ -155,8 +206,17 @@ def run(args: argparse.Namespace) -> int:
     diagnostics = [d.to_dict() for d in result.diagnostics]
     if result.ok:
         if args.json:
-            print(json.dumps({"ok": True, "output": str(output), "audit_log": str(audit.path),
-                              "rounds": result.rounds, "diagnostics": diagnostics}))
+            print(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "output": str(output),
+                        "audit_log": str(audit.path),
+                        "rounds": result.rounds,
+                        "diagnostics": diagnostics,
+                    }
+                )
+            )
         for warning in result.diagnostics:
             progress(render(warning, result.text))
         progress(f"wrote {output} (round {result.rounds}); audit log: {audit.path}")
@@ -164,7 +224,13 @@ def run(args: argparse.Namespace) -> int:
     for diagnostic in result.diagnostics:
         print(render(diagnostic, result.text), file=sys.stderr)
     errors = sum(d.severity == "error" for d in result.diagnostics)
-    return _fail(args, f"no valid file after {result.rounds} round{'s' if result.rounds != 1 else ''} "
-                 f"({errors} error{'s' if errors != 1 else ''} left); nothing written; "
-                 f"every exchange is in {audit.path}",
-                 output=None, audit_log=str(audit.path), rounds=result.rounds, diagnostics=diagnostics)
+    return _fail(
+        args,
+        f"no valid file after {result.rounds} round{'s' if result.rounds != 1 else ''} "
+        f"({errors} error{'s' if errors != 1 else ''} left); nothing written; "
+        f"every exchange is in {audit.path}",
+        output=None,
+        audit_log=str(audit.path),
+        rounds=result.rounds,
+        diagnostics=diagnostics,
+    )

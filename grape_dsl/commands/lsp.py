@@ -33,25 +33,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "lsp",
         help="run the .grc language server (for editors)",
         description="Serve the Language Server Protocol on stdin/stdout: diagnostics as you type "
-                    "(the same as grapec check), completion, hover, go to definition, references, "
-                    "rename, formatting and document symbols for .grc files.",
+        "(the same as grapec check), completion, hover, go to definition, references, "
+        "rename, formatting and document symbols for .grc files.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--scene", metavar="FILE", help="scene JSON naming one's own environment's keypoints "
-                        "and signals (as for grapec generate --scene)")
-    parser.add_argument("--debounce-ms", type=_milliseconds, default=None, metavar="MS",
-                        help="quiet time after an edit before checking (default 30)")
-    parser.add_argument("--stdio", action="store_true",
-                        help="accepted for editors that always pass it; stdio is the only transport")
+    parser.add_argument(
+        "--scene",
+        metavar="FILE",
+        help="scene JSON naming one's own environment's keypoints and signals (as for grapec generate --scene)",
+    )
+    parser.add_argument(
+        "--debounce-ms",
+        type=_milliseconds,
+        default=None,
+        metavar="MS",
+        help="quiet time after an edit before checking (default 30)",
+    )
+    parser.add_argument(
+        "--stdio", action="store_true", help="accepted for editors that always pass it; stdio is the only transport"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         from grape_dsl.lsp.server import DEFAULT_DEBOUNCE_MS, serve
     except ImportError as missing:
-        print(f"grapec lsp: {missing.name} is not installed; install it with: pip install 'grape-dsl[lsp]'",
-              file=sys.stderr)
+        print(
+            f"grapec lsp: {missing.name} is not installed; install it with: pip install 'grape-dsl[lsp]'",
+            file=sys.stderr,
+        )
         return 1
     if args.scene is not None:
         from grape_dsl import llm

@@ -43,12 +43,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
-    parser.add_argument("--batch", required=True, metavar="BATCH.npz|STORE_DIR",
-                        help="the trajectories to score: an .npz batch or a trajectory-store folder")
+    parser.add_argument(
+        "--batch",
+        required=True,
+        metavar="BATCH.npz|STORE_DIR",
+        help="the trajectories to score: an .npz batch or a trajectory-store folder",
+    )
     parser.add_argument("--out", metavar="FILE", help="write the score table (.parquet or .npz)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument(
-        "--nonfinite", choices=("error", "worst"), default="error",
+        "--nonfinite",
+        choices=("error", "worst"),
+        default="error",
         help="NaN/inf in an input the program reads: fail (default) or score that trajectory R_ext 0",
     )
 
@@ -80,8 +86,11 @@ def check_npz_headers(path: str) -> str | None:
                     continue
                 with archive.open(member) as handle:
                     version = np.lib.format.read_magic(handle)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read_header(handle, max_header_size=10_000)
                     header_bytes = handle.tell()
                 name = member.filename[: -len(".npy")]
@@ -163,8 +172,10 @@ def load_store(path: str, task_name: str):  # noqa: ANN201 - (TrajectoryBatch, e
     elif len(tasks) == 1:
         chosen = list(range(len(folders)))
     else:
-        return (f"{path}: holds episodes of tasks {', '.join(tasks)}, none named '{task_name}' like the "
-                "task file; score one task's episodes with that task's file")
+        return (
+            f"{path}: holds episodes of tasks {', '.join(tasks)}, none named '{task_name}' like the "
+            "task file; score one task's episodes with that task's file"
+        )
 
     def order(i: int) -> tuple[int, str]:
         index = (metas[i].get("extra") or {}).get("index")
@@ -202,10 +213,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from grape_dsl.compiler import compile_checked
-    from grape_dsl.score import BatchError
-
     from grape_dsl.diagnostics import GrcError
     from grape_dsl.runtime.kernels import KernelCacheError
+    from grape_dsl.score import BatchError
 
     err_console = Console(stderr=True)
     try:

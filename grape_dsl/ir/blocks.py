@@ -80,8 +80,10 @@ class Block:
     outputs: tuple[tuple[str, int], ...]
 
     def inputs(self) -> list[Input]:
-        return sorted({v.source for v in self.values if v.op == "load"},  # type: ignore[type-var]
-                      key=lambda s: (s.array, s.slot, s.axis, s.shift))
+        return sorted(
+            {v.source for v in self.values if v.op == "load"},  # type: ignore[type-var]
+            key=lambda s: (s.array, s.slot, s.axis, s.shift),
+        )
 
     def shifts(self) -> list[int]:
         used = {v.source.shift for v in self.values if v.op == "load"}  # type: ignore[union-attr]
@@ -119,8 +121,15 @@ class _BlockBuilder:
         self.memo: dict[tuple[int, int, str], tuple[int, ...]] = {}
         self.budget = budget
 
-    def emit(self, op: str, *args: int, number: float | None = None, flag: bool | None = None,
-             source: Input | None = None, shift: int = 0) -> int:
+    def emit(
+        self,
+        op: str,
+        *args: int,
+        number: float | None = None,
+        flag: bool | None = None,
+        source: Input | None = None,
+        shift: int = 0,
+    ) -> int:
         # repr keeps 0.0 and -0.0 apart (they compare equal but are different constants)
         key = (op, args, repr(number), flag, source, shift)
         found = self.numbering.get(key)
@@ -181,9 +190,7 @@ class _BlockBuilder:
             now, before = kids
             started = self.emit("started", shift=s)
             zero = self.const(0.0)
-            return tuple(
-                self.emit("select", started, self.emit("sub", a, b), zero) for a, b in zip(now, before)
-            )
+            return tuple(self.emit("select", started, self.emit("sub", a, b), zero) for a, b in zip(now, before))
         if isinstance(e, ir.Arith):
             op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[e.op]
             a, b = kids
@@ -292,14 +299,23 @@ def _children(e: ir.Expr, s: int) -> list[tuple[ir.Expr, int]]:
 
 
 def _budget_error(program: ir.Program, what: str, span: ast.Span | None) -> GrcError:
-    return GrcError([Diagnostic(
-        BUDGET_CODE, "error", what, program.path, span,
-        hint="share work through lets, or split the task into simpler constraints",
-    )])
+    return GrcError(
+        [
+            Diagnostic(
+                BUDGET_CODE,
+                "error",
+                what,
+                program.path,
+                span,
+                hint="share work through lets, or split the task into simpler constraints",
+            )
+        ]
+    )
 
 
-def _build(outputs: list[tuple[str, ir.Expr, str, ast.Span | None]], budget: int,
-           program: ir.Program, label: str) -> Block:
+def _build(
+    outputs: list[tuple[str, ir.Expr, str, ast.Span | None]], budget: int, program: ir.Program, label: str
+) -> Block:
     builder = _BlockBuilder(budget)
     named: list[tuple[str, int]] = []
     for name, expr, mode, span in outputs:
@@ -326,8 +342,7 @@ def to_blocks(program: ir.Program) -> BlockProgram:
         step_outputs: list[tuple[str, ir.Expr, str, ast.Span | None]] = []
         if stage.until is not None:
             step_outputs.append(("until", stage.until, "truth", stage.span))
-        step_outputs += [(f"v_{c.name}", c.expr, "violation", c.span)
-                         for c in stage.constraints if c.kind == "path"]
+        step_outputs += [(f"v_{c.name}", c.expr, "violation", c.span) for c in stage.constraints if c.kind == "path"]
         point_outputs = [(f"v_{c.name}", c.expr, "violation", c.span) for c in stage.constraints]
         blocks = []
         for label, outputs in (("per-step block", step_outputs), ("end-of-stage block", point_outputs)):
@@ -339,7 +354,7 @@ def to_blocks(program: ir.Program) -> BlockProgram:
     return BlockProgram(program, tuple(stages))
 
 
-def describe(value: Value, name: "callable") -> str:  # type: ignore[valid-type]
+def describe(value: Value, name: callable) -> str:  # type: ignore[valid-type]
     """One value as readable text; `name(i)` names value i (for `grapec compile --emit blocks`)."""
     args = ", ".join(name(a) for a in value.args)
     if value.op == "const":
@@ -350,8 +365,7 @@ def describe(value: Value, name: "callable") -> str:  # type: ignore[valid-type]
         src = value.source
         assert src is not None
         at = f"[u-{src.shift}]" if src.shift else "[u]"
-        return {"kp": f"kp{src.slot}.{'xyz'[src.axis]}{at}", "sig": f"sig{src.slot}{at}",
-                "t": f"t{at}"}[src.array]
+        return {"kp": f"kp{src.slot}.{'xyz'[src.axis]}{at}", "sig": f"sig{src.slot}{at}", "t": f"t{at}"}[src.array]
     if value.op == "started":
         return f"u > {value.shift}"
     return f"{value.op}({args})"

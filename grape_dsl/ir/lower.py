@@ -130,8 +130,20 @@ class Not:
 
 
 Expr = Union[
-    Const, BoolConst, StepIndex, KeypointInput, SignalInput, LetRef, Component, Arith, Neg, Call,
-    Delta, Compare, Logic, Not,
+    Const,
+    BoolConst,
+    StepIndex,
+    KeypointInput,
+    SignalInput,
+    LetRef,
+    Component,
+    Arith,
+    Neg,
+    Call,
+    Delta,
+    Compare,
+    Logic,
+    Not,
 ]
 
 # ---------------------------------------------------------------------------- program
@@ -224,10 +236,7 @@ class _Lowerer:
         depth the parser bounds)."""
         from grape_dsl.checker import names_in
 
-        deps = {
-            let.name: [n.ident for n in names_in(let.value) if n.ident in self.let_decls]
-            for let in self.task.lets
-        }
+        deps = {let.name: [n.ident for n in names_in(let.value) if n.ident in self.let_decls] for let in self.task.lets}
         entered: set[str] = set()
         for root in deps:
             stack = [(root, False)]
@@ -404,10 +413,18 @@ def lower_task(task: ast.TaskFile, source_hash: str = "") -> Program:
 
 def _check_counts(task: ast.TaskFile) -> None:
     def too_many(what: str, limit: int, span: ast.Span) -> GrcError:
-        return GrcError([Diagnostic(
-            BUDGET_CODE, "error", f"too many {what}: the limit is {limit:,} per task",
-            task.path, span, hint="split the task, or merge constraints that say the same thing",
-        )])
+        return GrcError(
+            [
+                Diagnostic(
+                    BUDGET_CODE,
+                    "error",
+                    f"too many {what}: the limit is {limit:,} per task",
+                    task.path,
+                    span,
+                    hint="split the task, or merge constraints that say the same thing",
+                )
+            ]
+        )
 
     if len(task.stages) > MAX_STAGES:
         raise too_many("stages", MAX_STAGES, task.stages[MAX_STAGES].span)
@@ -502,9 +519,7 @@ def dump(node: Any, indent: int = 0) -> str:
                 lines.append(f"    until\n{_dump_expr(stage.until, 3)}")
             for c in stage.constraints:
                 over = f" over {c.over}" if c.over else ""
-                lines.append(
-                    f"    {c.kind} {c.name}{over} tol {c.tol:g} weight {c.weight:g} tag {c.tag}"
-                )
+                lines.append(f"    {c.kind} {c.name}{over} tol {c.tol:g} weight {c.weight:g} tag {c.tag}")
                 lines.append(_dump_expr(c.expr, 3))
         return "\n".join(lines)
     return _dump_expr(node, indent)

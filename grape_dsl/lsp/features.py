@@ -46,8 +46,14 @@ class DocumentState:
     schema_origin: str = "none"
 
 
-def make_state(uri: str, path: str, text: str, version: int | None, encoding: str,
-               schema_for: Callable[[str | None], tuple[Schema | None, str]]) -> DocumentState:
+def make_state(
+    uri: str,
+    path: str,
+    text: str,
+    version: int | None,
+    encoding: str,
+    schema_for: Callable[[str | None], tuple[Schema | None, str]],
+) -> DocumentState:
     index = build_index(text if len(text) <= MAX_SCANNED_CHARS else "")
     schema, origin = schema_for(index.file_name) if index.file_kind == "task" else (None, "none")
     return DocumentState(uri, path, text, version, index, LineIndex(text, encoding), schema, origin)
@@ -94,8 +100,7 @@ def to_lsp_diagnostics(diagnostics: Sequence[Diagnostic], state: DocumentState) 
     imports = [d for d in state.index.decls if d.kind == "import"]
     out = []
     for diag in diagnostics:
-        severity = (types.DiagnosticSeverity.Error if diag.severity == "error"
-                    else types.DiagnosticSeverity.Warning)
+        severity = types.DiagnosticSeverity.Error if diag.severity == "error" else types.DiagnosticSeverity.Warning
         related = None
         if _same_file(diag.path, state.path):
             if diag.span is not None and diag.span.line > 0:
@@ -110,11 +115,17 @@ def to_lsp_diagnostics(diagnostics: Sequence[Diagnostic], state: DocumentState) 
             line = diag.span.line - 1 if diag.span and diag.span.line > 0 else 0
             column = diag.span.column - 1 if diag.span and diag.span.line > 0 else 0
             place = types.Position(line, column)
-            related = [types.DiagnosticRelatedInformation(
-                types.Location(Path(os.path.abspath(diag.path)).as_uri(), types.Range(place, place)),
-                f"{diag.path}:{line + 1}:{column + 1}: {diag.message}")]
-        out.append(types.Diagnostic(where, message_of(diag), severity=severity, code=diag.code,
-                                    source="grapec", related_information=related))
+            related = [
+                types.DiagnosticRelatedInformation(
+                    types.Location(Path(os.path.abspath(diag.path)).as_uri(), types.Range(place, place)),
+                    f"{diag.path}:{line + 1}:{column + 1}: {diag.message}",
+                )
+            ]
+        out.append(
+            types.Diagnostic(
+                where, message_of(diag), severity=severity, code=diag.code, source="grapec", related_information=related
+            )
+        )
     return out
 
 
@@ -212,8 +223,11 @@ def _context(state: DocumentState, offset: int) -> _Context:
     if comment is not None:
         return _Context(offset, (), None, None, in_comment=True)
     current = before[-1] if before else None
-    if current is not None and current.kind == "string" and (
-            offset < current.end or not current.text.endswith('"') or len(current.text) == 1):
+    if (
+        current is not None
+        and current.kind == "string"
+        and (offset < current.end or not current.text.endswith('"') or len(current.text) == 1)
+    ):
         prev = before[-2] if len(before) > 1 else None
         return _Context(current.start + 1, (), prev, None, in_string=True)
     replace_start = offset
@@ -221,14 +235,13 @@ def _context(state: DocumentState, offset: int) -> _Context:
         before.pop()
         replace_start = current.start
     chain: list[str] = []
-    while len(before) >= 2 and before[-1].text == "." and before[-2].kind == "name" \
-            and before[-1].end == replace_start:
+    while len(before) >= 2 and before[-1].text == "." and before[-2].kind == "name" and before[-1].end == replace_start:
         chain.insert(0, before[-2].text)
         replace_start = before[-2].start
         before = before[:-2]
     blocks: list[str] = []
     header: str | None = None
-    for i, tok in enumerate(before):
+    for tok in before:
         if tok.kind == "name" and tok.text in ("keypoints", "signals", "stage") and not blocks:
             header = tok.text
         elif tok.kind == "name" and tok.text == "tag" and not blocks:
@@ -238,8 +251,7 @@ def _context(state: DocumentState, offset: int) -> _Context:
             header = None
         elif tok.text == "}" and blocks:
             blocks.pop()
-    return _Context(replace_start, tuple(chain), before[-1] if before else None,
-                    blocks[-1] if blocks else None)
+    return _Context(replace_start, tuple(chain), before[-1] if before else None, blocks[-1] if blocks else None)
 
 
 def _comment_start(line_prefix: str) -> int | None:
@@ -273,12 +285,18 @@ def completion(state: DocumentState, offset: int, read: Reader) -> list[types.Co
     prev = ctx.previous.text if ctx.previous is not None else None
     index = state.index
 
-    def item(label: str, kind: types.CompletionItemKind, detail: str = "", doc: str = "",
-             sort: str = "5") -> types.CompletionItem:
+    def item(
+        label: str, kind: types.CompletionItemKind, detail: str = "", doc: str = "", sort: str = "5"
+    ) -> types.CompletionItem:
         return types.CompletionItem(
-            label=label, kind=kind, detail=detail or None,
+            label=label,
+            kind=kind,
+            detail=detail or None,
             documentation=types.MarkupContent(types.MarkupKind.Markdown, doc) if doc else None,
-            text_edit=types.TextEdit(edit_range, label), sort_text=f"{sort}{label}", filter_text=label)
+            text_edit=types.TextEdit(edit_range, label),
+            sort_text=f"{sort}{label}",
+            filter_text=label,
+        )
 
     def keywords(words: Sequence[str]) -> list[types.CompletionItem]:
         return [item(w, types.CompletionItemKind.Keyword, sort="3") for w in words]
@@ -299,15 +317,23 @@ def completion(state: DocumentState, offset: int, read: Reader) -> list[types.Co
     if ctx.chain:
         base = index.binding(ctx.chain[0])
         if base is not None and len(ctx.chain) == 1 and base.kind in ("keypoint", "let"):
-            return [item(axis, types.CompletionItemKind.Field, f"{ctx.chain[0]}.{axis}: scalar",
-                         f"the {axis} component of `{ctx.chain[0]}`") for axis in "xyz"]
+            return [
+                item(
+                    axis,
+                    types.CompletionItemKind.Field,
+                    f"{ctx.chain[0]}.{axis}: scalar",
+                    f"the {axis} component of `{ctx.chain[0]}`",
+                )
+                for axis in "xyz"
+            ]
         return []
     if prev == "tag":
         return _tag_items(state, read, item)
     if prev == "over":
         return keywords(("sum", "mean", "max"))
-    if prev in ("let", "stage", "task", "objective", "keypoints", "signals", "unreached", "import") or \
-            (prev in ("subgoal", "path") and ctx.block == "stage"):
+    if prev in ("let", "stage", "task", "objective", "keypoints", "signals", "unreached", "import") or (
+        prev in ("subgoal", "path") and ctx.block == "stage"
+    ):
         return []
     if prev == "param":
         if index.file_kind == "objective":
@@ -355,10 +381,13 @@ def _source_items(state: DocumentState, block: str, item) -> list[types.Completi
         own, other = other, own
     own_kind, other_kind = ("keypoint", "signal") if block == "keypoints" else ("signal", "keypoint")
     kind = types.CompletionItemKind.Constant
-    items = [item(name, kind, f"{own_kind} ({state.schema_origin})", meaning, sort="1")
-             for name, meaning in own.items()]
-    items += [item(name, kind, f"{other_kind}: bind it in {other_kind}s {{ }}", meaning, sort="8")
-              for name, meaning in other.items()]
+    items = [
+        item(name, kind, f"{own_kind} ({state.schema_origin})", meaning, sort="1") for name, meaning in own.items()
+    ]
+    items += [
+        item(name, kind, f"{other_kind}: bind it in {other_kind}s {{ }}", meaning, sort="8")
+        for name, meaning in other.items()
+    ]
     return items
 
 
@@ -369,8 +398,12 @@ def _binding_detail(decl: Decl) -> str:
 
 
 def _expression_items(state: DocumentState, ctx: _Context, item) -> list[types.CompletionItem]:
-    kinds = {"keypoint": types.CompletionItemKind.Variable, "signal": types.CompletionItemKind.Variable,
-             "param": types.CompletionItemKind.Constant, "let": types.CompletionItemKind.Variable}
+    kinds = {
+        "keypoint": types.CompletionItemKind.Variable,
+        "signal": types.CompletionItemKind.Variable,
+        "param": types.CompletionItemKind.Constant,
+        "let": types.CompletionItemKind.Variable,
+    }
     items = []
     seen = set()
     for decl in state.index.declared(*BINDING_KINDS):
@@ -378,8 +411,15 @@ def _expression_items(state: DocumentState, ctx: _Context, item) -> list[types.C
             continue
         seen.add(decl.name)
         items.append(item(decl.name, kinds[decl.kind], _binding_detail(decl), sort="1"))
-    items.append(item(STEP_INDEX_NAME, types.CompletionItemKind.Variable, "step index (scalar)",
-                      "the step index within the trajectory, 0-based", sort="2"))
+    items.append(
+        item(
+            STEP_INDEX_NAME,
+            types.CompletionItemKind.Variable,
+            "step index (scalar)",
+            "the step index within the trajectory, 0-based",
+            sort="2",
+        )
+    )
     for name in BUILTINS:
         items.append(item(name, types.CompletionItemKind.Function, describe(name), _builtin_doc(name), sort="4"))
     items += [item(w, types.CompletionItemKind.Keyword, sort="6") for w in ("not", "true", "false")]
@@ -450,8 +490,7 @@ def hover(state: DocumentState, offset: int, types_of: Callable[[], dict[str, st
                 text = _binding_hover(state, binding, types_of)
     if text is None:
         return None
-    return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text),
-                       lsp_range(state.lines, *tok_range))
+    return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text), lsp_range(state.lines, *tok_range))
 
 
 def _source_hover(state: DocumentState, block: str, dotted: str) -> str:
@@ -505,8 +544,9 @@ def _files_for(state: DocumentState, read: Reader) -> list[tuple[str, str, str, 
     """(path, uri, text, index) of this document and, for an objective, its imports."""
     files = [(state.path, state.uri, state.text, state.index)]
     if state.index.file_kind == "objective":
-        files += [(o.path, Path(os.path.abspath(o.path)).as_uri(), o.text, o.index)
-                  for o in import_closure(state, read)]
+        files += [
+            (o.path, Path(os.path.abspath(o.path)).as_uri(), o.text, o.index) for o in import_closure(state, read)
+        ]
     return files
 
 
@@ -516,8 +556,9 @@ def definitions(state: DocumentState, offset: int, read: Reader) -> list[Place]:
         return []
     places = []
     for path, uri, text, index in _files_for(state, read):
-        places += [Place(path, uri, text, d.start, d.end) for d in index.decls
-                   if d.name == name and d.kind in BINDING_KINDS]
+        places += [
+            Place(path, uri, text, d.start, d.end) for d in index.decls if d.name == name and d.kind in BINDING_KINDS
+        ]
     return places
 
 
@@ -528,8 +569,11 @@ def references(state: DocumentState, offset: int, read: Reader, include_declarat
     places = []
     for path, uri, text, index in _files_for(state, read):
         declared = {(d.start, d.end) for d in index.decls if d.name == name}
-        places += [Place(path, uri, text, o.start, o.end) for o in index.occurrences(name)
-                   if include_declaration or (o.start, o.end) not in declared]
+        places += [
+            Place(path, uri, text, o.start, o.end)
+            for o in index.occurrences(name)
+            if include_declaration or (o.start, o.end) not in declared
+        ]
     return places
 
 
@@ -561,10 +605,14 @@ def rename(state: DocumentState, offset: int, new_name: str, read: Reader) -> li
 
 
 _SYMBOL_KINDS = {
-    "param": types.SymbolKind.Constant, "keypoint": types.SymbolKind.Variable,
-    "signal": types.SymbolKind.Variable, "let": types.SymbolKind.Variable,
-    "stage": types.SymbolKind.Class, "constraint": types.SymbolKind.Property,
-    "tag_override": types.SymbolKind.Struct, "import": types.SymbolKind.File,
+    "param": types.SymbolKind.Constant,
+    "keypoint": types.SymbolKind.Variable,
+    "signal": types.SymbolKind.Variable,
+    "let": types.SymbolKind.Variable,
+    "stage": types.SymbolKind.Class,
+    "constraint": types.SymbolKind.Property,
+    "tag_override": types.SymbolKind.Struct,
+    "import": types.SymbolKind.File,
 }
 
 
@@ -576,10 +624,13 @@ def document_symbols(state: DocumentState) -> list[types.DocumentSymbol]:
     for decl in state.index.decls:
         full_end = max(decl.full_end, decl.end)
         symbol = types.DocumentSymbol(
-            name=decl.name or "?", kind=_SYMBOL_KINDS[decl.kind],
+            name=decl.name or "?",
+            kind=_SYMBOL_KINDS[decl.kind],
             range=lsp_range(lines, min(decl.full_start, decl.start), full_end),
             selection_range=lsp_range(lines, decl.start, decl.end),
-            detail=(decl.detail if decl.kind != "stage" else "stage") or decl.kind, children=[])
+            detail=(decl.detail if decl.kind != "stage" else "stage") or decl.kind,
+            children=[],
+        )
         if decl.kind == "constraint" and current_stage is not None and decl.parent == current_stage.name:
             current_stage.children.append(symbol)
             continue

@@ -24,8 +24,7 @@ class SchemaSource:
     """Stock task schemas (read once) and an optional scene file (read when set)."""
 
     def __init__(self) -> None:
-        self._stock: dict[str, llm.Schema] = {
-            name: llm.builtin_schema(name) for name in llm.builtin_task_names()}
+        self._stock: dict[str, llm.Schema] = {name: llm.builtin_schema(name) for name in llm.builtin_task_names()}
         self.scene: llm.Schema | None = None
         self.scene_path: str | None = None
 

@@ -76,8 +76,12 @@ def _path_of(uri: str) -> str:
 
 class GrcServer(LanguageServer):
     def __init__(self, scene: str | None = None, debounce_ms: int = DEFAULT_DEBOUNCE_MS):
-        super().__init__("grapec-lsp", "0.1.0", protocol_cls=_Protocol,
-                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "grapec-lsp",
+            "0.1.0",
+            protocol_cls=_Protocol,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
         self.documents: dict[str, _Document] = {}
         self.schemas = SchemaSource()
         self.scene_argument = scene
@@ -89,8 +93,7 @@ class GrcServer(LanguageServer):
 
     def state(self, doc: _Document) -> DocumentState:
         if doc.state is None or doc.state.version != doc.version or doc.state.text is not doc.text:
-            doc.state = features.make_state(doc.uri, doc.path, doc.text, doc.version, self.encoding,
-                                            self._schema_for)
+            doc.state = features.make_state(doc.uri, doc.path, doc.text, doc.version, self.encoding, self._schema_for)
         return doc.state
 
     def _schema_for(self, task_name: str | None):
@@ -133,8 +136,11 @@ class GrcServer(LanguageServer):
         current = self.documents.get(uri)
         if current is None or current.version != version or current.text is not text:
             return  # edited meanwhile: the newer check publishes
-        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, diagnostics=features.to_lsp_diagnostics(found, state), version=version))
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(
+                uri=uri, diagnostics=features.to_lsp_diagnostics(found, state), version=version
+            )
+        )
 
     def recheck_all(self) -> None:
         for doc in self.documents.values():
@@ -146,8 +152,7 @@ class GrcServer(LanguageServer):
             state = self.state(doc)
             names = state.schema.names if state.schema is not None else None
             text = doc.text
-            found = await asyncio.get_running_loop().run_in_executor(
-                self.checker, _types_of, text, doc.path, names)
+            found = await asyncio.get_running_loop().run_in_executor(self.checker, _types_of, text, doc.path, names)
             if doc.text is text:
                 doc.types = found
             return found
@@ -193,6 +198,7 @@ def _shielded(default: Any) -> Callable:
 
     def wrap(handler: Callable) -> Callable:
         if asyncio.iscoroutinefunction(handler):
+
             @functools.wraps(handler)
             async def run_async(server: GrcServer, params):
                 try:
@@ -202,6 +208,7 @@ def _shielded(default: Any) -> Callable:
                 except Exception:
                     server.log(f"{handler.__name__} failed:\n{traceback.format_exc()}")
                     return default
+
             return run_async
 
         @functools.wraps(handler)
@@ -213,6 +220,7 @@ def _shielded(default: Any) -> Callable:
             except Exception:
                 server.log(f"{handler.__name__} failed:\n{traceback.format_exc()}")
                 return default
+
         return run
 
     return wrap
@@ -269,8 +277,13 @@ def build_server(scene: str | None = None, debounce_ms: int = DEFAULT_DEBOUNCE_M
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 r = change.range
-                text = apply_change(text, Position(r.start.line, r.start.character),
-                                    Position(r.end.line, r.end.character), change.text, ls.encoding)
+                text = apply_change(
+                    text,
+                    Position(r.start.line, r.start.character),
+                    Position(r.end.line, r.end.character),
+                    change.text,
+                    ls.encoding,
+                )
             else:
                 text = change.text
         doc.text, doc.version, doc.types = text, params.text_document.version, None
@@ -334,8 +347,12 @@ def build_server(scene: str | None = None, debounce_ms: int = DEFAULT_DEBOUNCE_M
         if doc is None:
             return None
         state = ls.state(doc)
-        places = features.references(state, features.offset_of(state, params.position), ls.read,
-                                     include_declaration=params.context.include_declaration)
+        places = features.references(
+            state,
+            features.offset_of(state, params.position),
+            ls.read,
+            include_declaration=params.context.include_declaration,
+        )
         return [_location(p, ls.encoding) for p in places] or None
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)

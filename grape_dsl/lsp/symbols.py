@@ -99,8 +99,11 @@ class Index:
 
     def occurrences(self, name: str) -> list[Occurrence]:
         """Every place `name` appears as a binding: its declarations and its uses."""
-        found = [Occurrence(d.name, d.start, d.end) for d in self.decls
-                 if d.name == name and d.kind in ("keypoint", "signal", "param", "let")]
+        found = [
+            Occurrence(d.name, d.start, d.end)
+            for d in self.decls
+            if d.name == name and d.kind in ("keypoint", "signal", "param", "let")
+        ]
         found += [r for r in self.refs if r.name == name]
         return sorted(found, key=lambda o: o.start)
 
@@ -180,8 +183,7 @@ class _Walker:
                 if name is not None and name.kind == "name":
                     index.tags.append(Occurrence(name.text, name.start, name.end))
                     if block is None and self.is_op(i + 2, "{"):
-                        index.decls.append(Decl("tag_override", name.text, name.start, name.end,
-                                                tok.start, name.end))
+                        index.decls.append(Decl("tag_override", name.text, name.start, name.end, tok.start, name.end))
                         header = "tag"
                     i += 2
                 else:
@@ -223,8 +225,18 @@ class _Walker:
             if word in ("subgoal", "path") and block == "stage":
                 name = self.peek(i + 1)
                 if name is not None and name.kind == "name" and name.text not in KEYWORDS:
-                    index.decls.append(Decl("constraint", name.text, name.start, name.end, tok.start,
-                                            name.end, detail=word, parent=current_stage))
+                    index.decls.append(
+                        Decl(
+                            "constraint",
+                            name.text,
+                            name.start,
+                            name.end,
+                            tok.start,
+                            name.end,
+                            detail=word,
+                            parent=current_stage,
+                        )
+                    )
                     i += 2
                     continue
                 i += 1
@@ -233,8 +245,9 @@ class _Walker:
                 target = self.peek(i + 1)
                 if target is not None and target.kind == "string":
                     inner = target.text[1:-1] if target.text.endswith('"') and len(target.text) > 1 else target.text[1:]
-                    index.decls.append(Decl("import", inner, target.start, target.end, tok.start,
-                                            target.end, detail=inner))
+                    index.decls.append(
+                        Decl("import", inner, target.start, target.end, tok.start, target.end, detail=inner)
+                    )
                     i += 2
                     continue
             self.expression_name(i)
@@ -265,8 +278,12 @@ class _Walker:
                 if part is None or part.kind != "name":
                     break
                 parts.append(part)
-                if self.is_op(j + 1, ".") and self.peek(j + 2) is not None and self.peek(j + 2).kind == "name" \
-                        and not self.is_op(j + 3, "="):
+                if (
+                    self.is_op(j + 1, ".")
+                    and self.peek(j + 2) is not None
+                    and self.peek(j + 2).kind == "name"
+                    and not self.is_op(j + 3, "=")
+                ):
                     j += 2
                     continue
                 j += 1
@@ -301,7 +318,7 @@ class _Walker:
             limit = self.item_starts[following] if following < len(self.item_starts) else len(self.index.text)
             inside = self._tokens_between(equals.end, limit)
             if inside:
-                value = self.index.text[inside[0].start:inside[-1].end]
+                value = self.index.text[inside[0].start : inside[-1].end]
                 self._set(position, detail=" ".join(value.split()), full_end=inside[-1].end)
 
     def _close_constraints(self) -> None:

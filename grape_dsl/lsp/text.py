@@ -59,7 +59,7 @@ class LineIndex:
         """Offset of the end of `line`'s content (before its line break)."""
         if line + 1 < len(self.starts):
             end = self.starts[line + 1]
-            if self.text[end - 2:end] == "\r\n":
+            if self.text[end - 2 : end] == "\r\n":
                 return end - 2
             return end - 1
         return len(self.text)

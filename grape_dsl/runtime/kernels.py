@@ -30,7 +30,6 @@ import numpy as np
 from grape_dsl.batch import TrajectoryBatch
 from grape_dsl.ir import COMPILER_VERSION
 from grape_dsl.ir.lower import Program, fingerprint
-from grape_dsl.util.atomic import atomic_write_text
 from grape_dsl.score import (
     BatchError,
     NonFinitePolicy,
@@ -39,6 +38,7 @@ from grape_dsl.score import (
     describe_nonfinite,
     prepare_batch,
 )
+from grape_dsl.util.atomic import atomic_write_text
 
 log = logging.getLogger("grape_dsl.kernels")
 
@@ -102,16 +102,17 @@ class CompiledProgram:
         """Score every trajectory of `batch` (see grape_dsl/score.py for validation and NaN rules)."""
         if nonfinite not in ("error", "worst"):
             raise ValueError(f"nonfinite must be 'error' or 'worst', got {nonfinite!r}")
-        prepared = prepare_batch(
-            batch, self.program.keypoint_sources, self.program.signal_sources
-        )
+        prepared = prepare_batch(batch, self.program.keypoint_sources, self.program.signal_sources)
         table, steps = _run_kernel(self.module, self.program, prepared)
         bad = np.flatnonzero(steps >= 0)
         if bad.size and nonfinite == "error":
             n = int(bad[0])
             what = describe_nonfinite(
-                prepared, self.program.keypoint_sources, self.program.signal_sources,
-                n, int(steps[n]),
+                prepared,
+                self.program.keypoint_sources,
+                self.program.signal_sources,
+                n,
+                int(steps[n]),
             )
             more = f" ({bad.size} trajectories have non-finite values)" if bad.size > 1 else ""
             raise BatchError(
@@ -128,9 +129,7 @@ class CompiledProgram:
         return table
 
 
-def _run_kernel(
-    module: ModuleType, program: Program, prepared: PreparedBatch
-) -> tuple[ScoreTable, np.ndarray]:
+def _run_kernel(module: ModuleType, program: Program, prepared: PreparedBatch) -> tuple[ScoreTable, np.ndarray]:
     """Run `score_kernel` over every trajectory (threads over disjoint ranges): the table, and
     per trajectory the first step with a non-finite bound input (-1 where none; such a
     trajectory's row of the table is left unscored)."""
@@ -143,10 +142,17 @@ def _run_kernel(
     stage_costs = np.zeros((n, n_stages), dtype=np.float64)
     r_ext = np.zeros(n, dtype=np.float64)
     args = (
-        prepared.keypoints, prepared.signals, prepared.lengths,
+        prepared.keypoints,
+        prepared.signals,
+        prepared.lengths,
         np.asarray(prepared.keypoint_index, dtype=np.int64),
         np.asarray(prepared.signal_index, dtype=np.int64),
-        first, bounds, reached, constraint_costs, stage_costs, r_ext,
+        first,
+        bounds,
+        reached,
+        constraint_costs,
+        stage_costs,
+        r_ext,
     )
     threads = _threads()
     ranges = _split_range(n, threads)
@@ -260,7 +266,8 @@ def _deadline(seconds: float, program: Program) -> Iterator[None]:
     Uses SIGALRM, so it acts only in the main thread and only when no other interval timer
     is set; elsewhere the compile budgets alone bound the work."""
     usable = (
-        seconds > 0 and hasattr(signal, "setitimer")
+        seconds > 0
+        and hasattr(signal, "setitimer")
         and threading.current_thread() is threading.main_thread()
         and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     )
@@ -278,12 +285,18 @@ def _deadline(seconds: float, program: Program) -> Iterator[None]:
     except _OutOfTime:
         from grape_dsl.diagnostics import Diagnostic, GrcError
 
-        raise GrcError([Diagnostic(
-            "GRC403", "error",
-            f"compiling task '{program.task_name}' took longer than {seconds:g} s and was stopped",
-            program.path, None,
-            hint=f"simplify the task, or raise ${COMPILE_TIMEOUT_ENV} (seconds)",
-        )]) from None
+        raise GrcError(
+            [
+                Diagnostic(
+                    "GRC403",
+                    "error",
+                    f"compiling task '{program.task_name}' took longer than {seconds:g} s and was stopped",
+                    program.path,
+                    None,
+                    hint=f"simplify the task, or raise ${COMPILE_TIMEOUT_ENV} (seconds)",
+                )
+            ]
+        ) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -318,7 +331,5 @@ def load_program(
         module = _import(path, key)
         compiled = _warm_up(module, program)
     info = CompileInfo(path, generated, compiled, time.perf_counter() - started)
-    log.info(
-        "%s: %s in %.2fs", path, "compiled" if compiled else "loaded from cache", info.seconds
-    )
+    log.info("%s: %s in %.2fs", path, "compiled" if compiled else "loaded from cache", info.seconds)
     return CompiledProgram(program, module, info)

@@ -70,12 +70,16 @@ class _Step:
 
 
 def completion_body(content: str | None, model: str = "scripted") -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
 
 
 class ChatServer:
@@ -103,8 +107,7 @@ class ChatServer:
         self._steps.append(_Step(status=code, body=body.encode(), headers=tuple((headers or {}).items())))
 
     def raw(self, body: str | bytes, content_type: str = "application/json") -> None:
-        self._steps.append(_Step(body=body.encode() if isinstance(body, str) else body,
-                                 content_type=content_type))
+        self._steps.append(_Step(body=body.encode() if isinstance(body, str) else body, content_type=content_type))
 
     def stall(self, seconds: float) -> None:
         self._steps.append(_Step(stall_s=seconds, body=completion_body("late")))
@@ -120,7 +123,7 @@ class ChatServer:
         return [m["content"] for m in self.requests[request_index]["messages"] if m["role"] == "user"]
 
     # lifecycle
-    def start(self) -> "ChatServer":
+    def start(self) -> ChatServer:
         self._thread.start()
         return self
 
@@ -149,8 +152,11 @@ class ChatServer:
                         step = _Step(status=404, body=b'{"error": {"message": "no such path"}}')
                     else:
                         server.requests.append(json.loads(raw))
-                        step = (server._steps.popleft() if server._steps else
-                                _Step(status=500, body=b'{"error": {"message": "script exhausted"}}'))
+                        step = (
+                            server._steps.popleft()
+                            if server._steps
+                            else _Step(status=500, body=b'{"error": {"message": "script exhausted"}}')
+                        )
                 if step.stall_s and server._stop.wait(step.stall_s):
                     return
                 try:
@@ -165,7 +171,7 @@ class ChatServer:
                     for i in range(len(step.body) if step.trickle_s else 0):
                         if server._stop.wait(step.trickle_s):
                             return
-                        self.wfile.write(step.body[i:i + 1])
+                        self.wfile.write(step.body[i : i + 1])
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test); nothing to tell it

@@ -38,13 +38,17 @@ def _client() -> LanguageClient:
 
 def server_config(*extra: str) -> ClientServerConfig:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return ClientServerConfig(server_command=[sys.executable, "-m", "grape_dsl.cli", "lsp", *extra],
-                              client_factory=_client, server_env=env)
+    return ClientServerConfig(
+        server_command=[sys.executable, "-m", "grape_dsl.cli", "lsp", *extra], client_factory=_client, server_env=env
+    )
 
 
 async def start(client: LanguageClient, root: Path, options: dict | None = None) -> None:
-    await client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), root_uri=root.as_uri(), initialization_options=options))
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(), root_uri=root.as_uri(), initialization_options=options
+        )
+    )
 
 
 async def published(client: LanguageClient, uri: str, version: int, timeout: float = 20.0) -> list[types.Diagnostic]:
@@ -61,8 +65,9 @@ async def published(client: LanguageClient, uri: str, version: int, timeout: flo
 
 def open_document(client: LanguageClient, path: Path, text: str, version: int = 1) -> str:
     uri = path.as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        types.TextDocumentItem(uri=uri, language_id="grc", version=version, text=text)))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="grc", version=version, text=text))
+    )
     return uri
 
 
@@ -76,14 +81,14 @@ def utf16(text: str) -> int:
 def position(text: str, offset: int) -> types.Position:
     before = text[:offset]
     line = before.count("\n")
-    return types.Position(line, utf16(before[before.rfind("\n") + 1:]))
+    return types.Position(line, utf16(before[before.rfind("\n") + 1 :]))
 
 
 def offset(text: str, pos: types.Position) -> int:
     lines = text.split("\n")
     if pos.line >= len(lines):
         return len(text)
-    start = sum(len(line) + 1 for line in lines[:pos.line])
+    start = sum(len(line) + 1 for line in lines[: pos.line])
     line = lines[pos.line]
     units = 0
     for i, ch in enumerate(line):
@@ -94,8 +99,7 @@ def offset(text: str, pos: types.Position) -> int:
 
 
 def apply_edits(text: str, edits: list[types.TextEdit]) -> str:
-    spans = sorted(((offset(text, e.range.start), offset(text, e.range.end), e.new_text) for e in edits),
-                   reverse=True)
+    spans = sorted(((offset(text, e.range.start), offset(text, e.range.end), e.new_text) for e in edits), reverse=True)
     for a, b, new in spans:
         text = text[:a] + new + text[b:]
     return text
@@ -112,18 +116,22 @@ def expected_diagnostics(text: str, path: str) -> list[tuple]:
     lines = text.split("\n")
     out = []
     for d in check_source(text, path, schema=names):
-        parts = [d.message] + ([f"expected: {d.expected}"] if d.expected else []) + \
-                ([f"hint: {d.hint}"] if d.hint else [])
+        parts = (
+            [d.message] + ([f"expected: {d.expected}"] if d.expected else []) + ([f"hint: {d.hint}"] if d.hint else [])
+        )
 
         def where(line: int, column: int) -> types.Position:
             if line < 1:
                 return types.Position(0, 0)
             if line > len(lines):
                 return types.Position(len(lines) - 1, utf16(lines[-1]))
-            return types.Position(line - 1, utf16(lines[line - 1][:max(column - 1, 0)]))
+            return types.Position(line - 1, utf16(lines[line - 1][: max(column - 1, 0)]))
 
-        rng = (where(d.span.line, d.span.column), where(d.span.end_line, d.span.end_column)) \
-            if d.span is not None and d.span.line > 0 else (types.Position(0, 0), types.Position(0, 0))
+        rng = (
+            (where(d.span.line, d.span.column), where(d.span.end_line, d.span.end_column))
+            if d.span is not None and d.span.line > 0
+            else (types.Position(0, 0), types.Position(0, 0))
+        )
         out.append((d.code, d.severity, "\n".join(parts), rng))
     return out
 

@@ -42,20 +42,46 @@ def _stage(*lines: str) -> str:
 BAD_SNIPPETS = [
     ("GRC201", _stage("subgoal reach: dist(ee, ojb) <= 0.02"), 11, 29, "unknown name 'ojb'; did you mean 'obj'?"),
     ("GRC202", "keypoints {\n    obj = object.top\n}\n" + LAST_STAGE, 11, 5, "'obj' is already declared as a keypoint"),
-    ("GRC203", "stage last until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 13, 1,
-     "stage 'last' is already declared at line 10"),
-    ("GRC204", _stage("subgoal a: dist(ee, obj) <= lift", "path a: grasped >= 0.5"), 12, 5,
-     "already has a constraint 'a'"),
+    (
+        "GRC203",
+        "stage last until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE,
+        13,
+        1,
+        "stage 'last' is already declared at line 10",
+    ),
+    (
+        "GRC204",
+        _stage("subgoal a: dist(ee, obj) <= lift", "path a: grasped >= 0.5"),
+        12,
+        5,
+        "already has a constraint 'a'",
+    ),
     ("GRC205", "let t = 1\n" + LAST_STAGE, 10, 1, "cannot declare 't'"),
     ("GRC205", "let norm = lift\n" + LAST_STAGE, 10, 1, "it is a builtin function: norm(vec3) -> scalar"),
     ("GRC206", _stage("subgoal a: distt(ee, obj) <= lift"), 11, 16, "unknown function 'distt'; did you mean 'dist'?"),
     ("GRC206", _stage("subgoal a: obj(ee) <= lift"), 11, 16, "'obj' is a keypoint, not a function"),
-    ("GRC207", _stage("subgoal a: dist(ee) <= lift"), 11, 16, "'dist' takes 2 argument(s), got 1: dist(vec3, vec3) -> scalar"),
+    (
+        "GRC207",
+        _stage("subgoal a: dist(ee) <= lift"),
+        11,
+        16,
+        "'dist' takes 2 argument(s), got 1: dist(vec3, vec3) -> scalar",
+    ),
     ("GRC207", _stage("subgoal a: min(lift) <= lift"), 11, 16, "'min' takes 2 or more argument(s), got 1"),
-    ("GRC208", _stage("subgoal a: dist(ee, lift) <= lift"), 11, 25,
-     "wrong argument types: dist(vec3, scalar); the signature is dist(vec3, vec3) -> scalar"),
-    ("GRC208", _stage("subgoal a: norm(mean(ee, lift)) <= lift"), 11, 30,
-     "mean(vec3, scalar); the signature is mean(vec3, vec3, ...) -> vec3 | mean(scalar, scalar, ...) -> scalar"),
+    (
+        "GRC208",
+        _stage("subgoal a: dist(ee, lift) <= lift"),
+        11,
+        25,
+        "wrong argument types: dist(vec3, scalar); the signature is dist(vec3, vec3) -> scalar",
+    ),
+    (
+        "GRC208",
+        _stage("subgoal a: norm(mean(ee, lift)) <= lift"),
+        11,
+        30,
+        "mean(vec3, scalar); the signature is mean(vec3, vec3, ...) -> vec3 | mean(scalar, scalar, ...) -> scalar",
+    ),
     ("GRC209", _stage("subgoal a: norm(ee + 1) <= lift"), 11, 21, "cannot apply '+' to a vec3 and a scalar"),
     ("GRC209", _stage("subgoal a: norm(ee * obj) <= lift"), 11, 21, "cannot apply '*' to a vec3 and a vec3"),
     ("GRC209", _stage("subgoal a: -(grasped > 0) or grasped > 0"), 11, 16, "unary '-'"),
@@ -63,41 +89,81 @@ BAD_SNIPPETS = [
     ("GRC211", _stage("subgoal a: grasped and dist(ee, obj) <= lift"), 11, 16, "'and' takes bools"),
     ("GRC211", _stage("subgoal a: not grasped"), 11, 20, "'not' takes a bool, but this is a scalar"),
     ("GRC212", _stage("subgoal a: lift.z <= 1"), 11, 16, "'.z' takes a vec3, but this is a scalar"),
-    ("GRC213", "stage s until grasped {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 10, 15,
-     "'until' of stage 's' must be a bool, but this is a scalar"),
+    (
+        "GRC213",
+        "stage s until grasped {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE,
+        10,
+        15,
+        "'until' of stage 's' must be a bool, but this is a scalar",
+    ),
     ("GRC214", _stage("subgoal a: dist(ee, obj)"), 11, 16, "must be a comparison or a bool, but this is a scalar"),
     ("GRC216", _stage("path a: grasped >= 0.5 tol dist(ee, obj)"), 11, 32, "the tol of 'a' must be a constant"),
     ("GRC216", _stage("path a: grasped >= 0.5 weight t"), 11, 35, "the weight of 'a' must be a constant"),
     ("GRC216", _stage("path a: grasped >= 0.5 weight 1 / 0"), 11, 35, "the weight of 'a' is not finite"),
     ("GRC217", _stage("path a: grasped >= 0.5 weight -2"), 11, 35, "the weight of 'a' is negative (-2)"),
     ("GRC217", _stage("path a: grasped >= 0.5 tol lift - 1"), 11, 32, "the tol of 'a' is negative (-0.9)"),
-    ("GRC218", "keypoints {\n    up = object.center + vec(0, 0, grasped)\n}\n" + _stage("subgoal a: up.z <= 1"), 11, 26,
-     "the offset of keypoint 'up' must be a constant vec3"),
-    ("GRC218", "keypoints {\n    up = object.center + lift\n}\n" + _stage("subgoal a: up.z <= 1"), 11, 26,
-     "must be a constant vec3"),
+    (
+        "GRC218",
+        "keypoints {\n    up = object.center + vec(0, 0, grasped)\n}\n" + _stage("subgoal a: up.z <= 1"),
+        11,
+        26,
+        "the offset of keypoint 'up' must be a constant vec3",
+    ),
+    (
+        "GRC218",
+        "keypoints {\n    up = object.center + lift\n}\n" + _stage("subgoal a: up.z <= 1"),
+        11,
+        26,
+        "must be a constant vec3",
+    ),
     ("GRC219", "let a = b\nlet b = a + 1\n" + _stage("subgoal a: a <= 1"), 10, 1, "let cycle: a -> b -> a"),
     ("GRC219", "let a = a + 1\n" + _stage("subgoal a: a <= 1"), 10, 1, "let cycle: a -> a"),
     ("GRC220", _stage("subgoal a: grasped >= 0.5") + LAST_STAGE, 10, 1, "stage 's' needs 'until'"),
-    ("GRC221", "stage s until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n", 10, 15,
-     "the last stage 's' must not have 'until'"),
+    (
+        "GRC221",
+        "stage s until grasped >= 0.5 {\n    subgoal a: grasped >= 0.5\n}\n",
+        10,
+        15,
+        "the last stage 's' must not have 'until'",
+    ),
     ("GRC222", "", 1, 1, "task 'demo' has no stage"),
     ("GRC223", "unreached 1\nunreached 2\n" + LAST_STAGE, 11, 1, "'unreached' is already set at line 10"),
     ("GRC224", "unreached -0.5\n" + LAST_STAGE, 10, 1, "the unreached-stage penalty is negative (-0.5)"),
-    ("GRC225", "keypoints {\n    goal = container.topp\n}\n" + _stage("subgoal a: dist(ee, goal) <= lift"), 11, 12,
-     "the environment reports no keypoint 'container.topp'; did you mean 'container.top'?"),
-    ("GRC226", "signals {\n    hit = contact.obstacel\n}\n" + _stage("path a: hit <= 0"), 11, 11,
-     "the environment reports no signal 'contact.obstacel'; did you mean 'contact.obstacle'?"),
+    (
+        "GRC225",
+        "keypoints {\n    goal = container.topp\n}\n" + _stage("subgoal a: dist(ee, goal) <= lift"),
+        11,
+        12,
+        "the environment reports no keypoint 'container.topp'; did you mean 'container.top'?",
+    ),
+    (
+        "GRC226",
+        "signals {\n    hit = contact.obstacel\n}\n" + _stage("path a: hit <= 0"),
+        11,
+        11,
+        "the environment reports no signal 'contact.obstacel'; did you mean 'contact.obstacle'?",
+    ),
     ("GRC227", _stage("subgoal a: norm(dist) <= lift"), 11, 21, "'dist' is a builtin function, not a value"),
     # warnings
     ("GRC901", "keypoints {\n    spare = object.top\n}\n" + LAST_STAGE, 11, 5, "keypoint 'spare' is never used"),
     ("GRC902", "signals {\n    opening = gripper.opening\n}\n" + LAST_STAGE, 11, 5, "signal 'opening' is never used"),
     ("GRC903", "param spare = 1\n" + LAST_STAGE, 10, 1, "param 'spare' is never used"),
     ("GRC904", "let spare = dist(ee, obj)\n" + LAST_STAGE, 10, 1, "let 'spare' is never used"),
-    ("GRC905", "let small = lift < 1\n" + _stage("subgoal a: small and lift <= 2"), 12, 16,
-     "does not depend on any keypoint, signal or t"),
+    (
+        "GRC905",
+        "let small = lift < 1\n" + _stage("subgoal a: small and lift <= 2"),
+        12,
+        16,
+        "does not depend on any keypoint, signal or t",
+    ),
     ("GRC906", "stage s until grasped >= 0.5 {\n}\n" + LAST_STAGE, 10, 1, "stage 's' has no constraints"),
-    ("GRC907", "stage s until lift > 0 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE, 10, 15,
-     "does not depend on the trajectory"),
+    (
+        "GRC907",
+        "stage s until lift > 0 {\n    subgoal a: grasped >= 0.5\n}\n" + LAST_STAGE,
+        10,
+        15,
+        "does not depend on the trajectory",
+    ),
 ]
 
 OBJECTIVE_SNIPPETS = [
@@ -110,8 +176,9 @@ OBJECTIVE_SNIPPETS = [
 ]
 
 
-@pytest.mark.parametrize(("code", "snippet", "line", "column", "text"), BAD_SNIPPETS,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_SNIPPETS)])
+@pytest.mark.parametrize(
+    ("code", "snippet", "line", "column", "text"), BAD_SNIPPETS, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_SNIPPETS)]
+)
 def test_each_task_code_is_reported_where_the_mistake_is(code, snippet, line, column, text):
     source = PRELUDE + snippet
     result = check(parse(source, "bad.grc"), schema=PICK_PLACE_SCHEMA)
@@ -123,8 +190,11 @@ def test_each_task_code_is_reported_where_the_mistake_is(code, snippet, line, co
     assert found[0].severity == ("warning" if code.startswith("GRC9") else "error")
 
 
-@pytest.mark.parametrize(("code", "source", "line", "column", "text"), OBJECTIVE_SNIPPETS,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(OBJECTIVE_SNIPPETS)])
+@pytest.mark.parametrize(
+    ("code", "source", "line", "column", "text"),
+    OBJECTIVE_SNIPPETS,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(OBJECTIVE_SNIPPETS)],
+)
 def test_each_objective_code_is_reported_where_the_mistake_is(code, source, line, column, text):
     found = [d for d in check_source(source, "o.grc") if d.code == code]
     assert [(d.span.line, d.span.column) for d in found] == [(line, column)]
@@ -135,15 +205,21 @@ def test_over_on_a_subgoal_built_without_the_parser():
     # The parser already rejects this text (GRC114); ASTs built in code are checked too.
     span = ast.Span(4, 5, 4, 40, 60, 95)
     expr = ast.Compare(">=", ast.Name("grasped"), ast.Number(0.5))
-    task = ast.TaskFile("demo", None, (
-        ast.SignalsBlock((ast.SignalDecl("grasped", ast.Source(("grasped",))),)),
-        ast.Stage("s", None, (ast.Constraint("subgoal", "a", expr, over="sum", span=span),)),
-    ))
+    task = ast.TaskFile(
+        "demo",
+        None,
+        (
+            ast.SignalsBlock((ast.SignalDecl("grasped", ast.Source(("grasped",))),)),
+            ast.Stage("s", None, (ast.Constraint("subgoal", "a", expr, over="sum", span=span),)),
+        ),
+    )
     found = [d for d in check(task).diagnostics if d.code == OVER_ON_SUBGOAL]
     assert [(d.span.line, d.span.column) for d in found] == [(4, 5)]
 
 
-EVERYTHING_WRONG = PRELUDE + """let loop = loop
+EVERYTHING_WRONG = (
+    PRELUDE
+    + """let loop = loop
 stage grasp {
     subgoal reach: dist(ee, ojb) <= 0.02
     subgoal reach: normm(ee) <= 1
@@ -153,14 +229,24 @@ stage grasp until ee {
     subgoal lifted: obj.w >= lift
 }
 """
+)
 
 
 def test_all_errors_of_a_file_come_out_in_one_run_in_source_order():
     result = check(parse(EVERYTHING_WRONG.replace("obj.w", "obj.z"), "bad.grc"))
     errors = [(d.code, d.span.line) for d in result.errors]
     assert errors == [
-        ("GRC219", 10), ("GRC220", 11), ("GRC201", 12), ("GRC204", 13), ("GRC206", 13),
-        ("GRC214", 14), ("GRC216", 14), ("GRC217", 14), ("GRC203", 16), ("GRC221", 16), ("GRC213", 16),
+        ("GRC219", 10),
+        ("GRC220", 11),
+        ("GRC201", 12),
+        ("GRC204", 13),
+        ("GRC206", 13),
+        ("GRC214", 14),
+        ("GRC216", 14),
+        ("GRC217", 14),
+        ("GRC203", 16),
+        ("GRC221", 16),
+        ("GRC213", 16),
     ]
 
 
@@ -176,16 +262,34 @@ def test_one_mistake_gives_one_diagnostic():
 
 
 def test_symbol_table_types_and_kinds():
-    source = PRELUDE + """let above = obj + vec(0, 0, lift)
+    source = (
+        PRELUDE
+        + """let above = obj + vec(0, 0, lift)
 let holding = grasped >= 0.5
 let gap = dist(ee, above)
-""" + _stage("subgoal a: gap <= lift and holding")
+"""
+        + _stage("subgoal a: gap <= lift and holding")
+    )
     result = check(parse(source))
     assert result.ok
-    assert result.types == {"lift": "scalar", "ee": "vec3", "obj": "vec3", "grasped": "scalar",
-                            "above": "vec3", "holding": "bool", "gap": "scalar"}
-    assert result.kinds == {"lift": "param", "ee": "keypoint", "obj": "keypoint", "grasped": "signal",
-                            "above": "let", "holding": "let", "gap": "let"}
+    assert result.types == {
+        "lift": "scalar",
+        "ee": "vec3",
+        "obj": "vec3",
+        "grasped": "scalar",
+        "above": "vec3",
+        "holding": "bool",
+        "gap": "scalar",
+    }
+    assert result.kinds == {
+        "lift": "param",
+        "ee": "keypoint",
+        "obj": "keypoint",
+        "grasped": "signal",
+        "above": "let",
+        "holding": "let",
+        "gap": "let",
+    }
 
 
 def test_lets_may_refer_forward():
@@ -249,8 +353,9 @@ _VEC_NAMES = ("ee", "obj")
 def _typed(kind: str, depth: int) -> st.SearchStrategy:
     """Expressions of a known type, built from the typing rules of docs/language.md."""
     if kind == "scalar":
-        leaves = st.one_of(st.floats(0, 100, allow_nan=False).map(ast.Number),
-                           st.sampled_from(_SCALAR_NAMES).map(ast.Name))
+        leaves = st.one_of(
+            st.floats(0, 100, allow_nan=False).map(ast.Number), st.sampled_from(_SCALAR_NAMES).map(ast.Name)
+        )
     elif kind == "vec3":
         leaves = st.sampled_from(_VEC_NAMES).map(ast.Name)
     else:
@@ -323,7 +428,7 @@ def test_a_vector_where_a_scalar_or_bool_belongs_is_always_an_error(expr, vector
             for i, arg in enumerate(node.args):
                 new, done = swap(arg)
                 if done:
-                    return ast.Call(node.func, (*node.args[:i], new, *node.args[i + 1:])), True
+                    return ast.Call(node.func, (*node.args[:i], new, *node.args[i + 1 :])), True
         return node, False
 
     broken, changed = swap(expr)
@@ -402,8 +507,11 @@ def test_mutated_stock_files_end_in_diagnostics_never_in_an_exception(tmp_path):
 
 
 def _codes_defined_in(module) -> set[str]:
-    return {value for name, value in vars(module).items()
-            if name.isupper() and isinstance(value, str) and value.startswith("GRC")}
+    return {
+        value
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str) and value.startswith("GRC")
+    }
 
 
 def test_every_semantic_code_is_documented_and_has_a_snippet_test():

@@ -29,8 +29,10 @@ stage grab {
     subgoal near: dist(ee, obj) <= lift
 }
 """
-MESSY = "task demo  # keep me\nparam lift=0.10\nkeypoints{ee=gripper.tip;obj=object.center}\n" \
-        "stage grab{subgoal near:dist(ee,obj)<=(lift)}\n"
+MESSY = (
+    "task demo  # keep me\nparam lift=0.10\nkeypoints{ee=gripper.tip;obj=object.center}\n"
+    "stage grab{subgoal near:dist(ee,obj)<=(lift)}\n"
+)
 UNUSED_PARAM = CLEAN.replace("param lift = 0.1\n", "param lift = 0.1\nparam spare = 2\n")
 
 

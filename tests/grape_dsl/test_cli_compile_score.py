@@ -16,10 +16,17 @@ from grape_dsl.score import ScoreTable
 ROOT = Path(__file__).resolve().parents[2]
 TASK = str(ROOT / "constraints" / "tasks" / "pick_place_obstacle.grc")
 SAFETY = str(ROOT / "constraints" / "safety.grc")
-KEYPOINTS = ["gripper.tip", "object.center", "object.top", "object.bottom", "container.center",
-             "container.top", "obstacle.center", "obstacle.top"]
-SIGNALS = ["gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table",
-           "action.norm"]
+KEYPOINTS = [
+    "gripper.tip",
+    "object.center",
+    "object.top",
+    "object.bottom",
+    "container.center",
+    "container.top",
+    "obstacle.center",
+    "obstacle.top",
+]
+SIGNALS = ["gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table", "action.norm"]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +36,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def grapec(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grape_dsl.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "grape_dsl.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=240
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +73,9 @@ def test_compile_then_score(env: dict[str, str], batch_file: Path, tmp_path: Pat
     assert "grasp.bump" in report["constraints"]
 
     out = tmp_path / "scores.parquet"
-    result = grapec("score", TASK, "--objective", SAFETY, "--batch", str(batch_file),
-                    "--out", str(out), "--json", env=env)
+    result = grapec(
+        "score", TASK, "--objective", SAFETY, "--batch", str(batch_file), "--out", str(out), "--json", env=env
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["trajectories"] == 6 and len(summary["r_ext_per_trajectory"]) == 6
@@ -80,8 +89,12 @@ def test_compile_then_score(env: dict[str, str], batch_file: Path, tmp_path: Pat
 
 
 def test_emit_stages(env: dict[str, str]) -> None:
-    for stage, marker in (("ast", "task pick_place_obstacle"), ("ir", "program pick_place_obstacle"),
-                          ("blocks", "-- step block ("), ("python", "def score_kernel(")):
+    for stage, marker in (
+        ("ast", "task pick_place_obstacle"),
+        ("ir", "program pick_place_obstacle"),
+        ("blocks", "-- step block ("),
+        ("python", "def score_kernel("),
+    ):
         result = grapec("compile", TASK, "--emit", stage, "--set", "near=0.05", env=env)
         assert result.returncode == 0, result.stderr
         assert marker in result.stdout

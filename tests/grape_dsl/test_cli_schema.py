@@ -75,11 +75,20 @@ def test_unknown_task_name_is_one_clear_error(capsys) -> None:
 
 def test_scene_file_schema(tmp_path: Path, capsys) -> None:
     scene = tmp_path / "scene.json"
-    scene.write_text(json.dumps({"objects": [{"name": "cube", "keypoints": ["center"]}],
-                                 "keypoints": ["gripper.tip"], "signals": ["grasped"]}))
+    scene.write_text(
+        json.dumps(
+            {
+                "objects": [{"name": "cube", "keypoints": ["center"]}],
+                "keypoints": ["gripper.tip"],
+                "signals": ["grasped"],
+            }
+        )
+    )
     task = tmp_path / "t.grc"
-    task.write_text("task t\nkeypoints {\n    ee = gripper.tip\n    c = cube.centr\n}\n"
-                    "signals {\n    held = grasped\n}\nstage s {\n    subgoal near: dist(ee, c) <= 0.05\n}\n")
+    task.write_text(
+        "task t\nkeypoints {\n    ee = gripper.tip\n    c = cube.centr\n}\n"
+        "signals {\n    held = grasped\n}\nstage s {\n    subgoal near: dist(ee, c) <= 0.05\n}\n"
+    )
     assert grapec("check", task, "--scene", scene) == 1
     assert "did you mean 'cube.center'" in capsys.readouterr().err
     task.write_text(task.read_text().replace("cube.centr", "cube.center"))

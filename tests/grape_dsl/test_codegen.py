@@ -78,14 +78,14 @@ def test_a_reader_finds_each_constraint_by_name() -> None:
 
 def test_weight_zero_constraint_costs_nothing() -> None:
     source = generate_program(_program())
-    costs = source[source.index("stage_cost = 0.0 if stage_reached"):]
-    block = costs[costs.index("# path off:"):]
+    costs = source[source.index("stage_cost = 0.0 if stage_reached") :]
+    block = costs[costs.index("# path off:") :]
     assert block.splitlines()[1].strip() == "cost = 0.0"
 
 
 def test_path_constraints_run_every_step_subgoals_once() -> None:
     source = generate_program(_program())
-    loop = source[source.index("while t < L:"):source.index("end = t if ended")]
+    loop = source[source.index("while t < L:") : source.index("end = t if ended")]
     assert "v_bump = " in loop and "v_reach = " not in loop
 
 
@@ -101,8 +101,9 @@ stage only {
     source = generate(to_blocks(ir.lower_task(parse(text, "forms.grc"))))
     # min/max keep Python's two-argument semantics (the first unless the second is strictly
     # smaller/larger), nothing is simplified: g / g and exp(log(g)) are computed as written.
-    code = "\n".join(line for line in source.split("def score_kernel")[1].splitlines()
-                     if not line.strip().startswith("#"))
+    code = "\n".join(
+        line for line in source.split("def score_kernel")[1].splitlines() if not line.strip().startswith("#")
+    )
     assert not re.search(r"(?<![\w])min\(", code) and "_min(" in code and "_max(" in code
     assert "def _min(a, b):\n" in source and "return b if b < a else a" in source
     assert "math.exp(" in source and "math.log(" in source and " / " in source

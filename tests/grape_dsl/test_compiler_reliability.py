@@ -32,8 +32,14 @@ SUBPROCESS_TIMEOUT_S = 120
 
 def grapec(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "GRAPE_DSL_CACHE": str(cwd / "cache"), **(env_extra or {})}
-    done = subprocess.run([sys.executable, "-m", "grape_dsl.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "grape_dsl.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done
 
@@ -53,14 +59,20 @@ def empty_stages(n: int) -> str:
     return HEADER + stages + "stage last { subgoal c: x <= 1 }\n"
 
 
-@pytest.mark.parametrize("name, text, budget_error", [
-    ("lets3000", let_chain(3000), True),
-    ("tree60", let_chain(60, "a{prev} * a{prev} + a{prev}"), False),  # a DAG: 3 operations a let
-    ("delta200", delta_chain(200), True),
-    ("stages6000", empty_stages(6000), True),
-])
+@pytest.mark.parametrize(
+    "name, text, budget_error",
+    [
+        ("lets3000", let_chain(3000), True),
+        ("tree60", let_chain(60, "a{prev} * a{prev} + a{prev}"), False),  # a DAG: 3 operations a let
+        ("delta200", delta_chain(200), True),
+        ("stages6000", empty_stages(6000), True),
+    ],
+)
 def test_pathological_programs_compile_or_stop_with_a_budget_diagnostic(
-    tmp_path: Path, name: str, text: str, budget_error: bool,
+    tmp_path: Path,
+    name: str,
+    text: str,
+    budget_error: bool,
 ) -> None:
     path = tmp_path / f"{name}.grc"
     path.write_text(text)
@@ -128,8 +140,7 @@ def _objective_importing(path: Path, target: str) -> None:
 def test_import_targets_that_are_not_files_are_diagnostics(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.grc")
     (tmp_path / "folder.grc").mkdir()
-    cases = {"pipe.grc": "not a regular file", "folder.grc": "directory",
-             "/dev/zero": "not a regular file"}
+    cases = {"pipe.grc": "not a regular file", "folder.grc": "directory", "/dev/zero": "not a regular file"}
     for target, words in cases.items():
         objective = tmp_path / "o.grc"
         _objective_importing(objective, target)
@@ -174,20 +185,30 @@ def _npz_with_header_only(path: Path, shapes: dict[str, tuple[int, ...]]) -> Non
     """An .npz whose .npy members claim `shapes` but hold (almost) no data."""
     with zipfile.ZipFile(path, "w") as archive:
         for name, shape in shapes.items():
-            dtype = np.dtype("<U16") if name.endswith("names") else np.dtype(
-                np.int64 if name == "lengths" else np.float32)
+            dtype = (
+                np.dtype("<U16") if name.endswith("names") else np.dtype(np.int64 if name == "lengths" else np.float32)
+            )
             header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
             with archive.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array_header_1_0(member, header)
 
 
-@pytest.mark.parametrize("shapes", [
-    {"keypoints": (100_000, 10_000, 8, 3)},
-    {"lengths": (10**10,)},
-])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        {"keypoints": (100_000, 10_000, 8, 3)},
+        {"lengths": (10**10,)},
+    ],
+)
 def test_score_refuses_npz_headers_bigger_than_their_data(tmp_path: Path, shapes: dict) -> None:
-    full = {"keypoints": (1, 1, 1, 3), "keypoint_names": (1,), "signals": (1, 1, 1),
-            "signal_names": (1,), "lengths": (1,), **shapes}
+    full = {
+        "keypoints": (1, 1, 1, 3),
+        "keypoint_names": (1,),
+        "signals": (1, 1, 1),
+        "signal_names": (1,),
+        "lengths": (1,),
+        **shapes,
+    }
     _npz_with_header_only(tmp_path / "batch.npz", full)
     done = grapec("score", str(STOCK_TASK), "--batch", "batch.npz", cwd=tmp_path)
     assert done.returncode == 1
@@ -227,8 +248,7 @@ def test_audit_log_is_bounded_whatever_the_answer_size(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [10, 100, 400, 1000, 2000, 3000])
 def test_fuzz_let_and_delta_chain_lengths(tmp_path: Path, n: int) -> None:
-    for name, text in (("lets", let_chain(n)), ("deltas", delta_chain(min(n, 400))),
-                       ("stages", empty_stages(n))):
+    for name, text in (("lets", let_chain(n)), ("deltas", delta_chain(min(n, 400))), ("stages", empty_stages(n))):
         path = tmp_path / f"{name}{n}.grc"
         path.write_text(text)
         done = grapec("compile", path.name, cwd=tmp_path)

@@ -113,8 +113,12 @@ def test_stock_files_are_in_canonical_format(path):
 # ---------------------------------------------------------------------------- reward scale
 
 POLICY_KINDS = ("expert", "noisy", "stall", "brush", "random")
-OBJECTIVES = {"task": [], "completion": ["task_completion.grc"], "safety": ["safety.grc"],
-              "efficiency": ["efficiency.grc"]}
+OBJECTIVES = {
+    "task": [],
+    "completion": ["task_completion.grc"],
+    "safety": ["safety.grc"],
+    "efficiency": ["efficiency.grc"],
+}
 
 
 def _rollouts(task: str, kind: str, seeds: range) -> list:
@@ -122,6 +126,7 @@ def _rollouts(task: str, kind: str, seeds: range) -> list:
     noisy (noise 0.5 of the step limit), stall (freezes in place after 30 steps), brush (carries
     the object 3 cm below the obstacle's top), random."""
     import numpy as np
+
     from trainer.sim.env import make_env
     from trainer.sim.expert import Expert
 
@@ -130,13 +135,15 @@ def _rollouts(task: str, kind: str, seeds: range) -> list:
     try:
         for seed in seeds:
             rng = np.random.default_rng(seed)
-            expert = Expert(task, noise=0.5 if kind == "noisy" else 0.0,
-                            brush=0.03 if kind == "brush" else 0.0, seed=seed)
+            expert = Expert(
+                task, noise=0.5 if kind == "noisy" else 0.0, brush=0.03 if kind == "brush" else 0.0, seed=seed
+            )
             obs, _ = env.reset(seed=seed)
             for step in range(env.max_steps):
                 if kind == "random":
-                    action = np.concatenate([rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3),
-                                             [rng.choice([-1.0, 1.0])]]).astype(np.float32)
+                    action = np.concatenate(
+                        [rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1, 3), [rng.choice([-1.0, 1.0])]]
+                    ).astype(np.float32)
                 else:
                     action = expert.act(obs["state"])
                     if kind == "stall" and step >= 30:
@@ -167,8 +174,10 @@ def test_r_ext_separates_expert_from_random_rollouts(task):
             continue
         batch = episodes_to_batch(_rollouts(task, kind, range(100, 104)))
         scores[kind] = {name: oracle.score(checked.task, batch).r_ext for name, checked in loaded.items()}
-        print(f"{task:20s} {kind:7s} success {batch.success.mean():.2f}  " + "  ".join(
-            f"{name} {r.mean():.3f} [{r.min():.3f}, {r.max():.3f}]" for name, r in scores[kind].items()))
+        print(
+            f"{task:20s} {kind:7s} success {batch.success.mean():.2f}  "
+            + "  ".join(f"{name} {r.mean():.3f} [{r.min():.3f}, {r.max():.3f}]" for name, r in scores[kind].items())
+        )
 
     for name in OBJECTIVES:
         assert scores["expert"][name].mean() >= 0.5, name

@@ -13,8 +13,9 @@ SOURCE = "task demo\nstage s {\n    subgoal reach: dist(ee, ojb) <= 0.02\n}\n"
 
 def test_render_layout() -> None:
     span = Span(3, 29, 3, 32, 48, 51)
-    diag = Diagnostic("GRC201", "error", "unknown name 'ojb'", "t.grc", span,
-                      expected="a keypoint", hint="did you mean 'obj'?")
+    diag = Diagnostic(
+        "GRC201", "error", "unknown name 'ojb'", "t.grc", span, expected="a keypoint", hint="did you mean 'obj'?"
+    )
     assert render(diag, SOURCE) == (
         "t.grc:3:29: error[GRC201]: unknown name 'ojb'\n"
         "3 |     subgoal reach: dist(ee, ojb) <= 0.02\n"
@@ -64,8 +65,15 @@ def test_render_parser_diagnostic_caret_width() -> None:
 def test_to_dict_for_json() -> None:
     diag = Diagnostic("GRC101", "error", "bad", "x.grc", Span(1, 2, 1, 3, 1, 2), expected="a name")
     assert diag.to_dict() == {
-        "code": "GRC101", "severity": "error", "message": "bad", "path": "x.grc",
-        "line": 1, "column": 2, "end_line": 1, "end_column": 3, "expected": "a name",
+        "code": "GRC101",
+        "severity": "error",
+        "message": "bad",
+        "path": "x.grc",
+        "line": 1,
+        "column": 2,
+        "end_line": 1,
+        "end_column": 3,
+        "expected": "a name",
     }
 
 

@@ -17,8 +17,16 @@ STOCK = sorted((ROOT / "constraints").glob("**/*.grc"))
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(2.0, "2"), (0.1, "0.1"), (0.1 + 0.2, "0.30000000000000004"), (1e-05, "1e-05"), (-0.5, "-0.5"),
-     (1e16, "1e+16"), (123456.0, "123456"), (0.0, "0")],
+    [
+        (2.0, "2"),
+        (0.1, "0.1"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (1e-05, "1e-05"),
+        (-0.5, "-0.5"),
+        (1e16, "1e+16"),
+        (123456.0, "123456"),
+        (0.0, "0"),
+    ],
 )
 def test_numbers_shortest_round_trip(value: float, text: str) -> None:
     assert format_number(value) == text
@@ -103,13 +111,15 @@ stage place {
 def test_objective_layout() -> None:
     source = 'objective safety "safe"\nimport "a.grc" import "b.grc"\ntag collision{weight 5 tol 0}\ntag path {}'
     assert format_source(source) == (
-        'objective safety "safe"\n\nimport "a.grc"\nimport "b.grc"\n\n'
-        "tag collision { tol 0 weight 5 }\ntag path {}\n"
+        'objective safety "safe"\n\nimport "a.grc"\nimport "b.grc"\n\ntag collision { tol 0 weight 5 }\ntag path {}\n'
     )
 
 
 def test_comments_inside_blocks_and_at_the_end() -> None:
-    source = "task a\nkeypoints {\n  ee = gripper.tip  # the tip\n  # last binding next\n}\nstage s {\n# nothing yet\n}\n# the end\n"
+    source = (
+        "task a\nkeypoints {\n  ee = gripper.tip  # the tip\n  # last binding next\n}\n"
+        "stage s {\n# nothing yet\n}\n# the end\n"
+    )
     out = format_source(source)
     assert out == (
         "task a\n\nkeypoints {\n    ee = gripper.tip  # the tip\n    # last binding next\n}\n\n"

@@ -22,11 +22,24 @@ from grape_dsl.score import BatchError, ScoreTable, first_nonfinite_steps, prepa
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = ROOT / "constraints"
 KEYPOINTS = [
-    "gripper.tip", "object.center", "object.top", "object.bottom", "container.center",
-    "container.top", "obstacle.center", "obstacle.top", "target.center", "base.center", "base.top",
+    "gripper.tip",
+    "object.center",
+    "object.top",
+    "object.bottom",
+    "container.center",
+    "container.top",
+    "obstacle.center",
+    "obstacle.top",
+    "target.center",
+    "base.center",
+    "base.top",
 ]
 SIGNALS = [
-    "gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table",
+    "gripper.opening",
+    "grasped",
+    "contact.obstacle",
+    "contact.distractor",
+    "contact.table",
     "action.norm",
 ]
 
@@ -104,7 +117,9 @@ def test_stock_files_on_a_realistic_pick_and_place(cache_dir: Path) -> None:
     t_max = 30
     kp = np.zeros((1, t_max, len(KEYPOINTS), 3), dtype=np.float32)
     sig = np.zeros((1, t_max, len(SIGNALS)), dtype=np.float32)
-    obj, tip, bottom, top = (KEYPOINTS.index(k) for k in ("object.center", "gripper.tip", "object.bottom", "container.top"))
+    obj, tip, bottom, top = (
+        KEYPOINTS.index(k) for k in ("object.center", "gripper.tip", "object.bottom", "container.top")
+    )
     kp[0, :, KEYPOINTS.index("container.top")] = (0.3, 0.0, 0.05)
     for t in range(t_max):
         kp[0, t, obj] = (0.3 * t / (t_max - 1), 0.0, 0.02 + 0.1 * math.sin(math.pi * t / (t_max - 1)))
@@ -207,6 +222,7 @@ def test_length_one_trajectory(semantics_program: CompiledProgram) -> None:
 
 # ---------------------------------------------------------------------------- non-finite values
 
+
 def test_nonfinite_input_is_an_error_naming_array_trajectory_and_step(semantics_program: CompiledProgram) -> None:
     batch = _one([0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     batch.keypoints[0, 1, 0, 0] = np.nan
@@ -222,8 +238,9 @@ def test_nonfinite_input_scored_as_worst_on_request(semantics_program: CompiledP
     good = _one([0.0, 1.0, 2.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0])
     kp = np.concatenate([good.keypoints, good.keypoints])
     kp[1, 2, 0, 0] = -np.inf
-    batch = TrajectoryBatch(kp, good.keypoint_names, np.concatenate([good.signals] * 2),
-                            good.signal_names, np.array([3, 3]))
+    batch = TrajectoryBatch(
+        kp, good.keypoint_names, np.concatenate([good.signals] * 2), good.signal_names, np.array([3, 3])
+    )
     table = semantics_program.score(batch, nonfinite="worst")
     assert table.valid.tolist() == [True, False]
     assert table.r_ext[1] == 0.0 and np.isinf(table.stage_costs[1]).all()
@@ -271,17 +288,15 @@ def test_the_kernels_find_each_trajectorys_first_nonfinite_step_as_the_rule_says
         array[(n, *where)] = [np.nan, np.inf, -np.inf][n % 3]
     keypoints[7, :, 0] = 1e300 if dtype is np.float64 else 3e38  # huge, finite
     batch = TrajectoryBatch(keypoints, names, signals, base.signal_names, base.lengths)
-    want = first_nonfinite_steps(
-        prepare_batch(batch, program.keypoint_sources, program.signal_sources)
-    )
+    want = first_nonfinite_steps(prepare_batch(batch, program.keypoint_sources, program.signal_sources))
     assert 10 < (want >= 0).sum() < 100  # both kinds of trajectory are there
 
     worst = compiled.score(batch, nonfinite="worst")
     np.testing.assert_array_equal(worst.valid, want < 0)
     clean = np.flatnonzero(want < 0)
-    alone = compiled.score(TrajectoryBatch(
-        keypoints[clean], names, signals[clean], base.signal_names, base.lengths[clean]
-    ))
+    alone = compiled.score(
+        TrajectoryBatch(keypoints[clean], names, signals[clean], base.signal_names, base.lengths[clean])
+    )
     np.testing.assert_array_equal(worst.r_ext[clean], alone.r_ext)
     np.testing.assert_array_equal(worst.constraint_costs[clean], alone.constraint_costs)
     first = int(np.flatnonzero(want >= 0)[0])
@@ -385,7 +400,11 @@ def exprs(scope: Scope, type_: str, depth: int) -> st.SearchStrategy[ast.Expr]:
             s().map(lambda a: ast.Call("log", (ast.Binary("+", ast.Number(1.0), ast.Call("abs", (a,))),))),
             s().map(lambda a: ast.Call("exp", (ast.Call("clamp", (a, ast.Number(-4.0), ast.Number(2.0))),))),
             st.builds(lambda a, lo, hi: ast.Call("clamp", (a, lo, hi)), s(), num(-1, 0), num(0, 1)),
-            st.builds(lambda f, a: ast.Call(f, tuple(a)), st.sampled_from(["min", "max", "mean"]), st.lists(s(), min_size=2, max_size=3)),
+            st.builds(
+                lambda f, a: ast.Call(f, tuple(a)),
+                st.sampled_from(["min", "max", "mean"]),
+                st.lists(s(), min_size=2, max_size=3),
+            ),
             s().map(lambda a: ast.Call("delta", (a,))),
         )
     elif type_ == "vec3":
@@ -423,7 +442,9 @@ def programs(draw: st.DrawFn) -> ast.TaskFile:
         if offset is None:
             keypoints.append(ast.KeypointDecl(f"k{i}", source))
         else:
-            keypoints.append(ast.KeypointDecl(f"k{i}", source, draw(st.sampled_from(["+", "-"])), ast.Call("vec", offset)))
+            keypoints.append(
+                ast.KeypointDecl(f"k{i}", source, draw(st.sampled_from(["+", "-"])), ast.Call("vec", offset))
+            )
         names[f"k{i}"] = "vec3"
     decls.append(ast.KeypointsBlock(tuple(keypoints)))
     signals = []
@@ -445,15 +466,17 @@ def programs(draw: st.DrawFn) -> ast.TaskFile:
         constraints = []
         for c in range(draw(st.integers(1, 3))):
             kind = draw(st.sampled_from(["subgoal", "path"]))
-            constraints.append(ast.Constraint(
-                kind=kind,
-                name=f"c{c}",
-                expr=draw(exprs(scope, "bool", 3)),
-                tol=ast.Number(draw(st.sampled_from([0.0, 0.1, 1.0]))),
-                weight=ast.Number(draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))),
-                over=draw(st.sampled_from(["sum", "mean", "max"])) if kind == "path" else None,
-                tag=draw(st.sampled_from(["task", "collision", "path"])),
-            ))
+            constraints.append(
+                ast.Constraint(
+                    kind=kind,
+                    name=f"c{c}",
+                    expr=draw(exprs(scope, "bool", 3)),
+                    tol=ast.Number(draw(st.sampled_from([0.0, 0.1, 1.0]))),
+                    weight=ast.Number(draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))),
+                    over=draw(st.sampled_from(["sum", "mean", "max"])) if kind == "path" else None,
+                    tag=draw(st.sampled_from(["task", "collision", "path"])),
+                )
+            )
         decls.append(ast.Stage(f"s{s}", until, tuple(constraints)))
     decls.append(ast.UnreachedDecl(draw(st.sampled_from([0.5, 1.0, 3.0]))))
     return ast.TaskFile("random", None, tuple(decls))
@@ -462,7 +485,9 @@ def programs(draw: st.DrawFn) -> ast.TaskFile:
 @st.composite
 def batches(draw: st.DrawFn) -> TrajectoryBatch:
     seed = draw(st.integers(0, 2**32 - 1))
-    return random_batch(np.random.default_rng(seed), n=draw(st.integers(1, 6)), t_max=draw(st.integers(1, 9)), scale=0.5)
+    return random_batch(
+        np.random.default_rng(seed), n=draw(st.integers(1, 6)), t_max=draw(st.integers(1, 9)), scale=0.5
+    )
 
 
 # Each example compiles a kernel (seconds), so examples are few and each scores several batches.
@@ -490,8 +515,9 @@ def test_threaded_scoring_equals_single_range(semantics_program: CompiledProgram
     n, t_max = 3_000, 12
     kp = rng.normal(size=(n, t_max, 1, 3)).astype(np.float32)
     sig = (rng.random((n, t_max, 2)) > 0.7).astype(np.float32)
-    batch = TrajectoryBatch(kp, ["gripper.tip"], sig, ["grasped", "contact.obstacle"],
-                            rng.integers(1, t_max + 1, size=n))
+    batch = TrajectoryBatch(
+        kp, ["gripper.tip"], sig, ["grasped", "contact.obstacle"], rng.integers(1, t_max + 1, size=n)
+    )
     threaded = semantics_program.score(batch)
     monkeypatch.setenv("GRAPE_DSL_THREADS", "1")
     single = semantics_program.score(batch)

@@ -15,11 +15,21 @@ from grape_dsl.runtime.kernels import cache_key, default_cache_dir
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = ROOT / "constraints"
 KEYPOINTS = [
-    "gripper.tip", "object.center", "object.top", "object.bottom", "container.center",
-    "container.top", "obstacle.center", "obstacle.top",
+    "gripper.tip",
+    "object.center",
+    "object.top",
+    "object.bottom",
+    "container.center",
+    "container.top",
+    "obstacle.center",
+    "obstacle.top",
 ]
 SIGNALS = [
-    "gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table",
+    "gripper.opening",
+    "grasped",
+    "contact.obstacle",
+    "contact.distractor",
+    "contact.table",
     "action.norm",
 ]
 
@@ -39,8 +49,14 @@ print(json.dumps({{"generated": compiled.info.generated, "numba_compiled": compi
 
 def test_second_process_compiles_nothing(tmp_path: Path) -> None:
     script = CACHE_PROBE.format(kps=KEYPOINTS, sigs=SIGNALS)
-    args = [sys.executable, "-c", script, str(STOCK / "tasks" / "pick_place_obstacle.grc"),
-            str(STOCK / "safety.grc"), str(tmp_path)]
+    args = [
+        sys.executable,
+        "-c",
+        script,
+        str(STOCK / "tasks" / "pick_place_obstacle.grc"),
+        str(STOCK / "safety.grc"),
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     first = json.loads(subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout)
     second = json.loads(subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout)

@@ -39,21 +39,47 @@ def _group_calls(group: str) -> list[str]:
     calls = []
     if group == "unary":
         for s in SCALARS:
-            calls += [f"abs({s})", f"sqrt({s})", f"exp({s})", f"log({s})", f"delta({s})",
-                      f"{s} / {s}", f"exp(log({s}))", f"0 * {s}", f"-({s}) - {s}"]
+            calls += [
+                f"abs({s})",
+                f"sqrt({s})",
+                f"exp({s})",
+                f"log({s})",
+                f"delta({s})",
+                f"{s} / {s}",
+                f"exp(log({s}))",
+                f"0 * {s}",
+                f"-({s}) - {s}",
+            ]
     elif group == "nary":
         for i, s in enumerate(SCALARS):
             t = SCALARS[(i + 2) % len(SCALARS)]
             u = SCALARS[(i + 4) % len(SCALARS)]
-            calls += [f"min({s}, {t})", f"max({s}, {t})", f"min({t}, {s}, {u})",
-                      f"max({t}, {s}, {u})", f"mean({s}, {t})", f"clamp({s}, {t}, {u})",
-                      f"{s} * {t}", f"{s} / {t}"]
+            calls += [
+                f"min({s}, {t})",
+                f"max({s}, {t})",
+                f"min({t}, {s}, {u})",
+                f"max({t}, {s}, {u})",
+                f"mean({s}, {t})",
+                f"clamp({s}, {t}, {u})",
+                f"{s} * {t}",
+                f"{s} / {t}",
+            ]
     else:
         for i, v in enumerate(VECTORS):
             w = VECTORS[(i + 1) % len(VECTORS)]
-            calls += [f"dist({v}, {w})", f"dist_xy({v}, {w})", f"norm({v})", f"dot({v}, {w})",
-                      f"cross({v}, {w}).x", f"cross({v}, {w}).y", f"cross({v}, {w}).z",
-                      f"mean({v}, {w}).z", f"delta({v}).y", f"({v} / a).x", f"(-{v}).x"]
+            calls += [
+                f"dist({v}, {w})",
+                f"dist_xy({v}, {w})",
+                f"norm({v})",
+                f"dot({v}, {w})",
+                f"cross({v}, {w}).x",
+                f"cross({v}, {w}).y",
+                f"cross({v}, {w}).z",
+                f"mean({v}, {w}).z",
+                f"delta({v}).y",
+                f"({v} / a).x",
+                f"(-{v}).x",
+            ]
     # |v - 0.25| summed over the steps: equal costs mean equal values; NaN -> +inf
     lines = [f"path c{k}: {call} == 0.25 over sum" for k, call in enumerate(calls)]
     if group == "unary":
@@ -76,14 +102,32 @@ def builtins_task(group: str) -> str:
     )
 
 
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.0, 0.5, -3.5, 1e-310, -1e-310, 1e300, -1e300, 1.7e308, -1.7e308,
-           1e16, 710.0, -745.0, 3.0e-8]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    2.0,
+    0.5,
+    -3.5,
+    1e-310,
+    -1e-310,
+    1e300,
+    -1e300,
+    1.7e308,
+    -1.7e308,
+    1e16,
+    710.0,
+    -745.0,
+    3.0e-8,
+]
 values = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=False, allow_infinity=False))
 
 
 @pytest.fixture(scope="module", params=["unary", "nary", "vector"])
-def compiled(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[CompiledProgram, object]:
+def compiled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[CompiledProgram, object]:
     module = parse(builtins_task(request.param), f"builtins_{request.param}.grc")
     cache = tmp_path_factory.mktemp("ieee-cache")
     return load_program(lower_task(module), cache), module
@@ -94,8 +138,7 @@ def _batch(rows: list[list[float]]) -> TrajectoryBatch:
     data = np.array(rows, dtype=np.float64).reshape(len(rows), 2, 8)
     keypoints = np.stack([data[:, :, 2:5], data[:, :, 5:8]], axis=2)
     lengths = np.array([1 + (i % 2) for i in range(len(rows))], dtype=np.int64)
-    return TrajectoryBatch(keypoints, ["one.point", "two.point"], data[:, :, :2].copy(), ["a", "b"],
-                           lengths)
+    return TrajectoryBatch(keypoints, ["one.point", "two.point"], data[:, :, :2].copy(), ["a", "b"], lengths)
 
 
 def test_reproducer_scores_as_the_reference_says(tmp_path: Path) -> None:
@@ -148,8 +191,13 @@ def test_float32_inputs_are_computed_in_float64(compiled) -> None:
     program, module = compiled
     rng = np.random.default_rng(0)
     batch32 = _batch(rng.normal(size=(6, 16)).astype(np.float32).astype(np.float64).tolist())
-    batch32 = TrajectoryBatch(batch32.keypoints.astype(np.float32), batch32.keypoint_names,
-                              batch32.signals.astype(np.float32), batch32.signal_names, batch32.lengths)
+    batch32 = TrajectoryBatch(
+        batch32.keypoints.astype(np.float32),
+        batch32.keypoint_names,
+        batch32.signals.astype(np.float32),
+        batch32.signal_names,
+        batch32.lengths,
+    )
     got = program.score(batch32)
     want = oracle.score(module, batch32)  # the oracle widens every input to float64
     _assert_agrees(got.constraint_costs, want.constraint_costs)

@@ -71,8 +71,10 @@ def test_names_resolve_to_inputs_constants_and_lets() -> None:
     inside = program.stages[1].constraints[0].expr.left
     goal = inside.args[1]
     assert goal == ir.Arith(
-        "+", ir.KeypointInput(2, "container.top"),
-        ir.Call("vec", (ir.Const(0.0), ir.Const(0.0), ir.Const(0.1)), "vec3"), "vec3",
+        "+",
+        ir.KeypointInput(2, "container.top"),
+        ir.Call("vec", (ir.Const(0.0), ir.Const(0.0), ir.Const(0.1)), "vec3"),
+        "vec3",
     )
 
 
@@ -93,9 +95,7 @@ def test_unreached_defaults_to_one() -> None:
 
 
 def test_type_errors_the_checker_missed_are_reported_not_crashed() -> None:
-    task = ast.TaskFile("bad", None, (
-        ast.Stage("only", None, (ast.Constraint("subgoal", "s", ast.Number(1.0)),)),
-    ))
+    task = ast.TaskFile("bad", None, (ast.Stage("only", None, (ast.Constraint("subgoal", "s", ast.Number(1.0)),)),))
     with pytest.raises(GrcError, match="expected a bool"):
         ir.lower_task(task)
 

@@ -12,8 +12,14 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def grapec(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grape_dsl.cli", *args], capture_output=True, text=True, env=ENV,
-                          stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "grape_dsl.cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 def test_help_has_examples():

@@ -48,7 +48,7 @@ def scopes(line: str) -> list[tuple[str, str]]:
             closing = re.compile(rule["end"]).search(line, end)
             end = closing.end() if closing else len(line)
         if "name" in rule:
-            out.append((line[found.start():end], rule["name"]))
+            out.append((line[found.start() : end], rule["name"]))
         for group, capture in rule.get("captures", {}).items():
             if found.group(int(group)):
                 out.append((found.group(int(group)), capture["name"]))

@@ -12,20 +12,72 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
+from lsp_session import ROOT, as_tuples, expected_diagnostics, open_document, position, published, server_config, start
 from lsprotocol import types
 from pytest_lsp import LanguageClient
-
-from lsp_session import ROOT, as_tuples, expected_diagnostics, open_document, position, published, server_config, start
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 START = (ROOT / "constraints" / "tasks" / "pick_place.grc").read_text()
 SNIPPETS = [
-    "let ", "param ", "stage ", "subgoal ", "path ", "until ", "tag ", "over ", "weight ", "tol ",
-    "keypoints {", "signals {", "{", "}", "(", ")", ",", ";", ":", "=", "<=", ">=", "+", "-", "*", "/", ".",
-    "dist(", "norm(", "mean(", "gripper.", "gripper.tip", "object.top", "contact.table", "ee", "obj", "goal",
-    "touching", "reach_tol", "grasped", "t", "0.5", "1e3", "-2", "\n", "\n\n", "    ", "# note\n", '"',
-    '"text"', "task ", "objective ", "import \"x.grc\"\n", "true", "not ", "and ", "or ", ".z",
+    "let ",
+    "param ",
+    "stage ",
+    "subgoal ",
+    "path ",
+    "until ",
+    "tag ",
+    "over ",
+    "weight ",
+    "tol ",
+    "keypoints {",
+    "signals {",
+    "{",
+    "}",
+    "(",
+    ")",
+    ",",
+    ";",
+    ":",
+    "=",
+    "<=",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    ".",
+    "dist(",
+    "norm(",
+    "mean(",
+    "gripper.",
+    "gripper.tip",
+    "object.top",
+    "contact.table",
+    "ee",
+    "obj",
+    "goal",
+    "touching",
+    "reach_tol",
+    "grasped",
+    "t",
+    "0.5",
+    "1e3",
+    "-2",
+    "\n",
+    "\n\n",
+    "    ",
+    "# note\n",
+    '"',
+    '"text"',
+    "task ",
+    "objective ",
+    'import "x.grc"\n',
+    "true",
+    "not ",
+    "and ",
+    "or ",
+    ".z",
 ]
 GARBAGE = ["\x00", "\x01", "\x7f", "\ufffd", "é", "ß", "中", "😀", "𝔘", "\t", "\f", "\\", "@", "$", "`", "~", "?"]
 
@@ -56,9 +108,12 @@ async def edit_session(client: LanguageClient, path: Path, steps: int, seed: int
     for version in range(1, steps + 1):
         rng_range, new, text = random_edit(rng, text)
         texts[version] = text
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            [types.TextDocumentContentChangePartial(range=rng_range, text=new)]))
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                [types.TextDocumentContentChangePartial(range=rng_range, text=new)],
+            )
+        )
         burst = rng.random() < 0.3  # sometimes edit again before the server has checked
         if burst and version < steps:
             continue

@@ -9,7 +9,11 @@ def test_line_breaks_are_the_protocols_three():
     text = "a\r\nbc\rd\ne\u2028f"  # U+2028 is not a line break for LSP
     index = LineIndex(text)
     assert [index.position(text.index(ch)) for ch in "abde"] == [
-        Position(0, 0), Position(1, 0), Position(2, 0), Position(3, 0)]
+        Position(0, 0),
+        Position(1, 0),
+        Position(2, 0),
+        Position(3, 0),
+    ]
     assert index.position(text.index("f")) == Position(3, 2)
     assert index.offset(1, 99) == text.index("\r", 3)  # past a line's end: its end, before the break
 

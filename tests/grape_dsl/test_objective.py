@@ -26,8 +26,9 @@ from grape_dsl.objective import (
 )
 
 
-def _task(*constraints: ast.Constraint, params: dict[str, float] | None = None,
-          unreached: tuple[float, ...] = ()) -> ast.TaskFile:
+def _task(
+    *constraints: ast.Constraint, params: dict[str, float] | None = None, unreached: tuple[float, ...] = ()
+) -> ast.TaskFile:
     decls: list = [ast.ParamDecl(name, value) for name, value in (params or {}).items()]
     decls.append(ast.KeypointsBlock((ast.KeypointDecl("ee", ast.Source(("gripper", "tip"))),)))
     decls.extend(ast.UnreachedDecl(v) for v in unreached)
@@ -61,8 +62,10 @@ def test_defaults_are_filled_and_every_constant_is_a_number():
 
 
 def test_param_expressions_in_tol_and_weight_use_the_final_param_values():
-    task = _task(_near("a", tol=ast.Binary("*", ast.Number(2), ast.Name("slack")), weight=ast.Name("w")),
-                 params={"slack": 0.1, "w": 3.0})
+    task = _task(
+        _near("a", tol=ast.Binary("*", ast.Number(2), ast.Name("slack")), weight=ast.Name("w")),
+        params={"slack": 0.1, "w": 3.0},
+    )
     concrete, diagnostics = apply_objectives(task, [_objective(ast.ParamDecl("w", 4.0))], {"slack": 0.25})
     assert diagnostics == []
     a = _constraints(concrete)["a"]
@@ -71,8 +74,7 @@ def test_param_expressions_in_tol_and_weight_use_the_final_param_values():
 
 
 def test_tag_override_beats_the_constraint_own_value_and_later_settings_win():
-    task = _task(_near("hit", tag="collision", tol=ast.Number(3), weight=ast.Number(0.5)),
-                 _near("go", tag="path"))
+    task = _task(_near("hit", tag="collision", tol=ast.Number(3), weight=ast.Number(0.5)), _near("go", tag="path"))
     first = _objective(ast.TagOverride("collision", tol=1.0, weight=2.0))
     second = _objective(ast.TagOverride("collision", tol=0.0))
     concrete, diagnostics = apply_objectives(task, [first, second], {})
@@ -107,8 +109,9 @@ def test_set_that_makes_a_weight_negative_is_an_error():
 def test_objective_param_and_tag_the_task_lacks_are_warnings_at_the_objective_span():
     task = _task(_near("a", tag="path"), params={"lift": 0.1})
     span = ast.Span(3, 1, 3, 10, 20, 29)
-    objective = _objective(ast.ParamDecl("lfit", 0.2, span), ast.TagOverride("colision", tol=0.0, span=span),
-                           path="safety.grc")
+    objective = _objective(
+        ast.ParamDecl("lfit", 0.2, span), ast.TagOverride("colision", tol=0.0, span=span), path="safety.grc"
+    )
     concrete, diagnostics = apply_objectives(task, [objective])
     assert [(d.code, d.severity, d.path, d.span.line) for d in diagnostics] == [
         (OBJECTIVE_PARAM_NOT_IN_TASK, "warning", "safety.grc", 3),
@@ -141,7 +144,7 @@ stage only {
 
 
 def test_imports_apply_depth_first_before_the_file_and_each_file_once(tmp_path):
-    _write(tmp_path, "base.grc", 'objective base\ntag collision { tol 3 weight 0.5 }\ntag path { tol 1 }\n')
+    _write(tmp_path, "base.grc", "objective base\ntag collision { tol 3 weight 0.5 }\ntag path { tol 1 }\n")
     _write(tmp_path, "sub/safety.grc", 'objective safety\nimport "../base.grc"\ntag collision { tol 0 weight 2 }\n')
     _write(tmp_path, "efficiency.grc", 'objective efficiency\nimport "base.grc"\ntag path { tol 0.4 }\n')
     loaded = load_objectives([str(tmp_path / "sub/safety.grc"), str(tmp_path / "efficiency.grc")])
@@ -230,22 +233,27 @@ def test_source_hash_covers_task_objectives_imports_and_overrides(tmp_path):
 
 
 def test_objective_codes_point_at_the_line_and_column_of_the_cause(tmp_path):
-    task_path = _write(tmp_path, "task.grc", TASK_TEXT.replace("<= lift tag collision",
-                                                               "<= lift weight lift tag collision"))
+    task_path = _write(
+        tmp_path, "task.grc", TASK_TEXT.replace("<= lift tag collision", "<= lift weight lift tag collision")
+    )
     objective_path = _write(tmp_path, "o.grc", "objective o\n\nparam lfit = 1\n  tag colision { tol 0 }\n")
     checked = load_task(task_path, [objective_path])
     assert sorted((d.code, d.span.line, d.span.column) for d in checked.warnings) == [
-        (OBJECTIVE_PARAM_NOT_IN_TASK, 3, 1), (TAG_NOT_IN_TASK, 4, 3)]
+        (OBJECTIVE_PARAM_NOT_IN_TASK, 3, 1),
+        (TAG_NOT_IN_TASK, 4, 3),
+    ]
 
     with pytest.raises(GrcError) as caught:  # weight `lift` becomes negative through --set
         load_task(task_path, [], {"lift": -0.5})
     assert [(d.code, d.path, d.span.line, d.span.column) for d in caught.value.diagnostics] == [
-        (INVALID_APPLIED_VALUE, task_path, 7, 39)]
+        (INVALID_APPLIED_VALUE, task_path, 7, 39)
+    ]
 
     with pytest.raises(GrcError) as caught:
         load_task(objective_path)
     assert [(d.code, d.span.line, d.span.column) for d in caught.value.diagnostics] == [
-        (OBJECTIVE_WHERE_TASK_EXPECTED, 1, 1)]
+        (OBJECTIVE_WHERE_TASK_EXPECTED, 1, 1)
+    ]
 
     importer = _write(tmp_path, "imp.grc", 'objective imp\n# the task is no objective\n    import "task.grc"\n')
     loaded = load_objectives([importer])

@@ -269,7 +269,7 @@ def test_unclosed_blocks_name_what_they_open() -> None:
 
 
 def test_several_errors_in_an_objective_file() -> None:
-    src = 'objective o\nimport x.grc\ntag a { tol }\nparam = 3\nunreached 1\n'
+    src = "objective o\nimport x.grc\ntag a { tol }\nparam = 3\nunreached 1\n"
     assert errors_of(src) == [("GRC102", 2, 8), ("GRC102", 3, 13), ("GRC102", 4, 7)]
 
 
@@ -278,7 +278,9 @@ def test_error_count_is_bounded() -> None:
     assert len(errors_of(src)) == MAX_SYNTAX_ERRORS
 
 
-@pytest.mark.parametrize(("source", "start"), [("", "empty file"), ("  \n# just a note\n", "the file holds only comments")])
+@pytest.mark.parametrize(
+    ("source", "start"), [("", "empty file"), ("  \n# just a note\n", "the file holds only comments")]
+)
 def test_file_without_header(source: str, start: str) -> None:
     with pytest.raises(GrcError) as info:
         parse(source)

@@ -118,12 +118,33 @@ def test_random_mutations_in_process(path: str, text: str) -> None:
     assert errors > 60  # almost every mutation breaks the file: the test exercises errors
 
 
-SOUP_WORDS = ["subgoal ", "path ", "stage ", "until ", "tag ", "over ", "sum", "let ", "param ", "keypoints",
-              "signals", "not ", " and ", " or ", "dist(", "vec(", "mean(", "true", "1e999", "obj", "t"]
+SOUP_WORDS = [
+    "subgoal ",
+    "path ",
+    "stage ",
+    "until ",
+    "tag ",
+    "over ",
+    "sum",
+    "let ",
+    "param ",
+    "keypoints",
+    "signals",
+    "not ",
+    " and ",
+    " or ",
+    "dist(",
+    "vec(",
+    "mean(",
+    "true",
+    "1e999",
+    "obj",
+    "t",
+]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(list("{}()<=>!.:;#\"\\ \n\tax01.5e-9_") + SOUP_WORDS), max_size=80).map("".join))
+@given(st.lists(st.sampled_from(list('{}()<=>!.:;#"\\ \n\tax01.5e-9_') + SOUP_WORDS), max_size=80).map("".join))
 def test_arbitrary_token_soup(text: str) -> None:
     run_api("task t\n" + text, "soup.grc")
 
@@ -188,13 +209,15 @@ def test_grapec_check_subprocess_on_mangled_files(tmp_path: Path) -> None:
         assert done.returncode == 1, (name, err)
         assert f"{name}.grc:" in err and "error[GRC" in err, (name, err)
         assert "Traceback" not in err, (name, err)
-    fmt_run = subprocess.run([str(GRAPEC), "fmt", *(f"{n}.grc" for n in cases)], cwd=tmp_path,
-                             capture_output=True, timeout=120)
+    fmt_run = subprocess.run(
+        [str(GRAPEC), "fmt", *(f"{n}.grc" for n in cases)], cwd=tmp_path, capture_output=True, timeout=120
+    )
     assert fmt_run.returncode == 1
     assert b"Traceback" not in fmt_run.stderr
     for name, data in cases.items():  # a file with errors is never rewritten
         assert (tmp_path / f"{name}.grc").read_bytes() == data
-    json_run = subprocess.run([str(GRAPEC), "check", "--json", *(f"{n}.grc" for n in cases)], cwd=tmp_path,
-                              capture_output=True, timeout=120)
+    json_run = subprocess.run(
+        [str(GRAPEC), "check", "--json", *(f"{n}.grc" for n in cases)], cwd=tmp_path, capture_output=True, timeout=120
+    )
     assert json_run.returncode == 1
     assert b"Traceback" not in json_run.stderr

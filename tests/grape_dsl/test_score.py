@@ -32,28 +32,39 @@ def test_a_valid_batch_maps_program_slots_to_batch_columns() -> None:
     assert prepared.lengths.dtype == np.int64
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(keypoints=np.zeros((3, 5, 3), np.float32)), r"keypoints must have shape \[N, T, K, 3\], got shape \(3, 5, 3\)"),
-    (dict(keypoints=np.zeros((3, 5, 3, 2), np.float32)), r"keypoints must have shape \[N, T, K, 3\]"),
-    (dict(keypoints=np.zeros((3, 5, 3, 3), np.int32)), "keypoints must be float32 .* got dtype int32"),
-    (dict(keypoints=[[0.0]]), "keypoints must be a numpy array .* got list"),
-    (dict(signals=np.zeros((3, 4, 2), np.float32)), r"signals has shape \(3, 4, 2\) but keypoints has shape \(3, 5, 3, 3\)"),
-    (dict(signals=np.zeros((3, 5, 2), np.float16)), "signals must be float32 .* got dtype float16"),
-    (dict(keypoint_names=["object.center", "gripper.tip"]), "keypoint_names has 2 names but the array has 3"),
-    (dict(signal_names=["grasped", "grasped"]), "signal_names repeats 'grasped'"),
-    (dict(lengths=np.array([5, 0, 3])), r"lengths\[1\] = 0"),
-    (dict(lengths=np.array([5, 6, 3])), r"every length must be in 1..T = 1..5 .* lengths\[1\] = 6"),
-    (dict(lengths=np.array([5, 1])), r"lengths must be an integer array of shape \[N\] = \[3\]"),
-    (dict(lengths=np.array([5.0, 1.0, 3.0])), "lengths must be integers, got dtype float64"),
-    (dict(success=np.zeros(2, bool)), r"success must have shape \[N\] = \[3\]"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (
+            dict(keypoints=np.zeros((3, 5, 3), np.float32)),
+            r"keypoints must have shape \[N, T, K, 3\], got shape \(3, 5, 3\)",
+        ),
+        (dict(keypoints=np.zeros((3, 5, 3, 2), np.float32)), r"keypoints must have shape \[N, T, K, 3\]"),
+        (dict(keypoints=np.zeros((3, 5, 3, 3), np.int32)), "keypoints must be float32 .* got dtype int32"),
+        (dict(keypoints=[[0.0]]), "keypoints must be a numpy array .* got list"),
+        (
+            dict(signals=np.zeros((3, 4, 2), np.float32)),
+            r"signals has shape \(3, 4, 2\) but keypoints has shape \(3, 5, 3, 3\)",
+        ),
+        (dict(signals=np.zeros((3, 5, 2), np.float16)), "signals must be float32 .* got dtype float16"),
+        (dict(keypoint_names=["object.center", "gripper.tip"]), "keypoint_names has 2 names but the array has 3"),
+        (dict(signal_names=["grasped", "grasped"]), "signal_names repeats 'grasped'"),
+        (dict(lengths=np.array([5, 0, 3])), r"lengths\[1\] = 0"),
+        (dict(lengths=np.array([5, 6, 3])), r"every length must be in 1..T = 1..5 .* lengths\[1\] = 6"),
+        (dict(lengths=np.array([5, 1])), r"lengths must be an integer array of shape \[N\] = \[3\]"),
+        (dict(lengths=np.array([5.0, 1.0, 3.0])), "lengths must be integers, got dtype float64"),
+        (dict(success=np.zeros(2, bool)), r"success must have shape \[N\] = \[3\]"),
+    ],
+)
 def test_malformed_batches_are_named(changes: dict, message: str) -> None:
     with pytest.raises(BatchError, match=message):
         prepare_batch(batch(**changes), KPS, SIGS)
 
 
 def test_missing_names_are_listed_with_near_names() -> None:
-    bad = batch(keypoint_names=["object.centre", "gripper.tips", "container.top"], signal_names=["contact.table", "grasp"])
+    bad = batch(
+        keypoint_names=["object.centre", "gripper.tips", "container.top"], signal_names=["contact.table", "grasp"]
+    )
     with pytest.raises(BatchError) as err:
         prepare_batch(bad, KPS, SIGS)
     text = str(err.value)
@@ -63,8 +74,14 @@ def test_missing_names_are_listed_with_near_names() -> None:
 
 
 def test_byte_string_names_are_decoded() -> None:
-    prepared = prepare_batch(batch(keypoint_names=np.array([b"object.center", b"gripper.tip", b"x"]),
-                                   signal_names=np.array([b"contact.table", b"grasped"])), KPS, SIGS)
+    prepared = prepare_batch(
+        batch(
+            keypoint_names=np.array([b"object.center", b"gripper.tip", b"x"]),
+            signal_names=np.array([b"contact.table", b"grasped"]),
+        ),
+        KPS,
+        SIGS,
+    )
     assert prepared.keypoint_index == (1, 0) and prepared.signal_index == (1,)
 
 
@@ -95,7 +112,11 @@ def test_score_tables_round_trip(suffix: str, tmp_path: Path) -> None:
     path = table.save(tmp_path / f"scores{suffix}")
     back = ScoreTable.load(path)
     assert (back.task_name, back.stage_names, back.constraint_names, back.tags) == (
-        table.task_name, table.stage_names, table.constraint_names, table.tags)
+        table.task_name,
+        table.stage_names,
+        table.constraint_names,
+        table.tags,
+    )
     for name in ("stage_bounds", "reached", "constraint_costs", "stage_costs", "r_ext", "valid"):
         np.testing.assert_array_equal(getattr(back, name), getattr(table, name))
     assert [p.name for p in tmp_path.iterdir()] == [f"scores{suffix}"]  # no temporary left behind

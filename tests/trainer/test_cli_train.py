@@ -19,9 +19,25 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_field_has_help_and_defaults_round_trip():
     parser = build_parser()
     text = parser.format_help()
-    for flag in ("--constraints", "--policy", "--tasks", "--iterations", "--states-per-task", "--samples-per-state",
-                 "--m", "--beta", "--lambda-self", "--lambda-ext", "--lambda-success", "--lr", "--lora-rank",
-                 "--seed", "--output-dir", "--loss", "--set"):
+    for flag in (
+        "--constraints",
+        "--policy",
+        "--tasks",
+        "--iterations",
+        "--states-per-task",
+        "--samples-per-state",
+        "--m",
+        "--beta",
+        "--lambda-self",
+        "--lambda-ext",
+        "--lambda-success",
+        "--lr",
+        "--lora-rank",
+        "--seed",
+        "--output-dir",
+        "--loss",
+        "--set",
+    ):
         assert flag in text
     for action in parser._actions:
         if action.dest not in ("help",):
@@ -32,10 +48,29 @@ def test_every_field_has_help_and_defaults_round_trip():
 
 
 def test_flags_reach_the_nested_configs():
-    args = build_parser().parse_args([
-        "--constraints", "c.grc", "--policy", "p", "--tasks", "stack", "push_to_target", "--m", "3",
-        "--samples-per-state", "6", "--loss", "dpo-step", "--set", "near=0.05", "--set", "settle=0.02", "--lambda-self", "0",
-    ])
+    args = build_parser().parse_args(
+        [
+            "--constraints",
+            "c.grc",
+            "--policy",
+            "p",
+            "--tasks",
+            "stack",
+            "push_to_target",
+            "--m",
+            "3",
+            "--samples-per-state",
+            "6",
+            "--loss",
+            "dpo-step",
+            "--set",
+            "near=0.05",
+            "--set",
+            "settle=0.02",
+            "--lambda-self",
+            "0",
+        ]
+    )
     config = config_from_args(args)
     assert config.policy.base_policy == "p"
     assert config.rollout.tasks == ["stack", "push_to_target"]
@@ -47,7 +82,9 @@ def test_flags_reach_the_nested_configs():
 def test_default_output_dir_names_objective_loss_seed_and_time():
     import datetime as dt
 
-    path = TrainConfig(constraints="constraints/safety.grc", seed=3).default_output_dir(dt.datetime(2026, 11, 25, 16, 0, 0))
+    path = TrainConfig(constraints="constraints/safety.grc", seed=3).default_output_dir(
+        dt.datetime(2026, 11, 25, 16, 0, 0)
+    )
     assert path == Path("runs/safety__tpo__seed3__20261125-160000")
 
 
@@ -94,7 +131,10 @@ def test_constraints_reading_what_the_task_lacks_are_named_before_any_rollout(tm
 def test_unknown_task_and_missing_file(tmp_path, capsys):
     assert train_main(["--constraints", str(tmp_path / "nope.grc")]) == 1
     assert "file not found" in capsys.readouterr().err
-    assert train_main(["--constraints", "constraints/safety.grc", "--tasks", "stak", "--output-dir", str(tmp_path / "r")]) == 1
+    assert (
+        train_main(["--constraints", "constraints/safety.grc", "--tasks", "stak", "--output-dir", str(tmp_path / "r")])
+        == 1
+    )
     assert "did you mean 'stack'" in capsys.readouterr().err
 
 
@@ -105,8 +145,19 @@ def test_bad_policy_is_a_clear_error_and_leaves_no_run(tmp_path, kind, capsys):
         policy.mkdir()
         (policy / "grape_policy.json").write_text("{not json")
     out = tmp_path / "run"
-    code = train_main(["--constraints", "constraints/safety.grc", "--tasks", "stack", "--policy", str(policy),
-                       "--output-dir", str(out), "--no-progress"])
+    code = train_main(
+        [
+            "--constraints",
+            "constraints/safety.grc",
+            "--tasks",
+            "stack",
+            "--policy",
+            str(policy),
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "cannot load the policy" in err and str(policy) in err and "Traceback" not in err
     assert not out.exists()
@@ -128,12 +179,43 @@ def test_grape_train_then_grape_eval_subprocess(tmp_path):
     run = tmp_path / "run"
     started = time.perf_counter()
     train = subprocess.run(
-        [sys.executable, "-c", "import sys; from trainer.cli import train_main; sys.exit(train_main())",
-         "--constraints", "constraints/safety.grc", "--tasks", "pick_place", "stack", "--iterations", "2",
-         "--states-per-task", "1", "--samples-per-state", "2", "--m", "1", "--min-gap", "0", "--max-steps", "12",
-         "--sft-cache", str(tmp_path / "sft"), "--sft-demos", "1", "--sft-steps", "5",
-         "--output-dir", str(run), "--json", "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from trainer.cli import train_main; sys.exit(train_main())",
+            "--constraints",
+            "constraints/safety.grc",
+            "--tasks",
+            "pick_place",
+            "stack",
+            "--iterations",
+            "2",
+            "--states-per-task",
+            "1",
+            "--samples-per-state",
+            "2",
+            "--m",
+            "1",
+            "--min-gap",
+            "0",
+            "--max-steps",
+            "12",
+            "--sft-cache",
+            str(tmp_path / "sft"),
+            "--sft-demos",
+            "1",
+            "--sft-steps",
+            "5",
+            "--output-dir",
+            str(run),
+            "--json",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert train.returncode == 0, train.stderr[-3000:]
     summary = json.loads(train.stdout.strip().splitlines()[-1])
@@ -142,10 +224,30 @@ def test_grape_train_then_grape_eval_subprocess(tmp_path):
     assert (run / "checkpoints" / "iter_0002" / "policy" / "adapter").is_dir()
     assert list((run / "tb").iterdir())
     evaluation = subprocess.run(
-        [sys.executable, "-c", "import sys; from trainer.cli import eval_main; sys.exit(eval_main())",
-         "--policy", str(run), "--splits", "in_domain", "semantic", "--episodes", "1", "--max-steps", "8",
-         "--iterations", "0", "2", "--json", "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from trainer.cli import eval_main; sys.exit(eval_main())",
+            "--policy",
+            str(run),
+            "--splits",
+            "in_domain",
+            "semantic",
+            "--episodes",
+            "1",
+            "--max-steps",
+            "8",
+            "--iterations",
+            "0",
+            "2",
+            "--json",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     info = json.loads(evaluation.stdout)
@@ -170,23 +272,49 @@ def test_config_file_replays_a_run_and_flags_override_it(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     parser = _train_parser()
-    config, _ = parse_config(parser, TrainConfig, ["--config", str(tmp_path / "run"), "--iterations", "5"], "config.json",
-                             missing=LEGACY_DEFAULTS)
+    config, _ = parse_config(
+        parser,
+        TrainConfig,
+        ["--config", str(tmp_path / "run"), "--iterations", "5"],
+        "config.json",
+        missing=LEGACY_DEFAULTS,
+    )
     assert (config.seed, config.rollout.tasks, config.iterations) == (4, ["stack"], 5)
-    assert config.output_dir == str(tmp_path / "run")  # so the replay resumes that run unless --output-dir says otherwise
-    assert (config.optim.nll_weight, config.gcpg.self_pairs) == (LEGACY_DEFAULTS["nll_weight"], LEGACY_DEFAULTS["self_pairs"])
+    assert config.output_dir == str(
+        tmp_path / "run"
+    )  # so the replay resumes that run unless --output-dir says otherwise
+    assert (config.optim.nll_weight, config.gcpg.self_pairs) == (
+        LEGACY_DEFAULTS["nll_weight"],
+        LEGACY_DEFAULTS["self_pairs"],
+    )
     assert config_differences(saved, config.to_dict()) == []  # a resume through --config is a genuine resume
 
 
 def test_train_ctrl_c_exits_130(tmp_path):
     from interrupting import entry_point, interrupt_when
+
     from trainer.policy import make_policy
     from trainer.sim.env import STATE_DIM
 
     torch.manual_seed(0)
     folder = tmp_path / "policy"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
-    code, err = interrupt_when([*entry_point("trainer.cli:train_main"), "--constraints", "constraints/safety.grc",
-                                "--policy", str(folder), "--tasks", "stack", "--states-per-task", "64",
-                                "--output-dir", str(tmp_path / "run")], "iter 1 rollouts")
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
+    code, err = interrupt_when(
+        [
+            *entry_point("trainer.cli:train_main"),
+            "--constraints",
+            "constraints/safety.grc",
+            "--policy",
+            str(folder),
+            "--tasks",
+            "stack",
+            "--states-per-task",
+            "64",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        "iter 1 rollouts",
+    )
     assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err

@@ -34,9 +34,11 @@ def test_commands_exit_2_naming_the_missing_device(command, capsys, tmp_path):
     from trainer.cli import eval_main, train_main
     from trainer.sft import main as sft_main
 
-    argv = {"grape-train": (train_main, ["--constraints", "constraints/safety.grc"]),
-            "grape-eval": (eval_main, ["--policy", str(tmp_path)]),
-            "grape-sft": (sft_main, ["--out", str(tmp_path / "sft")])}
+    argv = {
+        "grape-train": (train_main, ["--constraints", "constraints/safety.grc"]),
+        "grape-eval": (eval_main, ["--policy", str(tmp_path)]),
+        "grape-sft": (sft_main, ["--out", str(tmp_path / "sft")]),
+    }
     main, args = argv[command]
     assert main([*args, "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -93,7 +95,9 @@ def test_one_bfloat16_iteration_of_the_loop_on_cpu(tmp_path):
 
     torch.manual_seed(0)
     folder = tmp_path / "tiny"
-    make_policy("embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    make_policy(
+        "embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
     config = TrainConfig(constraints="constraints/safety.grc", iterations=1, output_dir=str(tmp_path / "run"))
     config.policy.base_policy, config.policy.device, config.policy.dtype = str(folder), "cpu", "bfloat16"
     config.policy.lora_rank = 2

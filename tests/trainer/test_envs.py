@@ -77,7 +77,10 @@ def test_gymnasium_id_works_as_env_too():
 
 
 class _NoSignals(gymnasium.Env):
-    metadata = {"keypoint_names": ["gripper.tip", "cube.center", "cube.top"], "signal_names": ["grasped", "action.norm"]}
+    metadata = {
+        "keypoint_names": ["gripper.tip", "cube.center", "cube.top"],
+        "signal_names": ["grasped", "action.norm"],
+    }
     action_space = gymnasium.spaces.Box(-1, 1, (7,), np.float32)
 
     def reset(self, *, seed=None, options=None):
@@ -92,7 +95,9 @@ def test_a_missing_info_key_is_a_clear_error(monkeypatch):
     task = register_environment(f"{__name__}:make_no_signals", SCENE)
     env = make_env(task, "in_domain", 0, max_steps=5)
     env.reset(seed=0)
-    with pytest.raises(EnvError, match=r"step 1: info\['signals'\] is missing; every step must report signals \(grasped, action.norm\)"):
+    with pytest.raises(
+        EnvError, match=r"step 1: info\['signals'\] is missing; every step must report signals \(grasped, action.norm\)"
+    ):
         env.step(np.zeros(7))
 
 
@@ -102,7 +107,9 @@ def test_bad_env_and_schema_arguments_are_clear_errors(tmp_path):
     with pytest.raises(EnvError, match="GrapeSim/Nope-v0"):
         register_environment("GrapeSim/Nope-v0", SCENE)
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"name": "lift_cube", "keypoints": ["gripper.tip", "cube.centre"], "signals": ["grasped"]}))
+    other.write_text(
+        json.dumps({"name": "lift_cube", "keypoints": ["gripper.tip", "cube.centre"], "signals": ["grasped"]})
+    )
     with pytest.raises(EnvError, match=r"metadata\['keypoint_names'\].*differs from the names in --schema"):
         register_environment("lift_cube_env:make", other)
     stock = tmp_path / "stack.json"
@@ -124,21 +131,90 @@ def test_example_env_trains_end_to_end_from_the_clis(tmp_path, capsys):
     demos = tmp_path / "demos"
     assert lift_cube_env.record(str(demos), 6) == 6
     own = ["--env", "lift_cube_env:make", "--schema", str(SCENE)]
-    assert sft_main([*own, "--demos-dir", str(demos), "--demos", "6", "--out", str(tmp_path / "sft"), "--steps", "40",
-                     "--hidden-size", "32", "--layers", "1", "--heads", "2", "-q"]) == 0
+    assert (
+        sft_main(
+            [
+                *own,
+                "--demos-dir",
+                str(demos),
+                "--demos",
+                "6",
+                "--out",
+                str(tmp_path / "sft"),
+                "--steps",
+                "40",
+                "--hidden-size",
+                "32",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     policy = tmp_path / "sft" / "policy"
     run = tmp_path / "run"
-    assert train_main([*own, "--constraints", str(EXAMPLE / "lift_cube.grc"), "--policy", str(policy), "--iterations", "1",
-                       "--states-per-task", "2", "--samples-per-state", "3", "--m", "1", "--max-steps", "30",
-                       "--output-dir", str(run), "--no-progress"]) == 0
+    assert (
+        train_main(
+            [
+                *own,
+                "--constraints",
+                str(EXAMPLE / "lift_cube.grc"),
+                "--policy",
+                str(policy),
+                "--iterations",
+                "1",
+                "--states-per-task",
+                "2",
+                "--samples-per-state",
+                "3",
+                "--m",
+                "1",
+                "--max-steps",
+                "30",
+                "--output-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     scores = pq.read_table(run / "iterations" / "iter_0001" / "scores.parquet").to_pydict()
     assert set(scores["task"]) == {"lift_cube"} and len(scores["r_ext"]) == 6
     capsys.readouterr()
-    assert grapec.main(["score", str(EXAMPLE / "lift_cube.grc"), "--batch", str(run / "iterations" / "iter_0001" / "rollouts"),
-                        "--json"]) == 0
+    assert (
+        grapec.main(
+            [
+                "score",
+                str(EXAMPLE / "lift_cube.grc"),
+                "--batch",
+                str(run / "iterations" / "iter_0001" / "rollouts"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["r_ext_per_trajectory"] == scores["r_ext"]
-    assert eval_main([*own, "--policy", str(run), "--splits", "in_domain", "--episodes", "2", "--max-steps", "30",
-                      "--json", "--no-progress"]) == 0
+    assert (
+        eval_main(
+            [
+                *own,
+                "--policy",
+                str(run),
+                "--splits",
+                "in_domain",
+                "--episodes",
+                "2",
+                "--max-steps",
+                "30",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert sorted(info["iterations"]) == ["0", "1"] and info["tasks"] == ["lift_cube"]
     assert len(info["gifs"]) == 1 and Path(info["gifs"][0]).is_file()

@@ -49,9 +49,19 @@ def test_mean_interval():
 def _outcomes():
     rows = []
     for i in range(10):
-        rows.append(EpisodeOutcome("stack", "in_domain", 1_000_000 + i, success=i < 8, grasp=i < 9, collision=i == 0, length=50 + i))
-        rows.append(EpisodeOutcome("pick_place", "in_domain", 1_000_000 + i, success=i < 2, grasp=True, collision=False, length=100))
-        rows.append(EpisodeOutcome("stack", "visual", 1_000_000 + i, success=False, grasp=False, collision=True, length=120))
+        rows.append(
+            EpisodeOutcome(
+                "stack", "in_domain", 1_000_000 + i, success=i < 8, grasp=i < 9, collision=i == 0, length=50 + i
+            )
+        )
+        rows.append(
+            EpisodeOutcome(
+                "pick_place", "in_domain", 1_000_000 + i, success=i < 2, grasp=True, collision=False, length=100
+            )
+        )
+        rows.append(
+            EpisodeOutcome("stack", "visual", 1_000_000 + i, success=False, grasp=False, collision=True, length=120)
+        )
     return rows
 
 
@@ -92,9 +102,26 @@ def test_grape_eval_on_a_policy_folder_then_reuses_its_results(tmp_path, capsys)
 
     torch.manual_seed(0)
     folder = tmp_path / "policy"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
-    argv = ["--policy", str(folder), "--tasks", "stack", "--splits", "in_domain", "visual", "--episodes", "2",
-            "--max-steps", "3", "--gifs", "1", "--no-progress", "--json"]
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
+    argv = [
+        "--policy",
+        str(folder),
+        "--tasks",
+        "stack",
+        "--splits",
+        "in_domain",
+        "visual",
+        "--episodes",
+        "2",
+        "--max-steps",
+        "3",
+        "--gifs",
+        "1",
+        "--no-progress",
+        "--json",
+    ]
     assert eval_main(argv) == 0
     captured = capsys.readouterr()
     info = json.loads(captured.out)
@@ -122,8 +149,8 @@ def test_grape_eval_on_a_policy_folder_then_reuses_its_results(tmp_path, capsys)
 def test_grape_eval_usage_errors_exit_2_and_ctrl_c_130(tmp_path, capsys):
     import pytest
     import torch
-
     from interrupting import entry_point, interrupt_when
+
     from trainer.cli import eval_main
     from trainer.policy import make_policy
     from trainer.sim.env import STATE_DIM
@@ -137,9 +164,23 @@ def test_grape_eval_usage_errors_exit_2_and_ctrl_c_130(tmp_path, capsys):
     assert bad_file.value.code == 2 and "did you mean 'episodes'" in capsys.readouterr().err
     torch.manual_seed(0)
     folder = tmp_path / "policy"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
-    code, err = interrupt_when([*entry_point("trainer.cli:eval_main"), "--policy", str(folder), "--episodes", "5000",
-                                "--splits", "in_domain", "--gifs", "0"], "eval iter 0")
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
+    code, err = interrupt_when(
+        [
+            *entry_point("trainer.cli:eval_main"),
+            "--policy",
+            str(folder),
+            "--episodes",
+            "5000",
+            "--splits",
+            "in_domain",
+            "--gifs",
+            "0",
+        ],
+        "eval iter 0",
+    )
     assert code == 130 and "interrupted" in err and "Traceback" not in err
 
 
@@ -152,12 +193,33 @@ def test_grape_eval_sampling_is_seeded(tmp_path, capsys):
 
     torch.manual_seed(0)
     folder = tmp_path / "policy"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
     runs = []
     for out in ("a", "b"):
-        argv = ["--policy", str(folder), "--tasks", "push_to_target", "--splits", "in_domain", "--episodes", "2",
-                "--max-steps", "3", "--gifs", "0", "--no-progress", "--json", "--temperature", "1.0", "--seed", "5",
-                "--output-dir", str(tmp_path / out)]
+        argv = [
+            "--policy",
+            str(folder),
+            "--tasks",
+            "push_to_target",
+            "--splits",
+            "in_domain",
+            "--episodes",
+            "2",
+            "--max-steps",
+            "3",
+            "--gifs",
+            "0",
+            "--no-progress",
+            "--json",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "5",
+            "--output-dir",
+            str(tmp_path / out),
+        ]
         assert eval_main(argv) == 0
         runs.append(json.loads(capsys.readouterr().out))
     assert runs[0]["greedy"] is False and runs[0]["temperature"] == 1.0

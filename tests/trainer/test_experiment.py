@@ -35,16 +35,35 @@ from trainer.experiment import (
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
-TINY = Preset("tiny", iterations=1, states_per_task=1, samples_per_state=2, m=1, epochs=1, pairs_per_step=2,
-              eval_episodes=1, tasks=("pick_place",), max_steps=15)
+TINY = Preset(
+    "tiny",
+    iterations=1,
+    states_per_task=1,
+    samples_per_state=2,
+    m=1,
+    epochs=1,
+    pairs_per_step=2,
+    eval_episodes=1,
+    tasks=("pick_place",),
+    max_steps=15,
+)
 
 
 # ---------------------------------------------------------------------- the plan
 def test_plan_covers_the_paper_and_tables_name_planned_runs():
     names = [r.name for r in PLAN]
     assert len(names) == len(set(names))
-    assert {"sft", "step_dpo", "grape_tc", "random_success", "no_r_self", "no_r_ext", "no_success",
-            "grape_safety", "grape_efficiency"} == set(names)
+    assert {
+        "sft",
+        "step_dpo",
+        "grape_tc",
+        "random_success",
+        "no_r_self",
+        "no_r_ext",
+        "no_success",
+        "grape_safety",
+        "grape_efficiency",
+    } == set(names)
     for table in TABLES:
         assert all(name in names for name, _ in table.rows), table.key
     assert PRESETS["full"].episodes_per_cell >= 100  # the bar: >= 100 episodes per table cell
@@ -55,8 +74,13 @@ def test_every_trained_run_differs_from_grape_tc_only_in_what_it_ablates(tmp_pat
     configs = {r.name: train_config(r, preset, tmp_path, 3, "pol").to_dict() for r in PLAN if r.trains}
     base = configs["grape_tc"]
 
+    def flat(d):
+        return {
+            **{k: v for k, v in d.items() if not isinstance(v, dict)},
+            **{k: v for sub in d.values() if isinstance(sub, dict) for k, v in sub.items()},
+        }
+
     def differences(config):
-        flat = lambda d: {**{k: v for k, v in d.items() if not isinstance(v, dict)}, **{k: v for sub in d.values() if isinstance(sub, dict) for k, v in sub.items()}}
         a, b = flat(base), flat(config)
         return {k for k in a if a[k] != b[k]} - {"output_dir"}
 
@@ -72,7 +96,9 @@ def test_every_trained_run_differs_from_grape_tc_only_in_what_it_ablates(tmp_pat
 
 
 def test_train_argv_reproduces_the_config_through_grape_train_parser(tmp_path):
-    tuned = dataclasses.replace(PRESETS["quick"], lr=2e-4, nll_weight=0.5, ref_update="iteration", lora_targets="all-linear")
+    tuned = dataclasses.replace(
+        PRESETS["quick"], lr=2e-4, nll_weight=0.5, ref_update="iteration", lora_targets="all-linear"
+    )
     for preset in (PRESETS["quick"], tuned):
         for run in PLAN:
             if not run.trains:
@@ -82,7 +108,12 @@ def test_train_argv_reproduces_the_config_through_grape_train_parser(tmp_path):
             assert parsed == config, run.name
             assert validate(parsed) == []
     config = train_config(get_run("step_dpo"), tuned, tmp_path, 1, str(tmp_path / "sft"))
-    assert (config.optim.lr, config.optim.nll_weight, config.optim.ref_update, config.policy.lora_targets) == (2e-4, 0.5, "iteration", "all-linear")
+    assert (config.optim.lr, config.optim.nll_weight, config.optim.ref_update, config.policy.lora_targets) == (
+        2e-4,
+        0.5,
+        "iteration",
+        "all-linear",
+    )
 
 
 # ---------------------------------------------------------------------- tables from synthetic results
@@ -91,7 +122,9 @@ def _summary(rates: dict[str, tuple[int, int, float, int]], n: int = 100):
     outcomes = []
     for split, (wins, collisions, length, _) in rates.items():
         for i in range(n):
-            outcomes.append(EpisodeOutcome("pick_place", split, i, i < wins, i < wins, i < collisions, int(length) + (i % 2)))
+            outcomes.append(
+                EpisodeOutcome("pick_place", split, i, i < wins, i < wins, i < collisions, int(length) + (i % 2))
+            )
     return summarize(outcomes)
 
 
@@ -102,14 +135,28 @@ def _plant(out: Path, name: str, summaries: dict[int, dict]):
 
 
 def _experiment(out: Path, preset: Preset = TINY, runs=None) -> Experiment:
-    return open_experiment(out, Experiment(preset, 0, "sft-policy", list(STATE_SPLITS), False,
-                                           runs or [r.name for r in PLAN], "grape-experiment paper --out x", "now"))
+    return open_experiment(
+        out,
+        Experiment(
+            preset,
+            0,
+            "sft-policy",
+            list(STATE_SPLITS),
+            False,
+            runs or [r.name for r in PLAN],
+            "grape-experiment paper --out x",
+            "now",
+        ),
+    )
 
 
 def test_report_tables_and_target_checks_from_eval_info_files(tmp_path):
     out = tmp_path / "exp"
     exp = _experiment(out)
-    rates = lambda s, c=10, L=80: {split: (s, c, L, 0) for split in STATE_SPLITS}
+
+    def rates(s, c=10, length=80):
+        return {split: (s, c, length, 0) for split in STATE_SPLITS}
+
     _plant(out, "sft", {0: _summary(rates(40, 30, 90))})
     _plant(out, "grape_tc", {1: _summary(rates(64))})  # 1.6x SFT
     _plant(out, "step_dpo", {1: _summary(rates(50))})
@@ -144,7 +191,10 @@ def test_report_tables_and_target_checks_from_eval_info_files(tmp_path):
 def test_fig6_curve_starts_at_the_sft_policy(tmp_path):
     out = tmp_path / "exp"
     _experiment(out, Preset(**{**TINY.__dict__, "iterations": 2}))
-    rates = lambda s: {split: (s, 0, 50, 0) for split in STATE_SPLITS}
+
+    def rates(s):
+        return {split: (s, 0, 50, 0) for split in STATE_SPLITS}
+
     _plant(out, "sft", {0: _summary(rates(20))})
     _plant(out, "grape_tc", {1: _summary(rates(30)), 2: _summary(rates(45))})
     report = write_report(out).read_text()
@@ -168,8 +218,14 @@ def test_an_output_folder_of_another_experiment_is_refused(tmp_path):
 # ---------------------------------------------------------------------- CLI
 def run_cli(*args, timeout=120):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "trainer.experiment", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.experiment", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
@@ -211,8 +267,17 @@ def test_cli_plan_usage_and_bad_folders(tmp_path, capsys):
 def tiny_sft(tmp_path_factory):
     from trainer.sft import SFTConfig, ensure_default_sft_policy
 
-    config = SFTConfig(tasks=("pick_place",), demos_per_task=2, steps=5, batch_size=16, warmup_steps=1,
-                       hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    config = SFTConfig(
+        tasks=("pick_place",),
+        demos_per_task=2,
+        steps=5,
+        batch_size=16,
+        warmup_steps=1,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+    )
     return str(ensure_default_sft_policy(tmp_path_factory.mktemp("sft"), config, progress=False))
 
 
@@ -300,8 +365,17 @@ def test_random_success_ablation_trains_on_success_failure_pairs(tmp_path, tiny_
 @pytest.mark.timeout(1800)  # every run of the plan, twice over (the second call must skip them all)
 def test_quick_preset_end_to_end_subprocess(tmp_path):
     out = tmp_path / "paper"
-    result = run_cli("paper", "--out", str(out), "--quick", "--no-progress", "--sft-cache", str(tmp_path / "sft"),
-                     "--json", timeout=1800)
+    result = run_cli(
+        "paper",
+        "--out",
+        str(out),
+        "--quick",
+        "--no-progress",
+        "--sft-cache",
+        str(tmp_path / "sft"),
+        "--json",
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(summary["runs_done"]) == sorted(r.name for r in PLAN)

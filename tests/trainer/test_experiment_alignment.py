@@ -30,7 +30,10 @@ def test_every_method_is_a_valid_grape_train_run_at_one_rollout_budget(preset, t
         assert validate(config) == []
         assert config.rollout.dynamic_sampling and config.rollout.max_rollouts == p.max_rollouts
     # Methods differ only in loss, objective and NLL weight: the budget and sizes are shared.
-    shared = {(c.iterations, c.rollout.states_per_task, c.rollout.samples_per_state, c.optim.lr, c.optim.epochs) for c in configs}
+    shared = {
+        (c.iterations, c.rollout.states_per_task, c.rollout.samples_per_state, c.optim.lr, c.optim.epochs)
+        for c in configs
+    }
     assert len(shared) == 1
     assert {c.optim.loss for c in configs} >= {"rloo", "tpo", "sft", "dpo-step"}
     assert {Path(c.constraints).name for c in configs} == {"task_completion.grc", "safety.grc", "efficiency.grc"}
@@ -49,7 +52,9 @@ def test_the_headline_decoding_covers_every_split_of_the_headline_methods_and_th
 def _write_eval(out, name, decoding, successes, collisions=None):
     collisions = collisions or [False] * len(successes)
     episodes = [
-        dataclasses.asdict(EpisodeOutcome("stack", "in_domain", 1_000_000 + i, bool(s), bool(s), bool(c), 40 if s else 80))
+        dataclasses.asdict(
+            EpisodeOutcome("stack", "in_domain", 1_000_000 + i, bool(s), bool(s), bool(c), 40 if s else 80)
+        )
         for i, (s, c) in enumerate(zip(successes, collisions))
     ]
     path = eval_path(out, name, decoding)
@@ -71,7 +76,9 @@ def test_summary_pairs_each_policy_with_sft_and_the_report_shows_it(tmp_path):
     assert v["success_difference"] == pytest.approx(0.25) and v["success_difference_ci95"][0] > 0
     assert v["success_ratio"] == pytest.approx(1.5)
     assert v["collision_ratio"] == pytest.approx(0.5) and v["collision_difference_ci95"][1] < 0
-    report = render_report(tmp_path, summary, {"preset": dataclasses.asdict(PRESETS["full"]), "seed": 0, "policy_dir": "p"})
+    report = render_report(
+        tmp_path, summary, {"preset": dataclasses.asdict(PRESETS["full"]), "seed": 0, "policy_dir": "p"}
+    )
     assert "+25.0" in report and "1.50x" in report
 
 
@@ -85,8 +92,19 @@ def test_alignment_cli_usage_errors_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_quick_alignment_experiment_end_to_end_and_resume(tmp_path):
     out = tmp_path / "al"
-    command = [sys.executable, "-m", "trainer.experiment", "alignment", "--quick", "--out", str(out), "--no-progress",
-               "--sft-cache", str(tmp_path / "sft"), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "trainer.experiment",
+        "alignment",
+        "--quick",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--sft-cache",
+        str(tmp_path / "sft"),
+        "--json",
+    ]
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

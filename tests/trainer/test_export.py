@@ -214,7 +214,9 @@ def test_cli_exit_codes_and_json(demos: Path, tmp_path: Path, capsys) -> None:
     assert json.loads((out / "meta" / "info.json").read_text())["total_episodes"] == 2
     assert sim_cli.main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
     assert "no such folder" in capsys.readouterr().err
-    assert sim_cli.main(["export", str(demos), "--out", str(tmp_path / "y"), "--tasks", "stak"]) == 2  # an unknown task name is a usage error
+    assert (
+        sim_cli.main(["export", str(demos), "--out", str(tmp_path / "y"), "--tasks", "stak"]) == 2
+    )  # an unknown task name is a usage error
     assert not (tmp_path / "y").exists()
     with pytest.raises(ExportError, match="file size"):
         export_lerobot(demos, tmp_path / "z", data_file_mb=0)

@@ -41,21 +41,22 @@ def wrong_modes(root: Path, umask: int) -> list[str]:
 
 def tiny_policy():
     torch.manual_seed(0)
-    return make_policy("embedded", state_dim=STATE_DIM, hidden_size=16, num_layers=1, num_heads=2,
-                       intermediate_size=32)
+    return make_policy("embedded", state_dim=STATE_DIM, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
 
 
 def test_checkpoint_folder_modes(tmp_path: Path, umask: int) -> None:
     from trainer.loop import attach_adapter, save_checkpoint
 
-    config = TrainConfig(constraints=str(ROOT / "constraints" / "safety.grc"), iterations=1,
-                         output_dir=str(tmp_path / "run"))
+    config = TrainConfig(
+        constraints=str(ROOT / "constraints" / "safety.grc"), iterations=1, output_dir=str(tmp_path / "run")
+    )
     config.policy.lora_rank = 2
     config.rollout.tasks = ["stack"]
     policy = attach_adapter(tiny_policy(), config)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
-    target = save_checkpoint(tmp_path / "run", 1, policy, optimizer, config, global_step=0,
-                             summary={"rollout/success_rate": 0.5})
+    target = save_checkpoint(
+        tmp_path / "run", 1, policy, optimizer, config, global_step=0, summary={"rollout/success_rate": 0.5}
+    )
     assert (target / "policy" / "README.md").is_file() and (target / "policy" / "config.json").is_file()
     assert wrong_modes(target, umask) == []
 
@@ -65,8 +66,18 @@ def test_saved_policy_and_sft_output_modes(tmp_path: Path, umask: int) -> None:
 
     tiny_policy().save_pretrained(tmp_path / "policy")
     assert wrong_modes(tmp_path / "policy", umask) == []
-    config = SFTConfig(tasks=("push_to_target",), demos_per_task=1, steps=2, batch_size=8, warmup_steps=1,
-                       hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_episode_steps=40)
+    config = SFTConfig(
+        tasks=("push_to_target",),
+        demos_per_task=1,
+        steps=2,
+        batch_size=8,
+        warmup_steps=1,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_episode_steps=40,
+    )
     policy_dir = train_sft(config, tmp_path / "sft", progress=False)
     assert policy_dir.is_dir()
     assert wrong_modes(tmp_path / "sft", umask) == []

@@ -156,8 +156,13 @@ def test_r_self_breaks_ties_but_makes_no_pair_by_itself():
     assert make_pairs(outcome, groups, m=1, tie_break=scores, min_gap=0.01).tolist() == [[1, 2]]
     # An outcome preference is never overturned by R_self: the more likely failure stays rejected.
     r_self = np.array([0.1, 0.9])
-    assert make_pairs(outcome_score(np.array([0.6, 0.5]), np.zeros(2, bool), weights), np.zeros(2), m=1,
-                      tie_break=r_self, min_gap=0.05).tolist() == [[0, 1]]
+    assert make_pairs(
+        outcome_score(np.array([0.6, 0.5]), np.zeros(2, bool), weights),
+        np.zeros(2),
+        m=1,
+        tie_break=r_self,
+        min_gap=0.05,
+    ).tolist() == [[0, 1]]
 
 
 def test_min_gap_drops_pairs_closer_than_the_gap():

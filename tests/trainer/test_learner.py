@@ -19,7 +19,9 @@ LENGTHS = np.array([5, 9, 3, 7, 6, 4, 8, 2])
 @pytest.fixture(scope="module")
 def start_policy():
     torch.manual_seed(0)
-    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    policy = make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    )
     add_lora(policy, rank=4)
     with torch.no_grad():  # LoRA B starts at zero: give it values so the reference and the policy differ
         for name, p in policy.named_parameters():
@@ -91,16 +93,22 @@ def test_grape_train_with_two_learner_processes_matches_one(tmp_path, group):
     group.close()  # one process group at a time: the run starts its own
     torch.manual_seed(0)
     folder = tmp_path / "tiny"
-    make_policy("embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    make_policy(
+        "embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
     adapters = []
     for processes in (1, 2):
-        config = TrainConfig(constraints="constraints/safety.grc", iterations=2, output_dir=str(tmp_path / f"run{processes}"))
+        config = TrainConfig(
+            constraints="constraints/safety.grc", iterations=2, output_dir=str(tmp_path / f"run{processes}")
+        )
         config.policy.base_policy, config.policy.lora_rank, config.policy.device = str(folder), 2, "cpu"
         config.rollout.tasks, config.rollout.states_per_task, config.rollout.samples_per_state = ["stack"], 2, 3
         config.rollout.max_steps, config.gcpg.m, config.gcpg.min_gap = 6, 1, 0.0
         config.optim.lr, config.optim.pairs_per_step, config.optim.learner_processes = 1e-2, 2, processes
         run = train(config, progress=False, echo=lambda _: None)  # iteration 2 merges iteration 1's adapter first
-        adapters.append(load_file(str(run / "checkpoints" / "iter_0002" / "policy" / "adapter" / "adapter_model.safetensors")))
+        adapters.append(
+            load_file(str(run / "checkpoints" / "iter_0002" / "policy" / "adapter" / "adapter_model.safetensors"))
+        )
     assert adapters[0].keys() == adapters[1].keys()
     assert any(float(t.abs().max()) > 0 for name, t in adapters[0].items() if "lora_B" in name)  # it trained
     for name, tensor in adapters[0].items():

@@ -13,11 +13,11 @@ from trainer.loop import (
     backward_through_steps,
     completed_checkpoints,
     open_run_dir,
-    write_run_config,
     preference_loss_fn,
     save_checkpoint,
     sft_loss_fn,
     step_logps,
+    write_run_config,
 )
 from trainer.policy import add_lora, load_policy, lora_parameters, make_policy
 
@@ -28,7 +28,9 @@ STATE_DIM = 12
 @pytest.fixture(scope="module")
 def tiny_policy():
     torch.manual_seed(0)
-    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    policy = make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    )
     add_lora(policy, rank=4)
     # LoRA B starts at zero; give it values so gradients reach A as well and outputs differ from the base.
     with torch.no_grad():
@@ -114,7 +116,9 @@ def test_reference_is_the_adapter_free_base(tiny_policy):
 
 def test_tpo_steps_raise_the_margin():
     torch.manual_seed(1)
-    policy = make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    policy = make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    )
     add_lora(policy, rank=4)
     lengths = np.array([6, 6, 5, 8])
     bank = _bank(lengths, seed=2)
@@ -140,7 +144,9 @@ def test_resume_with_a_different_config_is_a_clear_error(tmp_path):
     write_run_config(run_dir, config)
     (run_dir / "checkpoints" / "iter_0000").mkdir(parents=True)  # the run has started: its config binds
     (run_dir / "checkpoints" / "iter_0000" / "trainer_state.pt").write_bytes(b"state")
-    again, _ = open_run_dir(TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5))
+    again, _ = open_run_dir(
+        TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"), iterations=5)
+    )
     assert again == run_dir  # more iterations extend a run
     other = TrainConfig(constraints="constraints/safety.grc", output_dir=str(tmp_path / "run"))
     other.optim.beta = 0.5
@@ -163,7 +169,10 @@ def test_a_run_saved_before_the_nll_and_lora_target_fields_resumes_only_with_its
         del saved[section][name]  # what an older grape-train wrote
     today = TrainConfig(constraints="constraints/safety.grc")
     assert config_differences(saved, today.to_dict()) == [
-        "lora_targets: 'attention' -> 'all-linear'", "nll_weight: 0.0 -> 1.0", "ref_update: 'fixed' -> 'iteration'"]
+        "lora_targets: 'attention' -> 'all-linear'",
+        "nll_weight: 0.0 -> 1.0",
+        "ref_update: 'fixed' -> 'iteration'",
+    ]
     today.optim.nll_weight, today.policy.lora_targets, today.optim.ref_update = 0.0, "attention", "fixed"
     assert config_differences(saved, today.to_dict()) == []
 
@@ -181,7 +190,9 @@ def test_checkpoint_round_trip_and_failed_write_leaves_nothing(tmp_path, tiny_po
     assert list(completed_checkpoints(tmp_path)) == [1]
     loaded = load_policy(tmp_path / "checkpoints" / "iter_0001" / "policy", is_trainable=True)
     bank = _bank([4])
-    torch.testing.assert_close(step_logps(loaded, bank, bank.steps_of([0]), 64), step_logps(tiny_policy, bank, bank.steps_of([0]), 64))
+    torch.testing.assert_close(
+        step_logps(loaded, bank, bank.steps_of([0]), 64), step_logps(tiny_policy, bank, bank.steps_of([0]), 64)
+    )
 
     # A full disk at the final rename of iteration 2's checkpoint: the error propagates,
     # iteration 1 stays the newest complete checkpoint, and no partial folder is left.
@@ -232,14 +243,18 @@ def tiny_policy_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("policy") / "tiny"
-    make_policy("embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    make_policy(
+        "embedded", state_dim=SIM_STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
     return folder
 
 
 def _adapter(run_dir, iteration):
     from safetensors.torch import load_file
 
-    return load_file(str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "adapter" / "adapter_model.safetensors"))
+    return load_file(
+        str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "adapter" / "adapter_model.safetensors")
+    )
 
 
 def test_killed_run_resumes_where_it_stopped_and_matches_the_uninterrupted_run(tmp_path, tiny_policy_dir):
@@ -298,7 +313,9 @@ def test_per_iteration_reference_resumes_like_the_uninterrupted_run(tmp_path, ti
     assert list(completed_checkpoints(run)) == [0, 1, 2]
     # Iteration 2 trained on top of iteration 1's merged policy: its saved base weights changed
     # (they hold iteration 1's adapter), identically in the whole and the resumed run.
-    assert any(not torch.equal(tensor, _base_weights(whole, 1)[name]) for name, tensor in _base_weights(whole, 2).items())
+    assert any(
+        not torch.equal(tensor, _base_weights(whole, 1)[name]) for name, tensor in _base_weights(whole, 2).items()
+    )
     for name, tensor in _base_weights(whole, 2).items():
         torch.testing.assert_close(tensor, _base_weights(run, 2)[name])
     for name, tensor in _adapter(whole, 2).items():
@@ -362,7 +379,9 @@ def test_dynamic_sampling_draws_fresh_states_until_the_rollout_cap(tmp_path, tin
 
     # No untrained trajectory beats another by 0.5 in outcome: no state is informative, so rounds
     # of fresh states are drawn until the cap, and nothing is trained, said so.
-    config = _tiny_config(tmp_path, tiny_policy_dir, "dynamic", loss="rloo", dynamic_sampling=True, max_rollouts=12, min_gap=0.5)
+    config = _tiny_config(
+        tmp_path, tiny_policy_dir, "dynamic", loss="rloo", dynamic_sampling=True, max_rollouts=12, min_gap=0.5
+    )
     config.iterations = 1
     lines = []
     from trainer.loop import train
@@ -381,7 +400,9 @@ def test_dynamic_sampling_draws_fresh_states_until_the_rollout_cap(tmp_path, tin
 
 
 def test_group_loss_logs_pair_kinds_clip_statistics_and_held_out_loss(tmp_path, tiny_policy_dir):
-    config = _tiny_config(tmp_path, tiny_policy_dir, "grpo_holdout", loss="grpo", holdout_fraction=0.5, lr_schedule="cosine")
+    config = _tiny_config(
+        tmp_path, tiny_policy_dir, "grpo_holdout", loss="grpo", holdout_fraction=0.5, lr_schedule="cosine"
+    )
     config.iterations = 1
     run = train_quietly(config)
     logged = _logged(run)

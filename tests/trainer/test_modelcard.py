@@ -12,8 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def card(constraints: Path, tasks: list[str]) -> str:
-    return render_card(title="t", base_policy=None, tasks=tasks, constraints=str(constraints), iteration=1,
-                       metrics={"rollout/success_rate": 0.25}, settings={})
+    return render_card(
+        title="t",
+        base_policy=None,
+        tasks=tasks,
+        constraints=str(constraints),
+        iteration=1,
+        metrics={"rollout/success_rate": 0.25},
+        settings={},
+    )
 
 
 def test_an_objective_runs_card_hashes_the_stock_task_files_it_was_applied_to() -> None:
@@ -34,6 +41,7 @@ def test_a_task_file_run_lists_only_that_file(tmp_path: Path) -> None:
 def test_an_objective_beside_its_own_tasks_folder_hashes_those(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "constraints", tmp_path / "constraints")
     (tmp_path / "constraints" / "tasks" / "stack.grc").write_text(
-        (ROOT / "constraints" / "tasks" / "stack.grc").read_text() + "\n# edited\n")
+        (ROOT / "constraints" / "tasks" / "stack.grc").read_text() + "\n# edited\n"
+    )
     files = objective_files(str(tmp_path / "constraints" / "safety.grc"), ["stack"])
     assert tmp_path / "constraints" / "tasks" / "stack.grc" in files

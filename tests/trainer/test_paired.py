@@ -46,7 +46,9 @@ def test_paired_interval_is_narrower_than_for_independent_samples():
 
 
 def test_length_ratio_uses_episodes_both_completed():
-    result = paired_length_ratio([50, 60, 70, 80], [40, 48, 100, 10], [True, True, True, False], [True, True, False, True])
+    result = paired_length_ratio(
+        [50, 60, 70, 80], [40, 48, 100, 10], [True, True, True, False], [True, True, False, True]
+    )
     assert result["n"] == 2 and result["ratio"] == pytest.approx(88 / 110)
     assert paired_length_ratio([1], [1], [False], [True])["n"] == 0
 

@@ -18,8 +18,10 @@ def test_pairs_are_successes_against_failures_of_the_same_group():
 def test_at_most_m_squared_pairs_drawn_at_random():
     success = np.array([1] * 5 + [0] * 5, dtype=bool)
     groups = np.zeros(10, dtype=int)
-    draws = {tuple(map(tuple, random_success_pairs(success, groups, m=1, rng=np.random.default_rng(s)).tolist()))
-             for s in range(30)}
+    draws = {
+        tuple(map(tuple, random_success_pairs(success, groups, m=1, rng=np.random.default_rng(s)).tolist()))
+        for s in range(30)
+    }
     assert all(len(d) == 1 for d in draws)
     assert len(draws) > 5  # random, not always the same pair
     same = random_success_pairs(success, groups, m=2, rng=np.random.default_rng(7))

@@ -82,9 +82,11 @@ def test_instruction_changes_the_distribution_and_paraphrases_are_close():
     obs, _ = batch(size=3)
     tokens = torch.randint(0, 256, (3, 7))
     states = {"state": np.repeat(obs["state"][:1], 3, axis=0)}
-    texts = ["pick up the white box and place it into the black pot",
-             "grab the white box and put it in the black pot",
-             "push the red cube to the green target"]
+    texts = [
+        "pick up the white box and place it into the black pot",
+        "grab the white box and put it in the black pot",
+        "push the red cube to the green target",
+    ]
     logprobs = policy.log_prob(states, texts, tokens[:1].repeat(3, 1)).detach()
     assert abs(logprobs[0] - logprobs[1]) < abs(logprobs[0] - logprobs[2])
 
@@ -115,7 +117,9 @@ def test_save_and_load_preserve_everything(tmp_path):
     loaded = load_policy(tmp_path / "ckpt")
     assert isinstance(loaded, EmbeddedVLA)
     assert np.array_equal(loaded.action_tokenizer.q99, tokenizer.q99)
-    torch.testing.assert_close(loaded.log_prob(obs, instructions, out.tokens), policy.log_prob(obs, instructions, out.tokens), atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.log_prob(obs, instructions, out.tokens), policy.log_prob(obs, instructions, out.tokens), atol=0, rtol=0
+    )
     again = loaded.sample(obs, instructions, generator=torch.Generator().manual_seed(0))
     assert np.array_equal(again.actions, out.actions)
 

@@ -25,7 +25,7 @@ def test_decoding_matches_the_transformers_forward_position_by_position():
     inputs = torch.randn(3, 6, 32)
     reference = backbone(inputs_embeds=inputs, use_cache=False).last_hidden_state
     decoding = LlamaDecoding(backbone, 3, 8, inputs.device, inputs.dtype)
-    outputs = [decoding.prefill(inputs[:, :2])] + [decoding.step(inputs[:, t:t + 1]) for t in range(2, 6)]
+    outputs = [decoding.prefill(inputs[:, :2])] + [decoding.step(inputs[:, t : t + 1]) for t in range(2, 6)]
     torch.testing.assert_close(torch.stack(outputs, 1), reference[:, 1:], rtol=0, atol=1e-5)
 
 
@@ -39,7 +39,9 @@ def test_sampled_logprobs_equal_recomputed_ones_with_and_without_the_lora_adapte
     torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, adapted.tokens), adapted.logprobs, rtol=0, atol=1e-5)
     with policy.adapter_disabled():
         reference = policy.sample(obs, INSTRUCTIONS, generator=torch.Generator().manual_seed(1))
-        torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, reference.tokens), reference.logprobs, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            policy.log_prob(obs, INSTRUCTIONS, reference.tokens), reference.logprobs, rtol=0, atol=1e-5
+        )
         assert not torch.allclose(policy.log_prob(obs, INSTRUCTIONS, adapted.tokens), adapted.logprobs, atol=1e-3)
 
 

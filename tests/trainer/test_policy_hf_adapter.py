@@ -31,15 +31,19 @@ def policy(checkpoint):
 
 def observations(size=3, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, size=(size, 40, 48, 3), dtype=np.uint8),
-            "state": rng.normal(size=(size, 9)).astype(np.float32)}
+    return {
+        "image": rng.integers(0, 256, size=(size, 40, 48, 3), dtype=np.uint8),
+        "state": rng.normal(size=(size, 9)).astype(np.float32),
+    }
 
 
 def test_prompt_is_openvlas():
     folderless = HFVLAPolicy.__new__(HFVLAPolicy)
     torch.nn.Module.__init__(folderless)
     folderless.processor = type("P", (), {"image_token": "<image>"})()
-    assert folderless._prompts(["Pick up the red cube."]) == ["<image>\nIn: What action should the robot take to pick up the red cube?\nOut:"]
+    assert folderless._prompts(["Pick up the red cube."]) == [
+        "<image>\nIn: What action should the robot take to pick up the red cube?\nOut:"
+    ]
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 2.0])
@@ -52,7 +56,9 @@ def test_sampled_logprobs_equal_recomputed(policy, temperature):
     torch.testing.assert_close(out.logprobs, recomputed.detach(), atol=1e-4, rtol=0)
     # Left padding must not change a step's log-prob: score each row alone.
     for row in range(3):
-        alone = policy.log_prob({"image": obs["image"][row : row + 1]}, INSTRUCTIONS[row : row + 1], out.tokens[row : row + 1])
+        alone = policy.log_prob(
+            {"image": obs["image"][row : row + 1]}, INSTRUCTIONS[row : row + 1], out.tokens[row : row + 1]
+        )
         torch.testing.assert_close(alone.detach(), recomputed[row : row + 1].detach(), atol=1e-4, rtol=0)
 
 
@@ -116,7 +122,9 @@ def test_remote_code_class_from_auto_map_needs_trust(checkpoint, tmp_path):
     policy = HFVLAPolicy.from_pretrained(folder, action_stats=STATS, trust_remote_code=True)
     assert type(policy.model).__name__ == "TinyVLAForActionPrediction"
     out = policy.sample(observations(), INSTRUCTIONS, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out.logprobs, policy.log_prob(observations(), INSTRUCTIONS, out.tokens).detach(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out.logprobs, policy.log_prob(observations(), INSTRUCTIONS, out.tokens).detach(), atol=1e-4, rtol=0
+    )
 
 
 def test_bad_checkpoints_are_refused(checkpoint, tmp_path):

@@ -18,10 +18,12 @@ def test_embedding_does_not_depend_on_what_else_was_encoded():
 
 def test_paraphrases_are_close_and_other_tasks_are_not():
     encoder = InstructionEncoder()
-    a, b, c = encoder.encode([
-        "pick up the white box and place it into the black pot",
-        "grab the white box and put it in the black pot",
-        "push the red cube to the green target",
-    ])
+    a, b, c = encoder.encode(
+        [
+            "pick up the white box and place it into the black pot",
+            "grab the white box and put it in the black pot",
+            "push the red cube to the green target",
+        ]
+    )
     assert float(a @ b) > 0.9
     assert float(a @ c) < 0.6

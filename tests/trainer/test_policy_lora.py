@@ -40,7 +40,9 @@ def test_disabled_adapter_is_the_base_model_exactly_and_no_copy_is_made():
     # Only the LoRA factors were added: the reference is not a second copy of the weights.
     assert sum(p.numel() for p in policy.parameters()) == base_count + lora_count
     assert lora_count == 4 * (32 + 32) * 4 * 2  # rank x (in + out) x 4 projections x 2 layers
-    assert {n for n, p in policy.named_parameters() if p.requires_grad} == {n for n, _ in policy.named_parameters() if "lora_" in n}
+    assert {n for n, p in policy.named_parameters() if p.requires_grad} == {
+        n for n, _ in policy.named_parameters() if "lora_" in n
+    }
 
     train_steps(policy, obs, tokens)
     adapted = policy.log_prob(obs, INSTRUCTIONS, tokens).detach()
@@ -77,9 +79,13 @@ def test_adapter_saves_and_loads(tmp_path):
     assert (tmp_path / "aligned" / "adapter" / "adapter_model.safetensors").is_file()
     loaded = load_policy(tmp_path / "aligned")
     assert loaded.has_adapter
-    torch.testing.assert_close(loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0
+    )
     with loaded.adapter_disabled(), policy.adapter_disabled():
-        torch.testing.assert_close(loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0
+        )
     assert [n for n, p in loaded.named_parameters() if p.requires_grad] == []
     trainable = load_policy(tmp_path / "aligned", is_trainable=True)
     assert lora_parameters(trainable)
@@ -125,7 +131,9 @@ def test_all_linear_adapter_also_adapts_the_mlp_and_round_trips(tmp_path):
     train_steps(policy, obs, tokens)
     policy.save_pretrained(tmp_path / "aligned")
     loaded = load_policy(tmp_path / "aligned", is_trainable=True)
-    torch.testing.assert_close(loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded.log_prob(obs, INSTRUCTIONS, tokens), policy.log_prob(obs, INSTRUCTIONS, tokens), atol=1e-6, rtol=0
+    )
     assert sum(p.numel() for p in lora_parameters(loaded)) == sum(p.numel() for p in lora_parameters(policy))
     trained = policy.log_prob(obs, INSTRUCTIONS, tokens).detach()
     torch.testing.assert_close(merge_lora(policy).log_prob(obs, INSTRUCTIONS, tokens), trained)

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ import torch
 
 from trainer.bounds import DEFAULT_BOUND, Bound, dataclass_problems, namespace_problems
 from trainer.cli import eval_main, train_main
-from trainer.config import FIELD_BOUNDS, TrainConfig, build_parser, config_from_args, validate
-from trainer.loop import METRICS_FILE, TrainError, completed_checkpoints, train
+from trainer.config import build_parser, config_from_args, validate
+from trainer.loop import METRICS_FILE, completed_checkpoints, train
 from trainer.policy import make_policy
 from trainer.runfolder import LOCK_FILE, MANIFEST_FILE, RunLock, keep_metrics, verify_checkpoint
 
@@ -37,7 +36,9 @@ def _exit_code(main, argv):
 
 
 def _numeric_flags(parser):
-    return [(a.option_strings[0], a.dest, a.type) for a in parser._actions if a.option_strings and a.type in (int, float)]
+    return [
+        (a.option_strings[0], a.dest, a.type) for a in parser._actions if a.option_strings and a.type in (int, float)
+    ]
 
 
 # ---------------------------------------------------------------------- the declarative bounds
@@ -66,11 +67,39 @@ def test_bound_messages_and_the_default_rule():
 
 
 # ---------------------------------------------------------------------- every numeric flag
-ZERO_IS_VALID = {"seed", "eval_episodes", "lambda_self", "lambda_ext", "lambda_success", "nll_weight", "weight_decay",
-                 "grad_clip", "min_gap", "kl_coef", "holdout_fraction", "rollout_workers"}
-ZERO_IS_REFUSED = {"iterations", "lora_rank", "lora_alpha", "states_per_task", "samples_per_state", "temperature", "max_steps",
-                   "m", "beta", "lr", "epochs", "pairs_per_step", "chunk_steps", "sft_demos", "sft_steps", "clip_eps",
-                   "max_rollouts"}
+ZERO_IS_VALID = {
+    "seed",
+    "eval_episodes",
+    "lambda_self",
+    "lambda_ext",
+    "lambda_success",
+    "nll_weight",
+    "weight_decay",
+    "grad_clip",
+    "min_gap",
+    "kl_coef",
+    "holdout_fraction",
+    "rollout_workers",
+}
+ZERO_IS_REFUSED = {
+    "iterations",
+    "lora_rank",
+    "lora_alpha",
+    "states_per_task",
+    "samples_per_state",
+    "temperature",
+    "max_steps",
+    "m",
+    "beta",
+    "lr",
+    "epochs",
+    "pairs_per_step",
+    "chunk_steps",
+    "sft_demos",
+    "sft_steps",
+    "clip_eps",
+    "max_rollouts",
+}
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -79,7 +108,7 @@ def test_every_numeric_grape_train_flag_refuses_hostile_values_before_writing(tm
     flags = _numeric_flags(parser)
     assert {dest for _, dest, _ in flags} >= ZERO_IS_VALID | ZERO_IS_REFUSED
     out = tmp_path / "run"
-    for flag, dest, kind in flags:
+    for flag, dest, _kind in flags:
         argv = ["--constraints", "constraints/safety.grc", "--output-dir", str(out), flag, value]
         if value == "0":
             problems = validate(config_from_args(build_parser().parse_args(argv)))
@@ -98,7 +127,8 @@ def test_a_refused_flag_loads_no_model_and_no_torch(tmp_path):
     """Validation happens before the heavy imports: the process never loads torch."""
     code = (
         "import sys; from trainer.cli import train_main; "
-        f"code = train_main(['--constraints', 'constraints/safety.grc', '--lr', 'nan', '--output-dir', {str(tmp_path / 'r')!r}]); "
+        "code = train_main(['--constraints', 'constraints/safety.grc', '--lr', 'nan', "
+        f"'--output-dir', {str(tmp_path / 'r')!r}]); "
         "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -160,8 +190,9 @@ def test_grape_sft_refuses_every_hostile_flag_value_without_loading_torch(tmp_pa
         assert code == 2 and flag in err and "Traceback" not in err, (flag, value, err)
     assert not out.exists()
     for entry in ([sys.executable, "-m", "trainer.sft"], [shutil.which("grape-sft") or "grape-sft"]):
-        done = subprocess.run([*entry, "--out", str(out), "--lr", "nan"], cwd=REPO, capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [*entry, "--out", str(out), "--lr", "nan"], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 2 and "--lr must be a finite number, got nan" in done.stderr, (entry, done.stderr)
         assert not out.exists()
 
@@ -190,8 +221,11 @@ def test_every_numeric_grape_experiment_flag_refuses_hostile_values(tmp_path, va
     sub = next(a for a in experiment_parser()._actions if a.dest == "command")
     out = tmp_path / "exp"
     for flag, dest, _ in _numeric_flags(sub.choices["paper"]):
-        # --only names no run: a value that passes validation stops there (a usage error too) instead of running the plan
-        code = _exit_code(experiment_main, ["paper", "--out", str(out), "--quick", "--only", "no_such_run", flag, value])
+        # --only names no run: a value that passes validation stops there (a usage error too) instead of
+        # running the plan
+        code = _exit_code(
+            experiment_main, ["paper", "--out", str(out), "--quick", "--only", "no_such_run", flag, value]
+        )
         err = capsys.readouterr().err
         if value == "0" and dest in ("seed", "eval_temperature", "nll_weight"):  # seed 0, greedy evaluation, pure TPO
             assert code == 2 and "unknown run 'no_such_run'" in err, (flag, err)  # --only is checked last
@@ -201,9 +235,33 @@ def test_every_numeric_grape_experiment_flag_refuses_hostile_values(tmp_path, va
 
 
 # ---------------------------------------------------------------------- a tiny run to break
-TINY = ["--constraints", "constraints/safety.grc", "--iterations", "2", "--lora-rank", "2", "--tasks", "stack",
-        "--states-per-task", "2", "--samples-per-state", "3", "--max-steps", "8", "--m", "1", "--min-gap", "0", "--lr", "1e-2",
-        "--pairs-per-step", "2", "--chunk-steps", "10", "--no-progress"]
+TINY = [
+    "--constraints",
+    "constraints/safety.grc",
+    "--iterations",
+    "2",
+    "--lora-rank",
+    "2",
+    "--tasks",
+    "stack",
+    "--states-per-task",
+    "2",
+    "--samples-per-state",
+    "3",
+    "--max-steps",
+    "8",
+    "--m",
+    "1",
+    "--min-gap",
+    "0",
+    "--lr",
+    "1e-2",
+    "--pairs-per-step",
+    "2",
+    "--chunk-steps",
+    "10",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +270,9 @@ def tiny_policy_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("policy") / "tiny"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).save_pretrained(folder)
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(folder)
     return folder
 
 
@@ -238,7 +298,9 @@ def whole_run(tiny_policy_dir, tmp_path_factory):
 def _adapter(run_dir, iteration):
     from safetensors.torch import load_file
 
-    return load_file(str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "adapter" / "adapter_model.safetensors"))
+    return load_file(
+        str(run_dir / "checkpoints" / f"iter_{iteration:04d}" / "policy" / "adapter" / "adapter_model.safetensors")
+    )
 
 
 def _same_adapters(a, b, iteration, other_iteration=None):
@@ -258,8 +320,10 @@ def test_every_checkpoint_carries_a_manifest_that_verifies(whole_run):
         assert any(line.endswith("  trainer_state.pt") for line in manifest)
         assert any(line.endswith("  policy/model.safetensors") for line in manifest)
         assert verify_checkpoint(folder) is None
-    assert any(line.endswith("  policy/adapter/adapter_model.safetensors")
-               for line in (whole_run / "checkpoints" / "iter_0002" / MANIFEST_FILE).read_text().splitlines())
+    assert any(
+        line.endswith("  policy/adapter/adapter_model.safetensors")
+        for line in (whole_run / "checkpoints" / "iter_0002" / MANIFEST_FILE).read_text().splitlines()
+    )
 
 
 CORRUPTIONS = {
@@ -283,7 +347,8 @@ def _damage(path, how):
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_a_corrupt_newest_checkpoint_is_named_and_the_suggested_command_finishes_the_run(
-        kind, whole_run, tiny_policy_dir, tmp_path, capsys):
+    kind, whole_run, tiny_policy_dir, tmp_path, capsys
+):
     run = tmp_path / "run"
     shutil.copytree(whole_run, run)
     name, how = CORRUPTIONS[kind]
@@ -351,7 +416,8 @@ with RunLock(Path(sys.argv[1])):
 
 
 def test_a_second_run_on_a_locked_folder_exits_at_once_and_a_dead_owners_lock_is_taken_over(
-        whole_run, tiny_policy_dir, tmp_path, capsys):
+    whole_run, tiny_policy_dir, tmp_path, capsys
+):
     run = tmp_path / "run"
     shutil.copytree(whole_run, run)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -397,7 +463,9 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no handler sees it."""
 
 
-def test_metrics_of_a_killed_and_resumed_run_equal_the_uninterrupted_runs(whole_run, tiny_policy_dir, tmp_path, monkeypatch):
+def test_metrics_of_a_killed_and_resumed_run_equal_the_uninterrupted_runs(
+    whole_run, tiny_policy_dir, tmp_path, monkeypatch
+):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer import loop
@@ -458,8 +526,14 @@ def test_a_file_size_limit_during_a_checkpoint_is_one_line_and_the_run_resumes(w
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     limit = (tiny_policy_dir / "model.safetensors").stat().st_size // 2  # the first checkpoint's weights do not fit
-    done = subprocess.run([sys.executable, "-c", LIMITED, str(limit), *_argv(tiny_policy_dir, run)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED, str(limit), *_argv(tiny_policy_dir, run)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in done.stderr
@@ -474,7 +548,14 @@ def test_a_file_size_limit_during_a_checkpoint_is_one_line_and_the_run_resumes(w
 @pytest.mark.slow
 def test_one_seed_gives_bit_identical_checkpoints_with_a_cold_or_a_warm_sft_cache(tmp_path):
     """The default SFT policy trained in this process (cold cache) or loaded (warm): same run."""
-    argv = [a for a in TINY if a != "--no-progress"] + ["--sft-cache", str(tmp_path / "sft"), "--sft-demos", "1", "--sft-steps", "5"]
+    argv = [a for a in TINY if a != "--no-progress"] + [
+        "--sft-cache",
+        str(tmp_path / "sft"),
+        "--sft-demos",
+        "1",
+        "--sft-steps",
+        "5",
+    ]
     cold = config_from_args(build_parser().parse_args([*argv, "--output-dir", str(tmp_path / "cold")]))
     warm = config_from_args(build_parser().parse_args([*argv, "--output-dir", str(tmp_path / "warm")]))
     train(cold, progress=False, echo=lambda _: None)

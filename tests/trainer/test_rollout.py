@@ -16,18 +16,31 @@ def policy():
     return make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
 
-SPECS = [EpisodeSpec(task, "in_domain", seed, sample) for task in ("stack", "pick_place") for seed in (3, 4) for sample in range(2)]
+SPECS = [
+    EpisodeSpec(task, "in_domain", seed, sample)
+    for task in ("stack", "pick_place")
+    for seed in (3, 4)
+    for sample in range(2)
+]
 
 
 def _run(policy, seed, batch_envs=3):
-    rollouts, _ = collect_rollouts(policy, SPECS, generator=torch.Generator().manual_seed(seed), max_steps=6, batch_envs=batch_envs)
+    rollouts, _ = collect_rollouts(
+        policy, SPECS, generator=torch.Generator().manual_seed(seed), max_steps=6, batch_envs=batch_envs
+    )
     return rollouts
 
 
 def test_rollouts_follow_the_specs_and_record_tokens_and_logprobs(policy, tmp_path):
     seen = []
-    rollouts, _ = collect_rollouts(policy, SPECS, generator=torch.Generator().manual_seed(0), max_steps=6, batch_envs=3,
-                                   on_episode=lambda r: seen.append(r.spec))
+    rollouts, _ = collect_rollouts(
+        policy,
+        SPECS,
+        generator=torch.Generator().manual_seed(0),
+        max_steps=6,
+        batch_envs=3,
+        on_episode=lambda r: seen.append(r.spec),
+    )
     assert [r.spec for r in rollouts] == SPECS and sorted(seen, key=SPECS.index) == SPECS
     for r in rollouts:
         e = r.episode
@@ -60,7 +73,9 @@ def test_rollouts_are_reproducible_from_the_seed(policy):
 
 def test_greedy_rollouts_and_frames(policy):
     specs = SPECS[:2]
-    rollouts, frames = collect_rollouts(policy, specs, greedy=True, max_steps=4, record_frames=lambda s: s.sample == 0, frame_size=32)
+    rollouts, frames = collect_rollouts(
+        policy, specs, greedy=True, max_steps=4, record_frames=lambda s: s.sample == 0, frame_size=32
+    )
     np.testing.assert_array_equal(rollouts[0].episode.action_tokens, rollouts[1].episode.action_tokens)
     assert list(frames) == [specs[0]] and len(frames[specs[0]]) == 5 and frames[specs[0]][0].shape == (32, 32, 3)
 

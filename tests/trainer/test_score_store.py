@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -32,9 +31,12 @@ def one_iteration_run(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("score_store")
     policy_dir = tmp / "policy"
-    make_policy("embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2,
-                intermediate_size=64).save_pretrained(policy_dir)
-    config = TrainConfig(constraints=str(ROOT / "constraints" / "safety.grc"), iterations=1, output_dir=str(tmp / "run"))
+    make_policy(
+        "embedded", state_dim=STATE_DIM, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
+    ).save_pretrained(policy_dir)
+    config = TrainConfig(
+        constraints=str(ROOT / "constraints" / "safety.grc"), iterations=1, output_dir=str(tmp / "run")
+    )
     config.policy.base_policy = str(policy_dir)
     config.policy.lora_rank = 2
     config.rollout.tasks = ["stack", "push_to_target"]
@@ -52,8 +54,15 @@ def test_rescoring_a_stored_rollout_folder_equals_the_loops_scores(one_iteration
     written = pq.read_table(iteration / "scores.parquet").to_pydict()
     expected = [r for t, r in zip(written["task"], written["r_ext"]) if t == task]
     assert len(expected) == 4
-    rc = grapec("score", ROOT / "constraints" / "tasks" / f"{task}.grc", "--objective", ROOT / "constraints" / "safety.grc",
-                "--batch", iteration / "rollouts", "--json")
+    rc = grapec(
+        "score",
+        ROOT / "constraints" / "tasks" / f"{task}.grc",
+        "--objective",
+        ROOT / "constraints" / "safety.grc",
+        "--batch",
+        iteration / "rollouts",
+        "--json",
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["r_ext_per_trajectory"] == expected  # exactly: same kernels, same batching, same order

@@ -23,10 +23,34 @@ from trainer.sft import (
 )
 
 torch.set_num_threads(1)
-TINY = dict(tasks=("push_to_target",), demos_per_task=2, steps=30, batch_size=32, lr=3e-3, warmup_steps=5,
-            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-CLI_TINY = ["--tasks", "push_to_target", "--demos", "2", "--hidden-size", "32", "--layers", "1", "--heads", "2",
-            "--batch-size", "16", "--threads", "1"]
+TINY = dict(
+    tasks=("push_to_target",),
+    demos_per_task=2,
+    steps=30,
+    batch_size=32,
+    lr=3e-3,
+    warmup_steps=5,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=64,
+)
+CLI_TINY = [
+    "--tasks",
+    "push_to_target",
+    "--demos",
+    "2",
+    "--hidden-size",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +62,9 @@ def demo_store(tmp_path_factory):
 
 def run_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "trainer.sft", *args], capture_output=True, text=True, env=env, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.sft", *args], capture_output=True, text=True, env=env, timeout=240
+    )
 
 
 def test_recording_tops_up_without_duplicates(demo_store, tmp_path):
@@ -78,7 +104,9 @@ def test_training_fits_the_demonstrations_and_saves_statistics(demo_store, tmp_p
 
 def test_evaluation_reports_per_task_success(demo_store, tmp_path):
     policy_dir = train_sft(SFTConfig(**TINY | {"steps": 5}), tmp_path / "run", demos_dir=demo_store, progress=False)
-    result = evaluate_sft(load_policy(policy_dir), ["push_to_target"], episodes=2, greedy=False, max_steps=8, progress=False)
+    result = evaluate_sft(
+        load_policy(policy_dir), ["push_to_target"], episodes=2, greedy=False, max_steps=8, progress=False
+    )
     task = result["tasks"]["push_to_target"]
     assert task["n"] == 2 and 0.0 <= task["success"] <= 1.0 and task["mean_length"] <= 8
     assert result["mode"] == "sampling T=1" and result["overall"]["n"] == 2
@@ -86,8 +114,19 @@ def test_evaluation_reports_per_task_success(demo_store, tmp_path):
 
 def test_cli_smoke_then_resume_and_mismatch(demo_store, tmp_path, capsys):
     out = tmp_path / "run"
-    done = run_cli("--out", str(out), "--demos-dir", str(demo_store), *CLI_TINY, "--steps", "4",
-                   "--checkpoint-every", "2", "-q", "--json")
+    done = run_cli(
+        "--out",
+        str(out),
+        "--demos-dir",
+        str(demo_store),
+        *CLI_TINY,
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "-q",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["config"]["steps"] == 4 and load_policy(summary["policy"]) is not None
@@ -198,6 +237,7 @@ def test_pixel_policy_trains_on_replayed_frames(demo_store, tmp_path):
 def test_ctrl_c_exits_130(tmp_path):
     from interrupting import interrupt_when
 
-    code, err = interrupt_when(["-m", "trainer.sft", "--out", str(tmp_path / "run"), "--tasks", "stack",
-                                "--demos-per-task", "5000"], "demos")
+    code, err = interrupt_when(
+        ["-m", "trainer.sft", "--out", str(tmp_path / "run"), "--tasks", "stack", "--demos-per-task", "5000"], "demos"
+    )
     assert code == 130 and "continue with --resume" in err and "Traceback" not in err

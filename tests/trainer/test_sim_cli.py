@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from interrupting import interrupt_when
+
 from trainer.store import read_episodes
 
 
@@ -67,8 +67,19 @@ def test_render_reports_the_frames_the_file_holds(tmp_path):
     from PIL import Image
 
     for name in ("c.gif", "c.mp4"):
-        out = run("render", "--task", "stack", "--seed", "1", "--size", "32", "--max-steps", "6",
-                  "--out", str(tmp_path / name))
+        out = run(
+            "render",
+            "--task",
+            "stack",
+            "--seed",
+            "1",
+            "--size",
+            "32",
+            "--max-steps",
+            "6",
+            "--out",
+            str(tmp_path / name),
+        )
         assert out.returncode == 0, out.stderr
         printed = int(out.stdout.split(": ", 1)[1].split(" frames")[0])
         if name.endswith(".gif"):
@@ -79,18 +90,21 @@ def test_render_reports_the_frames_the_file_holds(tmp_path):
                 assert printed == reader.count_frames()
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (("demo", "--tasks", "stak", "--out", "x"), 2, "did you mean 'stack'"),
-    (("expert-eval", "--split", "visaul", "-n", "1"), 2, "unknown split 'visaul'"),
-    (("render", "--task", "stak", "--out", "x.gif"), 2, "did you mean 'stack'"),
-    (("demo", "-n", "1"), 2, "required: --out"),
-    (("demo", "--out", "x", "--config", "/nonexistent/c.json"), 2, "no such file"),
-    (("render", "--task", "stack", "--out", "x.png"), 1, "must end in .gif or .mp4"),
-    (("render", "--episode", "/nonexistent/ep", "--out", "x.gif"), 1, "not a readable episode"),
-    (("demo", "--out", "x", "-n", "0"), 2, "must be >= 1"),
-    (("demo", "--out", "x", "-n", "2", "--seed-start", "999999"), 1, "training seeds must lie in [0, 1000000)"),
-    (("frobnicate",), 2, "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (("demo", "--tasks", "stak", "--out", "x"), 2, "did you mean 'stack'"),
+        (("expert-eval", "--split", "visaul", "-n", "1"), 2, "unknown split 'visaul'"),
+        (("render", "--task", "stak", "--out", "x.gif"), 2, "did you mean 'stack'"),
+        (("demo", "-n", "1"), 2, "required: --out"),
+        (("demo", "--out", "x", "--config", "/nonexistent/c.json"), 2, "no such file"),
+        (("render", "--task", "stack", "--out", "x.png"), 1, "must end in .gif or .mp4"),
+        (("render", "--episode", "/nonexistent/ep", "--out", "x.gif"), 1, "not a readable episode"),
+        (("demo", "--out", "x", "-n", "0"), 2, "must be >= 1"),
+        (("demo", "--out", "x", "-n", "2", "--seed-start", "999999"), 1, "training seeds must lie in [0, 1000000)"),
+        (("frobnicate",), 2, "invalid choice"),
+    ],
+)
 def test_bad_input_exit_codes(args, code, words):
     out = run(*args)
     assert out.returncode == code

@@ -64,13 +64,16 @@ def test_gripper_closes_and_opens(env):
     assert obs["state"][STATE_NAMES.index("gripper.opening")] > 0.075
 
 
-@pytest.mark.parametrize("action, words", [
-    (np.zeros(6), "shape (7,)"),
-    (np.zeros((7, 1)), "shape (7,)"),
-    (np.array([0, 0, np.nan, 0, 0, 0, 1]), "non-finite values at indices [2]"),
-    (np.array([np.inf, 0, 0, 0, 0, 0, 1]), "non-finite values at indices [0]"),
-    (["a"] * 7, "numeric array"),
-])
+@pytest.mark.parametrize(
+    "action, words",
+    [
+        (np.zeros(6), "shape (7,)"),
+        (np.zeros((7, 1)), "shape (7,)"),
+        (np.array([0, 0, np.nan, 0, 0, 0, 1]), "non-finite values at indices [2]"),
+        (np.array([np.inf, 0, 0, 0, 0, 0, 1]), "non-finite values at indices [0]"),
+        (["a"] * 7, "numeric array"),
+    ],
+)
 def test_malformed_actions_raise_and_env_survives(env, action, words):
     env.reset(seed=2)
     with pytest.raises(ValueError) as err:
@@ -120,6 +123,7 @@ def test_camera_image_when_enabled():
 
 def test_close_disconnects():
     import pybullet as p
+
     e = make_env("stack")
     client = e.client
     e.close()
@@ -155,11 +159,14 @@ def test_passes_gymnasium_env_checker(image_size):
         e.close()
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"image_size": 4}, "image_size must be an int in [16, 1024]"),
-    ({"image_size": 64.0}, "image_size must be an int"),
-    ({"max_steps": 0}, "max_steps must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"image_size": 4}, "image_size must be an int in [16, 1024]"),
+        ({"image_size": 64.0}, "image_size must be an int"),
+        ({"max_steps": 0}, "max_steps must be a positive int"),
+    ],
+)
 def test_bad_env_arguments(kwargs, words):
     with pytest.raises(ValueError) as err:
         make_env("stack", **kwargs)

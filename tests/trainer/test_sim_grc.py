@@ -23,7 +23,9 @@ if compile_task is None:  # the package may not re-export it yet; the compiler m
         from grape_dsl.compiler import compile_task
     except ImportError:
         compile_task = None
-pytestmark = pytest.mark.skipif(compile_task is None, reason="grape_dsl.compile_task (the compiler) is not available yet")
+pytestmark = pytest.mark.skipif(
+    compile_task is None, reason="grape_dsl.compile_task (the compiler) is not available yet"
+)
 
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints"
 OBJECTIVES = ("task_completion", "safety", "efficiency")

@@ -5,8 +5,15 @@ import re
 import pytest
 
 from trainer.sim.env import make_env
-from trainer.sim.splits import (IN_DOMAIN_COLOURS, SPLITS, TRAIN_SEED_LIMIT, VISUAL_COLOURS, Split, get_split,
-                                sample_scene)
+from trainer.sim.splits import (
+    IN_DOMAIN_COLOURS,
+    SPLITS,
+    TRAIN_SEED_LIMIT,
+    VISUAL_COLOURS,
+    Split,
+    get_split,
+    sample_scene,
+)
 from trainer.sim.tasks import TASKS, UnknownNameError
 
 SEEDS = range(40)

@@ -17,13 +17,19 @@ from trainer.store import StoreError, episode_folders, episodes_to_batch, read_e
 def make_episode(task="pick_place", length=5, seed=3, k=6, s=6, logprobs=False, offset=0.0):
     rng = np.random.default_rng(seed)
     return Episode(
-        task=task, instruction="put the red cube in the white box", seed=seed, split="in_domain",
+        task=task,
+        instruction="put the red cube in the white box",
+        seed=seed,
+        split="in_domain",
         actions=rng.normal(size=(length, 7)).astype(np.float32),
         states=rng.normal(size=(length, 28)).astype(np.float32),
         keypoints=(rng.normal(size=(length, k, 3)) + offset).astype(np.float32),
         keypoint_names=[f"kp{i}" for i in range(k)],
-        signals=rng.normal(size=(length, s)).astype(np.float32), signal_names=[f"sig{i}" for i in range(s)],
-        success=True, grasp=True, collision=False,
+        signals=rng.normal(size=(length, s)).astype(np.float32),
+        signal_names=[f"sig{i}" for i in range(s)],
+        success=True,
+        grasp=True,
+        collision=False,
         logprobs=rng.normal(size=length).astype(np.float32) if logprobs else None,
         action_tokens=rng.integers(0, 256, size=(length, 7)) if logprobs else None,
     )
@@ -33,7 +39,11 @@ def test_round_trip_keeps_every_field(tmp_path):
     ep = make_episode(logprobs=True)
     folder = write_episode(tmp_path, ep, extra={"source": "test"})
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["task"] == "pick_place" and meta["keypoint_names"] == ep.keypoint_names and meta["extra"] == {"source": "test"}
+    assert (
+        meta["task"] == "pick_place"
+        and meta["keypoint_names"] == ep.keypoint_names
+        and meta["extra"] == {"source": "test"}
+    )
     (back,) = read_episodes(tmp_path)
     for name in ("actions", "states", "keypoints", "signals", "logprobs", "action_tokens"):
         np.testing.assert_array_equal(getattr(back, name), getattr(ep, name), err_msg=name)
@@ -52,13 +62,13 @@ def test_reader_ignores_temp_folders_and_filters_by_task(tmp_path):
 def test_killed_writer_leaves_only_complete_episodes(tmp_path):
     script = (
         "import sys, numpy as np\n"
-        "sys.path.insert(0, %r)\n"
+        f"sys.path.insert(0, {os.getcwd()!r})\n"
         "from tests.trainer.test_store import make_episode\n"
         "from trainer.store import write_episode\n"
         "i = 0\n"
         "while True:\n"
-        "    write_episode(%r, make_episode(length=400, seed=i)); i += 1\n"
-    ) % (os.getcwd(), str(tmp_path))
+        f"    write_episode({str(tmp_path)!r}, make_episode(length=400, seed=i)); i += 1\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
     while len(list(tmp_path.iterdir())) < 3 and time.time() < deadline:

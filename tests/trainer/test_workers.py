@@ -12,7 +12,12 @@ from trainer.sim.env import STATE_DIM
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starting Ray and its workers takes ~30-60 s on 2 cores
 torch.set_num_threads(1)
-SPECS = [EpisodeSpec(task, "in_domain", seed, sample) for task in ("stack", "pick_place") for seed in (3, 4) for sample in range(2)]
+SPECS = [
+    EpisodeSpec(task, "in_domain", seed, sample)
+    for task in ("stack", "pick_place")
+    for seed in (3, 4)
+    for sample in range(2)
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +47,9 @@ def _same(a, b):
 def test_episodes_do_not_depend_on_the_number_of_workers(policy, workers):
     local, _ = collect_rollouts(policy, SPECS, sample_seed=5, max_steps=6, batch_envs=3)
     two = workers.collect(policy, SPECS, sample_seed=5, max_steps=6, batch_envs=3)
-    one_worker = workers.collect(policy, SPECS, sample_seed=5, max_steps=6, batch_envs=8)  # one chunk: one worker runs all
+    one_worker = workers.collect(
+        policy, SPECS, sample_seed=5, max_steps=6, batch_envs=8
+    )  # one chunk: one worker runs all
     _same(local, two)
     _same(local, one_worker)
 

@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +104,32 @@ METHODS: tuple[Method, ...] = (
 
 PRESETS: dict[str, AlignmentPreset] = {
     "full": AlignmentPreset(
-        "full", iterations=6, states_per_task=4, samples_per_state=8, max_rollouts=192, epochs=2, batch=16,
-        lr=3e-4, eval_episodes=100,
+        "full",
+        iterations=6,
+        states_per_task=4,
+        samples_per_state=8,
+        max_rollouts=192,
+        epochs=2,
+        batch=16,
+        lr=3e-4,
+        eval_episodes=100,
     ),
     "quick": AlignmentPreset(
-        "quick", iterations=2, states_per_task=2, samples_per_state=4, max_rollouts=16, epochs=1, batch=4,
-        lr=3e-4, eval_episodes=3, tasks=("pick_place",), sft_demos=6, sft_steps=60, sft_tasks=("pick_place",),
-        max_steps=60, splits=("in_domain",),
+        "quick",
+        iterations=2,
+        states_per_task=2,
+        samples_per_state=4,
+        max_rollouts=16,
+        epochs=1,
+        batch=4,
+        lr=3e-4,
+        eval_episodes=3,
+        tasks=("pick_place",),
+        sft_demos=6,
+        sft_steps=60,
+        sft_tasks=("pick_place",),
+        max_steps=60,
+        splits=("in_domain",),
     ),
 }
 
@@ -182,8 +201,16 @@ def load_outcomes(path: Path) -> list[Any]:
     return [EpisodeOutcome(**row) for row in json.loads(path.read_text())["episodes"]]
 
 
-def evaluate(m: Method, decoding: str, splits: tuple[str, ...], preset: AlignmentPreset, out: Path, sft_dir: str,
-             progress: bool, echo: Callable[[str], None]) -> None:
+def evaluate(
+    m: Method,
+    decoding: str,
+    splits: tuple[str, ...],
+    preset: AlignmentPreset,
+    out: Path,
+    sft_dir: str,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> None:
     """Evaluate one policy under one decoding unless its file exists (resume)."""
     from trainer.eval import evaluate_policy
     from trainer.policy import load_policy
@@ -194,20 +221,36 @@ def evaluate(m: Method, decoding: str, splits: tuple[str, ...], preset: Alignmen
     folder = policy_path(out, m, preset, sft_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     outcomes, _ = evaluate_policy(
-        load_policy(folder), list(preset.tasks), list(splits), preset.eval_episodes,
-        seed_offset=preset.eval_seed_offset, max_steps=preset.max_steps, progress=progress,
-        desc=f"eval {m.name} {decoding}", temperature=1.0 if decoding == "sampled" else None,
+        load_policy(folder),
+        list(preset.tasks),
+        list(splits),
+        preset.eval_episodes,
+        seed_offset=preset.eval_seed_offset,
+        max_steps=preset.max_steps,
+        progress=progress,
+        desc=f"eval {m.name} {decoding}",
+        temperature=1.0 if decoding == "sampled" else None,
         sample_seed=EVAL_SAMPLE_SEED,
     )
     record = {
-        "method": m.name, "policy": str(folder), "decoding": decoding, "splits": list(splits),
-        "seed_offset": preset.eval_seed_offset, "sample_seed": EVAL_SAMPLE_SEED if decoding == "sampled" else None,
-        "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+        "method": m.name,
+        "policy": str(folder),
+        "decoding": decoding,
+        "splits": list(splits),
+        "seed_offset": preset.eval_seed_offset,
+        "sample_seed": EVAL_SAMPLE_SEED if decoding == "sampled" else None,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "episodes": [dataclasses.asdict(o) for o in outcomes],
     }
     atomic_write_text(path, json.dumps(record) + "\n")
-    rate = sum(o.success for o in outcomes if o.split == "in_domain") / max(1, sum(o.split == "in_domain" for o in outcomes))
-    echo(f"  {m.name} {decoding}: in-domain success {100 * rate:.1f}% ({len(outcomes)} episodes, {record['seconds']:.0f} s)")
+    rate = sum(o.success for o in outcomes if o.split == "in_domain") / max(
+        1, sum(o.split == "in_domain" for o in outcomes)
+    )
+    echo(
+        f"  {m.name} {decoding}: in-domain success {100 * rate:.1f}% "
+        f"({len(outcomes)} episodes, {record['seconds']:.0f} s)"
+    )
 
 
 # ---------------------------------------------------------------------- summary
@@ -234,10 +277,15 @@ def summarize_experiment(out: Path) -> dict[str, Any]:
             for split, cells in per_split.items():
                 block = cells["all"]
                 record = {
-                    "policy": m.name, "label": m.label, "decoding": decoding, "split": split,
+                    "policy": m.name,
+                    "label": m.label,
+                    "decoding": decoding,
+                    "split": split,
                     "n": block["episodes"],
-                    "success": block["success"]["rate"], "success_ci95": block["success"]["ci95"],
-                    "collision": block["collision"]["rate"], "collision_ci95": block["collision"]["ci95"],
+                    "success": block["success"]["rate"],
+                    "success_ci95": block["success"]["ci95"],
+                    "collision": block["collision"]["rate"],
+                    "collision_ci95": block["collision"]["ci95"],
                     "step_length": block["step_length"]["mean"],
                     "step_length_successful": _mean_length(outcomes, split),
                 }
@@ -293,34 +341,52 @@ def _interval(ci: list[float | None], percent: bool = True, signed: bool = False
 
 def render_report(out: Path, summary: dict[str, Any], info: dict[str, Any]) -> str:
     lines = [
-        "# Alignment experiment", "",
+        "# Alignment experiment",
+        "",
         f"Command: `{info.get('command', '')}`  ",
         f"Preset: `{info['preset']['name']}`; targets judged on **{info['preset']['headline_decoding']}** decoding "
         f"(declared before the run); evaluation seed offset {info['preset']['eval_seed_offset']}; SFT policy "
-        f"`{info['policy_dir']}`; training seed {info['seed']}.", "",
+        f"`{info['policy_dir']}`; training seed {info['seed']}.",
+        "",
         "Every difference is paired (same episodes, same sampling seed); intervals are 95% (paired bootstrap "
-        "for differences and ratios, Wilson for rates).", "",
+        "for differences and ratios, Wilson for rates).",
+        "",
     ]
     for decoding in DECODINGS:
         rows = [r for r in summary["records"] if r["decoding"] == decoding]
         if not rows:
             continue
-        lines += [f"## {decoding.capitalize()} decoding", "",
-                  "| policy | split | n | success | Δ success vs SFT | ratio | McNemar p | collision | Δ collision | "
-                  "steps (successes) | step ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {decoding.capitalize()} decoding",
+            "",
+            "| policy | split | n | success | Δ success vs SFT | ratio | McNemar p | collision | Δ collision | "
+            "steps (successes) | step ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             v = r.get("vs_sft")
             lines.append(
                 f"| {r['label']} | {r['split']} | {r['n']} | {_pct(r['success'])} {_interval(r['success_ci95'])} | "
-                + (f"{100 * v['success_difference']:+.1f} {_interval(v['success_difference_ci95'], signed=True)} | "
-                   f"{_num(v['success_ratio'], '{:.2f}x')} | {v['success_mcnemar_p']:.3g} | " if v else "– | – | – | ")
+                + (
+                    f"{100 * v['success_difference']:+.1f} {_interval(v['success_difference_ci95'], signed=True)} | "
+                    f"{_num(v['success_ratio'], '{:.2f}x')} | {v['success_mcnemar_p']:.3g} | "
+                    if v
+                    else "– | – | – | "
+                )
                 + f"{_pct(r['collision'])} | "
-                + (f"{100 * v['collision_difference']:+.1f} {_interval(v['collision_difference_ci95'], signed=True)} | "
-                   if v else "– | ")
+                + (
+                    f"{100 * v['collision_difference']:+.1f} "
+                    f"{_interval(v['collision_difference_ci95'], signed=True)} | "
+                    if v
+                    else "– | "
+                )
                 + (f"{r['step_length_successful']:.1f} | " if r["step_length_successful"] is not None else "– | ")
-                + (f"{_num(v['step_length_ratio'], '{:.3f}')} {_interval(v['step_length_ratio_ci95'], percent=False)} |"
-                   if v else "– |")
+                + (
+                    f"{_num(v['step_length_ratio'], '{:.3f}')} "
+                    f"{_interval(v['step_length_ratio_ci95'], percent=False)} |"
+                    if v
+                    else "– |"
+                )
             )
         lines.append("")
     if (Path(out) / "plots" / "success_vs_sft.png").is_file():
@@ -357,7 +423,9 @@ def plot_differences(summary: dict[str, Any], path: Path, decoding: str) -> Path
 
 def write_outputs(out: Path, info: dict[str, Any]) -> dict[str, Any]:
     summary = summarize_experiment(out)
-    summary = _finite_or_none({"preset": info["preset"], "seed": info["seed"], "policy_dir": info["policy_dir"], **summary})
+    summary = _finite_or_none(
+        {"preset": info["preset"], "seed": info["seed"], "policy_dir": info["policy_dir"], **summary}
+    )
     atomic_write_text(Path(out) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     plot_differences(summary, Path(out) / "plots" / "success_vs_sft.png", info["preset"]["headline_decoding"])
     atomic_write_text(Path(out) / REPORT_FILE, render_report(out, summary, info))
@@ -365,9 +433,19 @@ def write_outputs(out: Path, info: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the runner
-def run_alignment(out: Path, preset: AlignmentPreset, *, seed: int = 0, policy: str | None = None,
-                  sft_cache: str = "cache/sft", only: list[str] | None = None, progress: bool = True,
-                  command: str = "", echo: Callable[[str], None] = print, jobs: int = 1) -> dict[str, Any]:
+def run_alignment(
+    out: Path,
+    preset: AlignmentPreset,
+    *,
+    seed: int = 0,
+    policy: str | None = None,
+    sft_cache: str = "cache/sft",
+    only: list[str] | None = None,
+    progress: bool = True,
+    command: str = "",
+    echo: Callable[[str], None] = print,
+    jobs: int = 1,
+) -> dict[str, Any]:
     """Train every method not yet trained, evaluate every policy not yet evaluated, write the summary.
 
     `jobs` > 1 runs that many methods at once, each in its own process.
@@ -405,7 +483,9 @@ def run_alignment(out: Path, preset: AlignmentPreset, *, seed: int = 0, policy: 
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_method, m.name, preset, out, seed, policy_dir, False, _stderr_echo): m for m in chosen}
+        futures = {
+            pool.submit(run_method, m.name, preset, out, seed, policy_dir, False, _stderr_echo): m for m in chosen
+        }
         for future in as_completed(futures):
             future.result()
             echo(f"[{futures[future].name}] done")
@@ -419,8 +499,15 @@ def _stderr_echo(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run_method(name: str, preset: AlignmentPreset, out: Path, seed: int, policy_dir: str, progress: bool,
-               echo: Callable[[str], None]) -> None:
+def run_method(
+    name: str,
+    preset: AlignmentPreset,
+    out: Path,
+    seed: int,
+    policy_dir: str,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> None:
     """Train one method (resuming its run folder) and evaluate its final policy as planned."""
     import torch
 

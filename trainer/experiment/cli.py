@@ -143,14 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     alignment.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test); same as --preset quick")
     alignment.add_argument("--preset", choices=sorted(ALIGNMENT_PRESETS), default=None, help="default: full")
     for name, kind, what in ALIGNMENT_OVERRIDES:
-        alignment.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{what} (default: the preset's)")
+        alignment.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=None, help=f"{what} (default: the preset's)"
+        )
     alignment.add_argument("--seed", type=int, default=0, help="training seed of every method (default: 0)")
     alignment.add_argument("--policy", default=None, help="SFT policy folder (default: the cached default SFT policy)")
     alignment.add_argument("--sft-cache", default="cache/sft", help="where the default SFT policy is cached")
-    alignment.add_argument("--only", nargs="+", metavar="METHOD", default=None,
-                           help=f"only these methods (SFT is always evaluated): {' '.join(m.name for m in METHODS)}")
-    alignment.add_argument("--jobs", type=int, default=1,
-                           help="methods run at once, each in its own process (default: 1; 2 uses both cores here)")
+    alignment.add_argument(
+        "--only",
+        nargs="+",
+        metavar="METHOD",
+        default=None,
+        help=f"only these methods (SFT is always evaluated): {' '.join(m.name for m in METHODS)}",
+    )
+    alignment.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="methods run at once, each in its own process (default: 1; 2 uses both cores here)",
+    )
     alignment.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     alignment.add_argument("--json", action="store_true", help="print summary.json's path and records when done")
     report = sub.add_parser("report", help="re-render report.md and plots from an experiment folder")
@@ -186,7 +197,9 @@ def _preset_from(args: argparse.Namespace) -> Preset:
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             changes[name] = value
-    problems = namespace_problems({name: getattr(args, name, None) for name in ("eval_temperature", "seed")}, {"seed": SEED})
+    problems = namespace_problems(
+        {name: getattr(args, name, None) for name in ("eval_temperature", "seed")}, {"seed": SEED}
+    )
     if problems:
         raise UsageError("; ".join(problems))
     for name in ("lr", "nll_weight", "ref_update", "lora_targets", "eval_temperature"):
@@ -228,7 +241,9 @@ def _alignment_preset(args: argparse.Namespace) -> AlignmentPreset:
     for name, value in changes.items():
         minimum = 0 if name == "eval_seed_offset" else 1
         if not (value >= minimum and math.isfinite(value)) or (name == "lr" and value <= 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {minimum}'}, got {value}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {minimum}'}, got {value}"
+            )
     for name in args.only or ():
         try:
             alignment_method(name)
@@ -245,9 +260,18 @@ def _run_alignment(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     preset = _alignment_preset(args)
     command = shlex.join(["grape-experiment", *(sys.argv[1:] if argv is None else argv)])
-    summary = run_alignment(Path(args.out), preset, seed=args.seed, policy=args.policy, sft_cache=args.sft_cache,
-                            only=args.only, progress=not args.no_progress, command=command,
-                            echo=lambda line: tqdm.write(line, file=sys.stderr), jobs=args.jobs)
+    summary = run_alignment(
+        Path(args.out),
+        preset,
+        seed=args.seed,
+        policy=args.policy,
+        sft_cache=args.sft_cache,
+        only=args.only,
+        progress=not args.no_progress,
+        command=command,
+        echo=lambda line: tqdm.write(line, file=sys.stderr),
+        jobs=args.jobs,
+    )
     if args.json:
         print(json.dumps({"out": args.out, "summary": str(Path(args.out) / "summary.json"), **summary}))
     else:
@@ -258,8 +282,13 @@ def _run_alignment(args: argparse.Namespace, argv: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit status as every trainer command (trainer.command): 0 ok, 1 failure, 2 usage, 130 interrupted."""
     parser = build_parser()
-    return run_command("grape-experiment", lambda: _main(parser, argv), parser=parser, failures=(ExperimentError,),
-                       interrupted="interrupted; run the same command again to resume (completed runs are kept)")
+    return run_command(
+        "grape-experiment",
+        lambda: _main(parser, argv),
+        parser=parser,
+        failures=(ExperimentError,),
+        interrupted="interrupted; run the same command again to resume (completed runs are kept)",
+    )
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

@@ -85,7 +85,7 @@ class Policy(torch.nn.Module, abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> "Policy":
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> Policy:
         """Load what :meth:`save_pretrained` wrote; raise CheckpointError on a bad folder."""
 
     # ------------------------------------------------------------------ LoRA hooks
@@ -100,13 +100,15 @@ class Policy(torch.nn.Module, abc.ABC):
         return any(isinstance(module, PeftModel) for module in self.children())
 
     @contextlib.contextmanager
-    def adapter_disabled(self) -> Iterator["Policy"]:
+    def adapter_disabled(self) -> Iterator[Policy]:
         """The reference policy: this same model with its LoRA adapter switched off.
 
         No copy is made; inside the block every forward pass skips the adapter weights.
         """
         if not self.has_adapter:
-            raise RuntimeError("adapter_disabled() needs a LoRA adapter; call trainer.policy.add_lora(policy, ...) first")
+            raise RuntimeError(
+                "adapter_disabled() needs a LoRA adapter; call trainer.policy.add_lora(policy, ...) first"
+            )
         wrapped, _, _ = self.lora_target()
         # peft marks the LoRA factors trainable when it re-enables them; keep the caller's choice.
         trainable = {name: parameter.requires_grad for name, parameter in self.named_parameters()}
@@ -128,7 +130,9 @@ class Policy(torch.nn.Module, abc.ABC):
 
 
 # ---------------------------------------------------------------------- helpers
-def check_batch(obs: Mapping[str, Any], instructions: list[str], state_dim: int | None, image_size: int | None, needs_image: bool) -> int:
+def check_batch(
+    obs: Mapping[str, Any], instructions: list[str], state_dim: int | None, image_size: int | None, needs_image: bool
+) -> int:
     """Validate an observation batch against the policy's expected shapes; return B."""
     if not isinstance(obs, Mapping):
         raise PolicyInputError(f"obs must be a dict with 'state' (and optionally 'image'), got {type(obs).__name__}")
@@ -166,7 +170,9 @@ def check_tokens(tokens: torch.Tensor, batch: int, action_dim: int, n_bins: int)
     if tuple(tokens.shape) != (batch, action_dim):
         raise PolicyInputError(f"tokens has shape {tuple(tokens.shape)}; expected [{batch}, {action_dim}]")
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= n_bins):
-        raise PolicyInputError(f"tokens must lie in [0, {n_bins}), got range [{int(tokens.min())}, {int(tokens.max())}]")
+        raise PolicyInputError(
+            f"tokens must lie in [0, {n_bins}), got range [{int(tokens.min())}, {int(tokens.max())}]"
+        )
     return tokens.long()
 
 
@@ -174,8 +180,13 @@ def as_float_tensor(array: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array, device=device).float()
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float, greedy: bool, generator: torch.Generator | None,
-                       uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_from_logits(
+    logits: torch.Tensor,
+    temperature: float,
+    greedy: bool,
+    generator: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return (token [B], its untempered log-prob [B]).
 
     ``uniforms`` (float [B] in [0, 1), optional) draws row i's token by inverting the tempered

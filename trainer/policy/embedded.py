@@ -97,9 +97,12 @@ class ImageEncoder(nn.Module):
     def __init__(self, hidden_size: int, grid: int) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.GELU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(32, hidden_size, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(3, 16, 5, stride=2, padding=2),
+            nn.GELU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, hidden_size, 3, stride=2, padding=1),
+            nn.GELU(),
             nn.AdaptiveAvgPool2d(grid),
         )
 
@@ -118,10 +121,14 @@ class EmbeddedVLA(Policy):
         self.config = config
         if action_tokenizer is None:
             # Placeholder range (+-1) until SFT fits statistics on its demonstrations.
-            action_tokenizer = ActionTokenizer(q01=-np.ones(config.action_dim), q99=np.ones(config.action_dim), n_bins=config.n_bins)
+            action_tokenizer = ActionTokenizer(
+                q01=-np.ones(config.action_dim), q99=np.ones(config.action_dim), n_bins=config.n_bins
+            )
         self.set_action_tokenizer(action_tokenizer)
         hidden = config.hidden_size
-        self.instruction_proj = nn.Sequential(nn.Linear(config.instruction_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.instruction_proj = nn.Sequential(
+            nn.Linear(config.instruction_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
         self.state_proj = nn.Sequential(nn.Linear(config.state_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.image_encoder = ImageEncoder(hidden, config.image_grid) if config.use_image else None
         self.register_buffer("state_mean", torch.zeros(config.state_dim))
@@ -151,7 +158,8 @@ class EmbeddedVLA(Policy):
     def set_action_tokenizer(self, action_tokenizer: ActionTokenizer) -> None:
         if action_tokenizer.action_dim != self.config.action_dim or action_tokenizer.n_bins != self.config.n_bins:
             raise CheckpointError(
-                f"action statistics describe {action_tokenizer.action_dim}-D actions with {action_tokenizer.n_bins} bins; "
+                f"action statistics describe {action_tokenizer.action_dim}-D actions "
+                f"with {action_tokenizer.n_bins} bins; "
                 f"the policy emits {self.config.action_dim}-D actions with {self.config.n_bins} bins"
             )
         self.action_tokenizer = action_tokenizer
@@ -220,17 +228,21 @@ class EmbeddedVLA(Policy):
             prefix = self._prefix(obs, instructions)
             batch = prefix.shape[0]
             if uniforms is not None and tuple(uniforms.shape) != (batch, config.action_dim):
-                raise PolicyInputError(f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]")
+                raise PolicyInputError(
+                    f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]"
+                )
             causal_lm = self._causal_lm()
-            decoding = LlamaDecoding(causal_lm.model, batch, config.prefix_length + config.action_dim,
-                                     prefix.device, prefix.dtype)
+            decoding = LlamaDecoding(
+                causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
+            )
             hidden = decoding.prefill(prefix)
             head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
             tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
             for dim in range(config.action_dim):
                 logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
-                token, logprob = sample_from_logits(logits, temperature, greedy, generator,
-                                                    None if uniforms is None else uniforms[:, dim])
+                token, logprob = sample_from_logits(
+                    logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
+                )
                 tokens.append(token)
                 logprob_sum += logprob
                 if dim + 1 < config.action_dim:
@@ -283,7 +295,7 @@ class EmbeddedVLA(Policy):
                 self.decoder.save_pretrained(str(staging / ADAPTER_DIR))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, is_trainable: bool = False, **kwargs: Any) -> "EmbeddedVLA":
+    def from_pretrained(cls, directory: str | os.PathLike, is_trainable: bool = False, **kwargs: Any) -> EmbeddedVLA:
         """Load a saved policy; ``is_trainable`` keeps a saved LoRA adapter trainable."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -305,7 +317,9 @@ class EmbeddedVLA(Policy):
         missing = sorted(set(expected) - set(weights))
         unexpected = sorted(set(weights) - set(expected))
         if missing or unexpected:
-            raise CheckpointError(f"{path / WEIGHTS_FILE} does not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise CheckpointError(
+                f"{path / WEIGHTS_FILE} does not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         wrong_shapes = [name for name in expected if expected[name].shape != weights[name].shape]
         if wrong_shapes:
             raise CheckpointError(f"{path / WEIGHTS_FILE}: shapes differ from config.json for {wrong_shapes[:5]}")
@@ -317,7 +331,9 @@ class EmbeddedVLA(Policy):
 
             policy.requires_grad_(False)  # as after add_lora: only LoRA factors may train
             with quiet_peft():
-                policy.decoder = PeftModel.from_pretrained(policy.decoder, str(path / ADAPTER_DIR), is_trainable=is_trainable)
+                policy.decoder = PeftModel.from_pretrained(
+                    policy.decoder, str(path / ADAPTER_DIR), is_trainable=is_trainable
+                )
         return policy.eval()
 
 

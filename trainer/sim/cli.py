@@ -167,13 +167,22 @@ def cmd_tasks(config: None, args: argparse.Namespace) -> int:
     from trainer.sim.tasks import SIGNAL_NAMES, TASKS
 
     data = {
-        "tasks": {name: {"description": t.description, "keypoint_names": list(t.keypoint_names),
-                         "signal_names": list(t.signal_names), "templates": list(t.templates)}
-                  for name, t in TASKS.items()},
+        "tasks": {
+            name: {
+                "description": t.description,
+                "keypoint_names": list(t.keypoint_names),
+                "signal_names": list(t.signal_names),
+                "templates": list(t.templates),
+            }
+            for name, t in TASKS.items()
+        },
         "splits": {name: s.description for name, s in SPLITS.items()},
         "state_names": list(STATE_NAMES),
-        "action": {"dims": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"],
-                   "limits": [float(v) for v in ACTION_HIGH], "control_hz": CONTROL_HZ},
+        "action": {
+            "dims": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"],
+            "limits": [float(v) for v in ACTION_HIGH],
+            "control_hz": CONTROL_HZ,
+        },
     }
     if args.json:
         print(json.dumps(data, indent=1))
@@ -182,13 +191,16 @@ def cmd_tasks(config: None, args: argparse.Namespace) -> int:
     for name, t in TASKS.items():
         print(f"  {name:<22} {t.description}")
         print(f"  {'':<22} keypoints: {', '.join(t.keypoint_names)}")
-        print(f"  {'':<22} e.g. \"{t.templates[0]}\"")
+        print(f'  {"":<22} e.g. "{t.templates[0]}"')
     print(f"signals (every task): {', '.join(SIGNAL_NAMES)}")
     print("splits:")
     for name, s in SPLITS.items():
         print(f"  {name:<22} {s.description}")
     print(f"state ({len(STATE_NAMES)}): {', '.join(STATE_NAMES)}")
-    print(f"action (7, {CONTROL_HZ} Hz): dx dy dz (|.| <= 0.02 m), droll dpitch dyaw (|.| <= 0.1 rad), gripper (> 0 close)")
+    print(
+        f"action (7, {CONTROL_HZ} Hz): dx dy dz (|.| <= 0.02 m), droll dpitch dyaw (|.| <= 0.1 rad), "
+        "gripper (> 0 close)"
+    )
     return 0
 
 
@@ -203,8 +215,11 @@ def cmd_demo(config: DemoConfig, args: argparse.Namespace) -> int:
     # Demonstrations always come from training seeds, whatever the split, so that no evaluation
     # scene ever leaks into training data.
     seeds = Split.train_seeds(config.num, start=config.seed_start)
-    jobs = [ExpertJob(task, split.name, seed, noise=config.noise, speed=config.speed, max_steps=config.max_steps)
-            for task in tasks for seed in seeds]
+    jobs = [
+        ExpertJob(task, split.name, seed, noise=config.noise, speed=config.speed, max_steps=config.max_steps)
+        for task in tasks
+        for seed in seeds
+    ]
     out = Path(config.out)
     counts = {task: {"written": 0, "success": 0, "skipped": 0} for task in tasks}
     with _progress(len(jobs), "demos", args.quiet) as bar:
@@ -223,13 +238,17 @@ def cmd_demo(config: DemoConfig, args: argparse.Namespace) -> int:
         print(json.dumps({"out": str(out), "split": split.name, "tasks": counts}, indent=1))
     else:
         for task, c in counts.items():
-            print(f"{task:<22} written {c['written']:>5}  expert successes {c['success']}/{len(seeds)}  skipped {c['skipped']}")
+            print(
+                f"{task:<22} written {c['written']:>5}  expert successes {c['success']}/{len(seeds)}  "
+                f"skipped {c['skipped']}"
+            )
         print(f"store: {out}")
     return 0
 
 
-def expert_eval(tasks: list[str], split: str, num: int, workers: int, quiet: bool = True,
-                noise: float = 0.0, speed: float = 1.0) -> dict[str, dict[str, float]]:
+def expert_eval(
+    tasks: list[str], split: str, num: int, workers: int, quiet: bool = True, noise: float = 0.0, speed: float = 1.0
+) -> dict[str, dict[str, float]]:
     """Expert success, grasp, collision rates and mean length per task over the split's eval seeds."""
     from trainer.sim.splits import get_split
     from trainer.sim.vector import ExpertJob, collect_expert_episodes
@@ -246,8 +265,13 @@ def expert_eval(tasks: list[str], split: str, num: int, workers: int, quiet: boo
             s["collision"] += e.collision
             s["length"] += e.length
             bar.update(1)
-    return {task: {"episodes": s["episodes"], **{k: s[k] / max(s["episodes"], 1) for k in ("success", "grasp", "collision", "length")}}
-            for task, s in sums.items()}
+    return {
+        task: {
+            "episodes": s["episodes"],
+            **{k: s[k] / max(s["episodes"], 1) for k in ("success", "grasp", "collision", "length")},
+        }
+        for task, s in sums.items()
+    }
 
 
 def cmd_expert_eval(config: ExpertEvalConfig, args: argparse.Namespace) -> int:
@@ -255,8 +279,15 @@ def cmd_expert_eval(config: ExpertEvalConfig, args: argparse.Namespace) -> int:
 
     tasks = _parse_tasks(config.tasks)
     get_split(config.split)
-    table = expert_eval(tasks, config.split, config.num, config.workers, quiet=args.quiet or args.json,
-                        noise=config.noise, speed=config.speed)
+    table = expert_eval(
+        tasks,
+        config.split,
+        config.num,
+        config.workers,
+        quiet=args.quiet or args.json,
+        noise=config.noise,
+        speed=config.speed,
+    )
     if args.json:
         print(json.dumps({"split": config.split, "tasks": table}, indent=1))
         return 0
@@ -326,8 +357,10 @@ def cmd_render(config: RenderConfig, args: argparse.Namespace) -> int:
         imageio.mimsave(tmp, frames + [frames[-1]] * hold, format="FFMPEG", fps=config.fps)
     written = _count_frames(tmp)
     tmp.replace(out)
-    print(f"{out}: {written} frames; {task} seed {seed} ({split}): \"{episode.instruction}\" "
-          f"success={episode.success} grasp={episode.grasp} collision={episode.collision} length={episode.length}")
+    print(
+        f'{out}: {written} frames; {task} seed {seed} ({split}): "{episode.instruction}" '
+        f"success={episode.success} grasp={episode.grasp} collision={episode.collision} length={episode.length}"
+    )
     return 0
 
 
@@ -335,18 +368,34 @@ def cmd_export(config: ExportConfig, args: argparse.Namespace) -> int:
     from trainer.export import export_lerobot
 
     tasks = _parse_tasks(config.tasks) if config.tasks else None
-    summary = export_lerobot(Path(config.source), Path(config.out), tasks=tasks, fps=config.fps,
-                             data_file_mb=config.file_size_mb, chunks_size=config.chunks_size, overwrite=config.overwrite)
-    report = {"out": str(summary.out), "source": config.source, "source_kind": summary.source_kind,
-              "episodes": summary.episodes, "frames": summary.frames, "tasks": summary.tasks,
-              "data_files": summary.data_files, "pairs": summary.pairs}
+    summary = export_lerobot(
+        Path(config.source),
+        Path(config.out),
+        tasks=tasks,
+        fps=config.fps,
+        data_file_mb=config.file_size_mb,
+        chunks_size=config.chunks_size,
+        overwrite=config.overwrite,
+    )
+    report = {
+        "out": str(summary.out),
+        "source": config.source,
+        "source_kind": summary.source_kind,
+        "episodes": summary.episodes,
+        "frames": summary.frames,
+        "tasks": summary.tasks,
+        "data_files": summary.data_files,
+        "pairs": summary.pairs,
+    }
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({config.source}): "
-              f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
-              f"{summary.data_files} data file(s)"
-              + (f", {summary.pairs} pairs" if summary.source_kind != "store" else ""))
+        print(
+            f"{summary.out}: LeRobotDataset v3.0 from a {summary.source_kind} ({config.source}): "
+            f"{summary.episodes} episodes, {summary.frames} frames, {summary.tasks} instructions, "
+            f"{summary.data_files} data file(s)"
+            + (f", {summary.pairs} pairs" if summary.source_kind != "store" else "")
+        )
     return 0
 
 
@@ -357,22 +406,38 @@ SUBCOMMANDS: dict[str, tuple[type | None, str]] = {
     "render": (RenderConfig, "render an expert episode or a stored one to a GIF or MP4"),
     "export": (ExportConfig, "write a store, a GRAPE run or one iteration as a LeRobotDataset v3.0 folder"),
 }
-COMMANDS = {"tasks": cmd_tasks, "demo": cmd_demo, "expert-eval": cmd_expert_eval, "render": cmd_render,
-            "export": cmd_export}
+COMMANDS = {
+    "tasks": cmd_tasks,
+    "demo": cmd_demo,
+    "expert-eval": cmd_expert_eval,
+    "render": cmd_render,
+    "export": cmd_export,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from trainer.flags import add_config_arguments, add_config_file_argument
 
-    parser = argparse.ArgumentParser(prog="grape-sim", description=__doc__.splitlines()[0],
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="grape-sim",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (config_class, summary) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary, epilog=EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if config_class is not None:
             add_config_arguments(p, config_class)
-            add_config_file_argument(p, DEMO_CONFIG_FILE if config_class is DemoConfig else None)  # the others save nothing
+            add_config_file_argument(
+                p, DEMO_CONFIG_FILE if config_class is DemoConfig else None
+            )  # the others save nothing
         p.add_argument("--json", action="store_true", help="print JSON")
         if name in ("demo", "expert-eval"):
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -385,9 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.export import ExportError
 
     parser = build_parser()
-    return run_command("grape-sim", lambda: _main(parser, argv), parser=parser,
-                       failures=(CliError, ExportError, ValueError),
-                       interrupted="interrupted (stored episodes are complete; temp folders are ignored)")
+    return run_command(
+        "grape-sim",
+        lambda: _main(parser, argv),
+        parser=parser,
+        failures=(CliError, ExportError, ValueError),
+        interrupted="interrupted (stored episodes are complete; temp folders are ignored)",
+    )
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

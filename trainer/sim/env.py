@@ -37,19 +37,34 @@ REBUILD_EVERY = 50  # resets between full world rebuilds
 SOLVER_ITERATIONS = 20
 
 STATE_NAMES: tuple[str, ...] = (
-    "ee.x", "ee.y", "ee.z",
-    "ee.yaw.sin", "ee.yaw.cos",
+    "ee.x",
+    "ee.y",
+    "ee.z",
+    "ee.yaw.sin",
+    "ee.yaw.cos",
     "gripper.opening",
     "gripper.command",  # the last action's gripper command: +1 close, -1 open
     "grasped",
-    "object.x", "object.y", "object.z",
-    "object.extent.x", "object.extent.y", "object.extent.z",
+    "object.x",
+    "object.y",
+    "object.z",
+    "object.extent.x",
+    "object.extent.y",
+    "object.extent.z",
     "grasp.yaw_error",  # yaw the hand must turn to grasp across the object's narrow side
-    "goal.x", "goal.y", "goal.z",  # container.top, target.center or base.top
-    "obstacle.x", "obstacle.y", "obstacle.top",
+    "goal.x",
+    "goal.y",
+    "goal.z",  # container.top, target.center or base.top
+    "obstacle.x",
+    "obstacle.y",
+    "obstacle.top",
     "obstacle.present",
-    "ee_to_object.x", "ee_to_object.y", "ee_to_object.z",
-    "object_to_goal.x", "object_to_goal.y", "object_to_goal.z",
+    "ee_to_object.x",
+    "ee_to_object.y",
+    "ee_to_object.z",
+    "object_to_goal.x",
+    "object_to_goal.y",
+    "object_to_goal.z",
 )
 STATE_DIM = len(STATE_NAMES)
 STATE_INDEX = {name: i for i, name in enumerate(STATE_NAMES)}
@@ -73,8 +88,15 @@ class GrapeSimEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
     solver_iterations = SOLVER_ITERATIONS  # per instance before the first reset (bench/sim.py compares)
 
-    def __init__(self, task: str, split: str = "in_domain", seed: int = 0, image_size: int | None = None,
-                 max_steps: int = DEFAULT_MAX_STEPS, render_mode: str | None = "rgb_array") -> None:
+    def __init__(
+        self,
+        task: str,
+        split: str = "in_domain",
+        seed: int = 0,
+        image_size: int | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
         import pybullet as p
         import pybullet_data
 
@@ -91,8 +113,11 @@ class GrapeSimEnv(gym.Env):
         self.keypoint_names = list(self.spec_task.keypoint_names)
         self.signal_names = list(SIGNAL_NAMES)
         # Per instance: what this task's info["keypoints"] / info["signals"] rows are (trainer.envs).
-        self.metadata = {**type(self).metadata, "keypoint_names": list(self.keypoint_names),
-                         "signal_names": list(self.signal_names)}
+        self.metadata = {
+            **type(self).metadata,
+            "keypoint_names": list(self.keypoint_names),
+            "signal_names": list(self.signal_names),
+        }
         self.p = p
         self.data_path = pybullet_data.getDataPath()
         self.client = p.connect(p.DIRECT)
@@ -136,8 +161,9 @@ class GrapeSimEnv(gym.Env):
             # Sorted contact pairs: the same seed replays identically in a fresh or a reused world.
             # 20 solver iterations (pybullet's default is 50): ~25% more env steps per second, and
             # the same expert success (docs/benchmarks.md, "Simulator throughput").
-            p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, numSolverIterations=self.solver_iterations,
-                                        physicsClientId=c)
+            p.setPhysicsEngineParameter(
+                deterministicOverlappingPairs=1, numSolverIterations=self.solver_iterations, physicsClientId=c
+            )
             self.robot = panda.Panda(p, c, self.data_path)
             self._resets_since_rebuild = 0
         else:
@@ -214,14 +240,19 @@ class GrapeSimEnv(gym.Env):
             raise RuntimeError("call reset() before episode()")
         t, k, s = len(self._log["actions"]), len(self.keypoint_names), len(self.signal_names)
         return Episode(
-            task=self.spec_task.name, instruction=self.scene.instruction, seed=self._seed, split=self.split,
+            task=self.spec_task.name,
+            instruction=self.scene.instruction,
+            seed=self._seed,
+            split=self.split,
             actions=np.array(self._log["actions"], dtype=np.float32).reshape(t, 7),
             states=np.array(self._log["states"], dtype=np.float32).reshape(t, STATE_DIM),
             keypoints=np.array(self._log["keypoints"], dtype=np.float32).reshape(t, k, 3),
             keypoint_names=list(self.keypoint_names),
             signals=np.array(self._log["signals"], dtype=np.float32).reshape(t, s),
             signal_names=list(self.signal_names),
-            success=self._success, grasp=self._ever_grasp, collision=self._ever_collision,
+            success=self._success,
+            grasp=self._ever_grasp,
+            collision=self._ever_collision,
         )
 
     # ------------------------------------------------------------------ checks
@@ -231,7 +262,9 @@ class GrapeSimEnv(gym.Env):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"action must be a numeric array of shape (7,): {exc}") from None
         if a.shape != (7,):
-            raise ValueError(f"action must have shape (7,) [dx, dy, dz, droll, dpitch, dyaw, gripper], got shape {a.shape}")
+            raise ValueError(
+                f"action must have shape (7,) [dx, dy, dz, droll, dpitch, dyaw, gripper], got shape {a.shape}"
+            )
         bad = ~np.isfinite(a)
         if bad.any():
             raise ValueError(f"action has non-finite values at indices {np.flatnonzero(bad).tolist()}: {a.tolist()}")
@@ -243,8 +276,7 @@ class GrapeSimEnv(gym.Env):
         movers = (r, b.obj)
         obstacle = b.obstacle is not None and any(p.getContactPoints(m, b.obstacle, physicsClientId=c) for m in movers)
         distractor = any(p.getContactPoints(m, d, physicsClientId=c) for d in b.distractors for m in movers)
-        table = any(pt[3] not in (-1, *panda.FINGER_LINKS)
-                    for pt in p.getContactPoints(r, b.table, physicsClientId=c))
+        table = any(pt[3] not in (-1, *panda.FINGER_LINKS) for pt in p.getContactPoints(r, b.table, physicsClientId=c))
         return np.array([obstacle, distractor, table])
 
     def _body_points(self, body: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,8 +293,10 @@ class GrapeSimEnv(gym.Env):
 
     def _finger_contact(self) -> tuple[bool, bool]:
         p, c = self.p, self.client
-        return tuple(bool(p.getContactPoints(self.robot.body, self.bodies.obj, link, -1, physicsClientId=c))
-                     for link in panda.FINGER_LINKS)
+        return tuple(
+            bool(p.getContactPoints(self.robot.body, self.bodies.obj, link, -1, physicsClientId=c))
+            for link in panda.FINGER_LINKS
+        )
 
     def _observe(self, action_norm: float = 0.0) -> dict:
         p, c, b, scene = self.p, self.client, self.bodies, self.scene
@@ -296,10 +330,19 @@ class GrapeSimEnv(gym.Env):
         period = scene.obj.grasp_period
         yaw_error = 0.0 if period >= 2 * math.pi else wrap_angle(wanted - ee_yaw, period)
         command = 1.0 if self._close else -1.0
-        state = np.concatenate([
-            tip, [math.sin(ee_yaw), math.cos(ee_yaw), opening, command, float(grasped)],
-            centre, ext, [yaw_error], goal, obstacle_state, centre - tip, goal - centre,
-        ]).astype(np.float32)
+        state = np.concatenate(
+            [
+                tip,
+                [math.sin(ee_yaw), math.cos(ee_yaw), opening, command, float(grasped)],
+                centre,
+                ext,
+                [yaw_error],
+                goal,
+                obstacle_state,
+                centre - tip,
+                goal - centre,
+            ]
+        ).astype(np.float32)
 
         # Metrics (docs/sim.md).
         if grasped and bottom[2] >= self._obj_start_bottom + LIFT_HEIGHT:
@@ -314,7 +357,9 @@ class GrapeSimEnv(gym.Env):
             self._log["signals"].append(np.array([opening, float(grasped), *self._contacts.astype(float), action_norm]))
         self._last_points = points
         self._last_keypoints = np.stack([points[n] for n in self.keypoint_names]).astype(np.float32)
-        self._last_signals = np.array([opening, float(grasped), *self._contacts.astype(float), action_norm], dtype=np.float32)
+        self._last_signals = np.array(
+            [opening, float(grasped), *self._contacts.astype(float), action_norm], dtype=np.float32
+        )
         obs = {"state": state}
         if self.image_size:
             obs["image"] = self.render_frame(self.image_size)
@@ -340,10 +385,15 @@ class GrapeSimEnv(gym.Env):
 
     def _info(self) -> dict:
         return {
-            "success": self._success, "is_success": self._success, "grasp": self._ever_grasp,
-            "collision": self._ever_collision, "steps": self._steps, "instruction": self.scene.instruction,
+            "success": self._success,
+            "is_success": self._success,
+            "grasp": self._ever_grasp,
+            "collision": self._ever_collision,
+            "steps": self._steps,
+            "instruction": self.scene.instruction,
             # this step's schema values, rows ordered as metadata["keypoint_names"] / ["signal_names"]
-            "keypoints": self._last_keypoints.copy(), "signals": self._last_signals.copy(),
+            "keypoints": self._last_keypoints.copy(),
+            "signals": self._last_signals.copy(),
         }
 
     # ------------------------------------------------------------------ pixels
@@ -353,16 +403,22 @@ class GrapeSimEnv(gym.Env):
         view = p.computeViewMatrix([1.0, 0.5, 0.7], [0.35, 0.0, 0.1], [0, 0, 1])  # oblique: arm and table both in view
         proj = p.computeProjectionMatrixFOV(55, 1.0, 0.05, 3.0)
         light = list(self.scene.light_direction) if self.scene else [1, 1, 2]
-        _, _, rgba, _, _ = p.getCameraImage(size, size, view, proj, renderer=p.ER_TINY_RENDERER,
-                                            lightDirection=light, shadow=0, physicsClientId=c)
+        _, _, rgba, _, _ = p.getCameraImage(
+            size, size, view, proj, renderer=p.ER_TINY_RENDERER, lightDirection=light, shadow=0, physicsClientId=c
+        )
         return np.asarray(rgba, dtype=np.uint8).reshape(size, size, 4)[:, :, :3].copy()
 
     def render(self):
         return self.render_frame(self.image_size or 256)
 
 
-def make_env(task: str, split: str = "in_domain", seed: int = 0, image_size: int | None = None,
-             max_steps: int = DEFAULT_MAX_STEPS) -> GrapeSimEnv:
+def make_env(
+    task: str,
+    split: str = "in_domain",
+    seed: int = 0,
+    image_size: int | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> GrapeSimEnv:
     """Create the env of `task` on `split`; unknown names raise an error listing the known ones.
     A task registered from a gymnasium env (trainer.envs) gets that env, adapted."""
     from trainer.envs import EXTERNAL_ENVS

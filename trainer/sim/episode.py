@@ -51,6 +51,10 @@ class Episode:
             expected["action_tokens"] = (self.action_tokens, (t, 7))
         for name, (array, shape) in expected.items():
             if tuple(array.shape) != shape:
-                raise ValueError(f"episode {self.task}/{self.seed}: {name} has shape {tuple(array.shape)}, expected {shape}")
+                raise ValueError(
+                    f"episode {self.task}/{self.seed}: {name} has shape {tuple(array.shape)}, expected {shape}"
+                )
         if self.states.ndim != 2 or self.states.shape[0] != t:
-            raise ValueError(f"episode {self.task}/{self.seed}: states has shape {tuple(self.states.shape)}, expected ({t}, D)")
+            raise ValueError(
+                f"episode {self.task}/{self.seed}: states has shape {tuple(self.states.shape)}, expected ({t}, D)"
+            )

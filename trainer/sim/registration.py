@@ -30,7 +30,8 @@ def register_stock_tasks() -> list[str]:
         env_id = gym_id(task)
         if env_id not in gymnasium.registry:
             # The env truncates itself at max_steps; no TimeLimit wrapper on top.
-            gymnasium.register(env_id, entry_point="trainer.sim.env:GrapeSimEnv", kwargs={"task": task},
-                               disable_env_checker=True)
+            gymnasium.register(
+                env_id, entry_point="trainer.sim.env:GrapeSimEnv", kwargs={"task": task}, disable_env_checker=True
+            )
         ids.append(env_id)
     return ids

@@ -17,7 +17,7 @@ FINGER_FORCE = 60.0
 # Null-space IK keeps the elbow near the ready pose so long episodes do not wander into odd postures.
 _LOWER = (-2.9, -1.8, -2.9, -3.0, -2.9, -0.05, -2.9)
 _UPPER = (2.9, 1.8, 2.9, -0.08, 2.9, 3.8, 2.9)
-_RANGES = tuple(u - l for l, u in zip(_LOWER, _UPPER))
+_RANGES = tuple(upper - lower for lower, upper in zip(_LOWER, _UPPER))
 
 
 def down_quaternion(p, yaw: float, roll: float = math.pi, pitch: float = 0.0) -> tuple[float, ...]:
@@ -32,8 +32,11 @@ class Panda:
         self.p = p
         self.client = client
         self.body = p.loadURDF(
-            f"{data_path}/franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
-            flags=p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=client,
+            f"{data_path}/franka_panda/panda.urdf",
+            [0, 0, 0],
+            useFixedBase=True,
+            flags=p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT,
+            physicsClientId=client,
         )
         for link in FINGER_LINKS:
             p.changeDynamics(self.body, link, lateralFriction=1.5, spinningFriction=0.002, physicsClientId=client)
@@ -54,23 +57,38 @@ class Panda:
 
     def solve_ik(self, tip: np.ndarray, orientation) -> tuple[float, ...]:
         return self.p.calculateInverseKinematics(
-            self.body, TIP_LINK, [float(v) for v in tip], orientation,
-            lowerLimits=_LOWER + (0.0, 0.0), upperLimits=_UPPER + (0.04, 0.04),
-            jointRanges=_RANGES + (0.04, 0.04), restPoses=READY_POSE + (0.02, 0.02),
-            maxNumIterations=20, residualThreshold=1e-4, physicsClientId=self.client,
+            self.body,
+            TIP_LINK,
+            [float(v) for v in tip],
+            orientation,
+            lowerLimits=_LOWER + (0.0, 0.0),
+            upperLimits=_UPPER + (0.04, 0.04),
+            jointRanges=_RANGES + (0.04, 0.04),
+            restPoses=READY_POSE + (0.02, 0.02),
+            maxNumIterations=20,
+            residualThreshold=1e-4,
+            physicsClientId=self.client,
         )
 
     def command(self, joint_targets, close: bool) -> None:
         """Position targets for the arm joints; close or open the gripper."""
         p, c = self.p, self.client
         p.setJointMotorControlArray(
-            self.body, ARM_JOINTS, p.POSITION_CONTROL, targetPositions=list(joint_targets[:7]),
-            forces=ARM_FORCES, physicsClientId=c,
+            self.body,
+            ARM_JOINTS,
+            p.POSITION_CONTROL,
+            targetPositions=list(joint_targets[:7]),
+            forces=ARM_FORCES,
+            physicsClientId=c,
         )
         finger = 0.0 if close else FINGER_OPEN
         p.setJointMotorControlArray(
-            self.body, FINGER_JOINTS, p.POSITION_CONTROL, targetPositions=[finger, finger],
-            forces=[FINGER_FORCE, FINGER_FORCE], physicsClientId=c,
+            self.body,
+            FINGER_JOINTS,
+            p.POSITION_CONTROL,
+            targetPositions=[finger, finger],
+            forces=[FINGER_FORCE, FINGER_FORCE],
+            physicsClientId=c,
         )
 
     def tip_pose(self) -> tuple[np.ndarray, float]:

@@ -52,21 +52,31 @@ def add_object(p, c: int, data_path: str, spec: ObjectSpec, at: Placement) -> tu
     elif spec.shape == "cylinder":
         radius, height = spec.extent[0] / 2, spec.extent[2]
         col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=c)
-        vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=list(spec.rgba), physicsClientId=c)
-        body = p.createMultiBody(spec.mass, col, vis, [at.xy[0], at.xy[1], height / 2], _yaw_quat(p, at.yaw), physicsClientId=c)
+        vis = p.createVisualShape(
+            p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=list(spec.rgba), physicsClientId=c
+        )
+        body = p.createMultiBody(
+            spec.mass, col, vis, [at.xy[0], at.xy[1], height / 2], _yaw_quat(p, at.yaw), physicsClientId=c
+        )
         extent = np.array(spec.extent)
     elif spec.shape == "mesh":
-        body = p.loadURDF(f"{data_path}/{spec.mesh_path}", [0, 0, 0.5], globalScaling=spec.mesh_scale, physicsClientId=c)
+        body = p.loadURDF(
+            f"{data_path}/{spec.mesh_path}", [0, 0, 0.5], globalScaling=spec.mesh_scale, physicsClientId=c
+        )
         lo, hi = (np.array(v) for v in p.getAABB(body, physicsClientId=c))
         extent = hi - lo
         offset = np.array([0.0, 0.0, 0.5]) - 0.5 * (lo + hi)  # base origin relative to the AABB centre
         centre = np.array([at.xy[0], at.xy[1], extent[2] / 2 + 0.001])
         rot = np.array(p.getMatrixFromQuaternion(_yaw_quat(p, at.yaw))).reshape(3, 3)
-        p.resetBasePositionAndOrientation(body, (centre + rot @ offset).tolist(), _yaw_quat(p, at.yaw), physicsClientId=c)
+        p.resetBasePositionAndOrientation(
+            body, (centre + rot @ offset).tolist(), _yaw_quat(p, at.yaw), physicsClientId=c
+        )
         p.changeVisualShape(body, -1, rgbaColor=list(spec.rgba), physicsClientId=c)
     else:
         raise ValueError(f"unknown object shape '{spec.shape}' (known: box, cylinder, mesh)")
-    p.changeDynamics(body, -1, lateralFriction=OBJECT_FRICTION, spinningFriction=0.002, rollingFriction=0.0001, physicsClientId=c)
+    p.changeDynamics(
+        body, -1, lateralFriction=OBJECT_FRICTION, spinningFriction=0.002, rollingFriction=0.0001, physicsClientId=c
+    )
     return body, extent
 
 
@@ -76,9 +86,16 @@ def add_container(p, c: int, spec: ContainerSpec, at: Placement) -> int:
     w, h = spec.wall / 2, spec.wall_height / 2
     halves = [[ix + 2 * w, iy + 2 * w, w], [w, iy + 2 * w, h], [w, iy + 2 * w, h], [ix, w, h], [ix, w, h]]
     frames = [[0, 0, w], [ix + w, 0, h], [-ix - w, 0, h], [0, iy + w, h], [0, -iy - w, h]]
-    col = p.createCollisionShapeArray([p.GEOM_BOX] * 5, halfExtents=halves, collisionFramePositions=frames, physicsClientId=c)
-    vis = p.createVisualShapeArray([p.GEOM_BOX] * 5, halfExtents=halves, visualFramePositions=frames,
-                                   rgbaColors=[list(spec.rgba)] * 5, physicsClientId=c)
+    col = p.createCollisionShapeArray(
+        [p.GEOM_BOX] * 5, halfExtents=halves, collisionFramePositions=frames, physicsClientId=c
+    )
+    vis = p.createVisualShapeArray(
+        [p.GEOM_BOX] * 5,
+        halfExtents=halves,
+        visualFramePositions=frames,
+        rgbaColors=[list(spec.rgba)] * 5,
+        physicsClientId=c,
+    )
     body = p.createMultiBody(1.5, col, vis, [at.xy[0], at.xy[1], 0.0], _yaw_quat(p, at.yaw), physicsClientId=c)
     p.changeDynamics(body, -1, lateralFriction=0.8, physicsClientId=c)
     return body
@@ -96,9 +113,16 @@ def build_scene(p, c: int, data_path: str, scene: SceneSpec) -> Bodies:
         bodies.base, _ = add_object(p, c, data_path, scene.base, scene.goal_at)
     if scene.target_radius > 0:
         # A flat disc drawn on the table; visual only, so it never blocks the pushed object.
-        vis = p.createVisualShape(p.GEOM_CYLINDER, radius=scene.target_radius, length=0.002,
-                                  rgbaColor=list(scene.target_rgba), physicsClientId=c)
-        bodies.target = p.createMultiBody(0.0, -1, vis, [scene.goal_at.xy[0], scene.goal_at.xy[1], 0.001], physicsClientId=c)
+        vis = p.createVisualShape(
+            p.GEOM_CYLINDER,
+            radius=scene.target_radius,
+            length=0.002,
+            rgbaColor=list(scene.target_rgba),
+            physicsClientId=c,
+        )
+        bodies.target = p.createMultiBody(
+            0.0, -1, vis, [scene.goal_at.xy[0], scene.goal_at.xy[1], 0.001], physicsClientId=c
+        )
     if scene.obstacle is not None and scene.obstacle_at is not None:
         bodies.obstacle, _ = add_object(p, c, data_path, scene.obstacle, scene.obstacle_at)
     for spec, at in scene.distractors:

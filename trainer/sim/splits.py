@@ -193,8 +193,13 @@ def _subject_object(rng: np.random.Generator, colours: dict) -> ObjectSpec:
     index = int(rng.integers(1000))
     noun = SUBJECT_NOUNS[int(rng.integers(len(SUBJECT_NOUNS)))]
     return ObjectSpec(
-        f"{colour} {noun}", "mesh", (0.0, 0.0, 0.0), rgba,
-        mesh_path=f"random_urdfs/{index:03d}/{index:03d}.urdf", mesh_scale=0.45, grasp_period=math.pi,
+        f"{colour} {noun}",
+        "mesh",
+        (0.0, 0.0, 0.0),
+        rgba,
+        mesh_path=f"random_urdfs/{index:03d}/{index:03d}.urdf",
+        mesh_scale=0.45,
+        grasp_period=math.pi,
     )
 
 
@@ -214,8 +219,13 @@ def _far_enough(xy: np.ndarray, others: list[tuple[np.ndarray, float]], radius: 
     return all(np.linalg.norm(xy - o) >= radius + r for o, r in others)
 
 
-def _sample_xy(rng: np.random.Generator, others: list[tuple[np.ndarray, float]], radius: float,
-               x_range: tuple[float, float] = (0.38, 0.66), y_range: tuple[float, float] = (-0.26, 0.26)) -> np.ndarray:
+def _sample_xy(
+    rng: np.random.Generator,
+    others: list[tuple[np.ndarray, float]],
+    radius: float,
+    x_range: tuple[float, float] = (0.38, 0.66),
+    y_range: tuple[float, float] = (-0.26, 0.26),
+) -> np.ndarray:
     for _ in range(200):
         xy = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
         if _far_enough(xy, others, radius):
@@ -260,7 +270,9 @@ def sample_scene(task: str | TaskSpec, split: str, seed: int) -> SceneSpec:
         across = math.atan2(line[1], line[0]) + math.pi / 2
         height = float(rng.uniform(0.1, 0.15)) if split != "physical" else float(rng.uniform(0.16, 0.19))
         width = float(rng.uniform(0.1, 0.14))
-        ob_colour, ob_rgba = _pick(rng, VISUAL_COLOURS if visual else {"grey": (0.45, 0.45, 0.48, 1.0), "dark": (0.25, 0.25, 0.28, 1.0)})
+        ob_colour, ob_rgba = _pick(
+            rng, VISUAL_COLOURS if visual else {"grey": (0.45, 0.45, 0.48, 1.0), "dark": (0.25, 0.25, 0.28, 1.0)}
+        )
         ob_noun = OBSTACLE_NAMES[int(rng.integers(len(OBSTACLE_NAMES)))]
         obstacle = ObjectSpec(f"{ob_noun}", "box", (width, 0.03, height), ob_rgba, mass=0.6)
         obstacle_at = Placement((float(mid[0]), float(mid[1])), across + float(rng.uniform(-0.2, 0.2)))
@@ -284,8 +296,12 @@ def sample_scene(task: str | TaskSpec, split: str, seed: int) -> SceneSpec:
         occupied += [(obj_xy, 0.05), (goal_xy, 0.5 * max(container.inner) + 0.03)]
     elif spec.goal == "target":
         target_radius = 0.04
-        colour, target_rgba = _pick(rng, {"green": (0.2, 0.75, 0.3, 1.0), "blue": (0.2, 0.4, 0.9, 1.0)}
-                                    if not visual else {"white": (0.95, 0.95, 0.95, 1.0), "purple": (0.55, 0.2, 0.7, 1.0)})
+        colour, target_rgba = _pick(
+            rng,
+            {"green": (0.2, 0.75, 0.3, 1.0), "blue": (0.2, 0.4, 0.9, 1.0)}
+            if not visual
+            else {"white": (0.95, 0.95, 0.95, 1.0), "purple": (0.55, 0.2, 0.7, 1.0)},
+        )
         target_name = f"{colour} target"
         names["target"] = target_name
         occupied += [(obj_xy, 0.05), (goal_xy, 0.05)]
@@ -293,8 +309,13 @@ def sample_scene(task: str | TaskSpec, split: str, seed: int) -> SceneSpec:
         base_colours = {k: v for k, v in colours.items() if k != obj_colour} or colours
         colour, rgba = _pick(rng, base_colours)
         side = float(rng.uniform(0.055, 0.065)) if split != "physical" else float(rng.uniform(0.068, 0.075))
-        base = ObjectSpec(f"{colour} base block" if split == "physical" else f"{colour} {'block' if side > 0.06 else 'cube'}",
-                          "box", (side, side, 0.045), rgba, mass=0.3)
+        base = ObjectSpec(
+            f"{colour} base block" if split == "physical" else f"{colour} {'block' if side > 0.06 else 'cube'}",
+            "box",
+            (side, side, 0.045),
+            rgba,
+            mass=0.3,
+        )
         if base.name == obj.name:
             base = ObjectSpec(f"large {base.name}", base.shape, base.extent, base.rgba, mass=base.mass)
         names["base"] = base.name
@@ -323,12 +344,29 @@ def sample_scene(task: str | TaskSpec, split: str, seed: int) -> SceneSpec:
     instruction = template.format(**names)
     ee_start = (float(rng.uniform(0.4, 0.5)), float(rng.uniform(-0.08, 0.08)), float(rng.uniform(0.22, 0.28)))
     table_rgba = VISUAL_TABLE_RGBAS[int(rng.integers(len(VISUAL_TABLE_RGBAS)))] if visual else TABLE_RGBA
-    light = (float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2)), float(rng.uniform(0.5, 2))) if visual else LIGHT_DIRECTION
+    light = (
+        (float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2)), float(rng.uniform(0.5, 2)))
+        if visual
+        else LIGHT_DIRECTION
+    )
     return SceneSpec(
-        task=spec.name, split=split, seed=seed, instruction=instruction, obj=obj,
+        task=spec.name,
+        split=split,
+        seed=seed,
+        instruction=instruction,
+        obj=obj,
         obj_at=Placement((float(obj_xy[0]), float(obj_xy[1])), float(rng.uniform(-math.pi, math.pi))),
         goal_at=Placement((float(goal_xy[0]), float(goal_xy[1])), float(rng.uniform(-0.4, 0.4))),
-        container=container, base=base, target_radius=target_radius, target_rgba=target_rgba,
-        target_name=target_name, obstacle=obstacle, obstacle_at=obstacle_at, distractors=tuple(distractors),
-        ee_start=ee_start, table_rgba=table_rgba, light_direction=light, names=names,
+        container=container,
+        base=base,
+        target_radius=target_radius,
+        target_rgba=target_rgba,
+        target_name=target_name,
+        obstacle=obstacle,
+        obstacle_at=obstacle_at,
+        distractors=tuple(distractors),
+        ee_start=ee_start,
+        table_rgba=table_rgba,
+        light_direction=light,
+        names=names,
     )

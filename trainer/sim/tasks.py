@@ -64,8 +64,7 @@ TASKS: dict[str, TaskSpec] = {
     "pick_place_obstacle": TaskSpec(
         name="pick_place_obstacle",
         goal="container",
-        keypoint_names=_OBJECT_KEYPOINTS
-        + ("container.center", "container.top", "obstacle.center", "obstacle.top"),
+        keypoint_names=_OBJECT_KEYPOINTS + ("container.center", "container.top", "obstacle.center", "obstacle.top"),
         templates=(
             "pick up the {object} and place it into the {container} without touching the {obstacle}",
             "put the {object} in the {container}, avoiding the {obstacle}",

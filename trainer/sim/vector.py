@@ -57,8 +57,14 @@ def _worker(conn, task: str, split: str, image_size: int | None, max_steps: int)
 class VectorEnv:
     """N envs in N processes. `tasks[i]` names env i's task; all share `split`."""
 
-    def __init__(self, tasks: Sequence[str], split: str = "in_domain", image_size: int | None = None,
-                 max_steps: int = 120, context: str = "spawn") -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        split: str = "in_domain",
+        image_size: int | None = None,
+        max_steps: int = 120,
+        context: str = "spawn",
+    ) -> None:
         from trainer.sim.splits import get_split
         from trainer.sim.tasks import get_task
 
@@ -127,8 +133,13 @@ class VectorEnv:
             raise ValueError(f"actions must have shape ({self.num_envs}, 7), got {actions.shape}")
         results = self._broadcast("step", list(actions))
         states = np.stack([r[0]["state"] for r in results]) if results else np.zeros((0, STATE_DIM), np.float32)
-        return (states, np.array([r[1] for r in results]), np.array([r[2] for r in results]),
-                np.array([r[3] for r in results]), [r[4] for r in results])
+        return (
+            states,
+            np.array([r[1] for r in results]),
+            np.array([r[2] for r in results]),
+            np.array([r[3] for r in results]),
+            [r[4] for r in results],
+        )
 
     def episodes(self) -> list[Episode]:
         """The current episode of every env since its last reset."""
