@@ -86,7 +86,20 @@ def test_alignment_cli_usage_errors_exit_2(tmp_path, capsys):
     assert main(["alignment", "--out", str(tmp_path / "x"), "--eval-episodes", "0"]) == 2
     assert main(["alignment", "--out", str(tmp_path / "x"), "--only", "nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["alignment", "--out", str(tmp_path / "x"), "--lr", "0"]) == 2
+    assert main(["alignment", "--out", str(tmp_path / "x"), "--splits", "nowhere"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_alignment_overrides_rename_the_preset():
+    from trainer.experiment.cli import _alignment_preset, build_parser
+
+    args = build_parser().parse_args(
+        ["alignment", "--out", "x", "--epochs", "8", "--lr", "5e-4", "--splits", "in_domain", "--jobs", "2"]
+    )
+    preset = _alignment_preset(args)
+    assert (preset.epochs, preset.lr, preset.splits) == (8, 5e-4, ("in_domain",))
+    assert preset.name == "full (lr=0.0005, epochs=8, splits=in_domain)"
 
 
 @pytest.mark.slow

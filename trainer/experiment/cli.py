@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         alignment.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=None, help=f"{what} (default: the preset's)"
         )
+    alignment.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        metavar="SPLIT",
+        help="splits of the headline comparison (default: the preset's; greedy decoding is always in_domain only)",
+    )
     alignment.add_argument("--seed", type=int, default=0, help="training seed of every method (default: 0)")
     alignment.add_argument("--policy", default=None, help="SFT policy folder (default: the cached default SFT policy)")
     alignment.add_argument("--sft-cache", default="cache/sft", help="where the default SFT policy is cached")
@@ -228,6 +235,7 @@ ALIGNMENT_OVERRIDES = (
     ("eval_episodes", int, "evaluation episodes per task and split"),
     ("eval_seed_offset", int, "start this many seeds into the evaluation range (unseen seeds)"),
     ("lr", float, "learning rate of every method"),
+    ("epochs", int, "passes over each iteration's pairs or trajectories"),
 )
 
 
@@ -239,7 +247,7 @@ def _alignment_preset(args: argparse.Namespace) -> AlignmentPreset:
     preset = ALIGNMENT_PRESETS["quick" if args.quick else (args.preset or "full")]
     changes = {name: getattr(args, name) for name, _, _ in ALIGNMENT_OVERRIDES if getattr(args, name) is not None}
     for name, value in changes.items():
-        minimum = 0 if name == "eval_seed_offset" else 1
+        minimum = 0 if name in ("eval_seed_offset", "lr") else 1
         if not (value >= minimum and math.isfinite(value)) or (name == "lr" and value <= 0):
             raise UsageError(
                 f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {minimum}'}, got {value}"
@@ -249,8 +257,15 @@ def _alignment_preset(args: argparse.Namespace) -> AlignmentPreset:
             alignment_method(name)
         except ExperimentError as error:
             raise UsageError(f"--only: {error}") from None
+    if args.splits:
+        from trainer.sim.splits import SPLITS
+
+        unknown = [x for x in args.splits if x not in SPLITS]
+        if unknown:
+            raise UsageError(f"--splits: unknown split(s) {unknown}; known splits: {', '.join(SPLITS)}")
+        changes["splits"] = tuple(args.splits)
     if changes:
-        described = ", ".join(f"{k}={v}" for k, v in changes.items())
+        described = ", ".join(f"{k}={' '.join(v) if isinstance(v, tuple) else v}" for k, v in changes.items())
         preset = dataclasses.replace(preset, name=f"{preset.name} ({described})", **changes)
     return preset
 
