@@ -261,6 +261,9 @@ def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         "gifs": gifs,
         "plot": str(plot),
     }
+    paired = paired_against_base(out_dir, sorted(per_iteration))
+    if paired:
+        info["paired_vs_base"] = paired
     write_eval_info(info, out_dir / EVAL_INFO_FILE)
     if rest.json:
         print(json.dumps(info, indent=2))
@@ -270,7 +273,60 @@ def _eval(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             Path(config.policy).name,
             f"wrote {out_dir / EVAL_INFO_FILE}, {plot}" + (f", {len(gifs)} GIFs" if gifs else ""),
         )
+        for line in paired_lines(paired):
+            print(line)
     return 0
+
+
+EPISODES_DIR = "episodes"
+"""Per-episode outcomes of each evaluated iteration (eval folder/episodes/iter_000k.json), kept so
+that iterations can be compared episode by episode."""
+
+
+def write_episodes(outcomes: list[Any], path: Path) -> None:
+    import dataclasses
+
+    from grape_dsl.util.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps([dataclasses.asdict(o) for o in outcomes]) + "\n")
+
+
+def paired_against_base(out_dir: Path, iterations: list[int]) -> dict[str, Any]:
+    """Each iteration against the first evaluated one (iteration 0 = the base policy), paired on
+    the same episodes (trainer.paired); iterations without an episodes file are left out."""
+    from trainer.eval import EpisodeOutcome
+    from trainer.paired import compare_outcomes
+
+    def load(k: int) -> list[Any] | None:
+        path = out_dir / EPISODES_DIR / f"iter_{k:04d}.json"
+        return [EpisodeOutcome(**row) for row in json.loads(path.read_text())] if path.is_file() else None
+
+    if len(iterations) < 2 or (base := load(iterations[0])) is None:
+        return {}
+    result: dict[str, Any] = {"base_iteration": iterations[0]}
+    for k in iterations[1:]:
+        outcomes = load(k)
+        if outcomes is not None:
+            result[str(k)] = compare_outcomes(base, outcomes)
+    return result
+
+
+def paired_lines(paired: dict[str, Any]) -> list[str]:
+    if not paired:
+        return []
+    lines = [f"paired against iteration {paired['base_iteration']} (same episodes; 95% paired bootstrap intervals):"]
+    for k, splits in paired.items():
+        if k == "base_iteration":
+            continue
+        for split, block in splits.items():
+            s = block["success"]
+            low, high = s["difference_ci95"]
+            lines.append(
+                f"  iteration {k} {split:<10} success {100 * s['a']:.1f}% -> {100 * s['b']:.1f}% "
+                f"({100 * s['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}], "
+                f"McNemar p {s['mcnemar_p']:.3g}, n {s['n']})"
+            )
+    return lines
 
 
 def _eval_setting(config: Any, tasks: list[str]) -> dict[str, Any]:
@@ -347,6 +403,7 @@ def _evaluate_iterations(
             sample_seed=config.seed,
         )
         per_iteration[iteration] = summarize(outcomes)
+        write_episodes(outcomes, out_dir / EPISODES_DIR / f"iter_{iteration:04d}.json")
         gifs += [str(p) for p in written]
         # written after every policy, so an interrupted evaluation keeps what it finished
         info = {**setting, "iterations": {str(k): per_iteration[k] for k in sorted(per_iteration)}, "gifs": gifs}

@@ -255,6 +255,12 @@ def test_grape_train_then_grape_eval_subprocess(tmp_path):
     cell = info["iterations"]["2"]["semantic"]["stack"]
     assert cell["episodes"] == 1 and 0 <= cell["success"]["ci95"][0] <= cell["success"]["ci95"][1] <= 1
     assert json.loads((run / "eval" / "eval_info.json").read_text()) == info
+    # iteration 2 against the base policy, paired on the same episodes, every evaluated split and all
+    paired = info["paired_vs_base"]
+    assert paired["base_iteration"] == 0 and set(paired["2"]) >= {"semantic", "all"}
+    block = paired["2"]["all"]["success"]
+    assert block["n"] == sum(cells["all"]["episodes"] for cells in info["iterations"]["2"].values())
+    assert block["difference_ci95"][0] <= block["difference"] <= block["difference_ci95"][1]
     assert Path(info["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert info["gifs"] and all(Path(g).read_bytes()[:3] == b"GIF" for g in info["gifs"])
     assert time.perf_counter() - started < 300
