@@ -154,7 +154,7 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(folder: Path) -> Path:
     """Digest every file under `folder` into folder/MANIFEST.sha256 (written last, atomically)."""
-    from trainer.atomic import atomic_write_text
+    from grape_dsl.util.atomic import atomic_write_text
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
     lines = [f"{_sha256(p)}  {p.relative_to(folder).as_posix()}" for p in files]
@@ -247,7 +247,7 @@ def select_checkpoint(
 # ---------------------------------------------------------------------- metrics
 def truncate_metrics(path: Path, keep_lines: int) -> None:
     """Cut metrics.jsonl back to its first `keep_lines` complete lines (atomically)."""
-    from trainer.atomic import atomic_write
+    from grape_dsl.util.atomic import atomic_write
 
     if not path.is_file():
         return
