@@ -823,6 +823,7 @@ def run_iteration(
         "rollout/episodes": float(len(rollouts)),
         "rollout/groups": float(len(np.unique(groups))),
         "rollout/informative_groups": float(kept_groups),
+        "rollout/sampling_rounds": float(gathered.rounds),
         "rollout/rollouts_per_informative_group": float(len(rollouts) / kept_groups) if kept_groups else float("nan"),
         "rollout/pairs": float(len(pairs)),
         "rollout/rollouts_per_pair": float(len(rollouts) / len(pairs)) if len(pairs) else float("nan"),

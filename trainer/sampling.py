@@ -133,7 +133,8 @@ def gather_rollouts(
             round_ += 1
             if round_ >= ROUNDS_LIMIT:
                 break
-    return Gathered(rollouts, columns, kept, round_ + (0 if ro.dynamic_sampling else 1))
+    rounds_drawn = round_ if ro.dynamic_sampling else 1  # dynamic sampling counts each round it drew
+    return Gathered(rollouts, columns, kept, rounds_drawn)
 
 
 def _collect_on_workers(config, policy, specs: list[EpisodeSpec], sample_seed: int, on_episode) -> list[Rollout]:

@@ -392,6 +392,7 @@ def test_dynamic_sampling_draws_fresh_states_until_the_rollout_cap(tmp_path, tin
     assert not any(scores["kept"])
     final = _logged(run)[-1]
     assert final["rollout/episodes"] == 12 and final["rollout/informative_groups"] == 0
+    assert final["rollout/sampling_rounds"] == 2
     assert any("nothing to train on" in line for line in lines)
     # Round 0 is the plain draw: the same first states as a run without dynamic sampling.
     plain = train_quietly(_tiny_config(tmp_path, tiny_policy_dir, "plain", loss="rloo"), stop_after=1)
