@@ -98,6 +98,8 @@ METHODS: tuple[Method, ...] = (
     Method("safety_rloo", "GRAPE-Safety (RLOO)", "rloo", objective="safety.grc"),
     Method("efficiency_rloo", "GRAPE-Efficiency (RLOO)", "rloo", objective="efficiency.grc"),
     Method("tc_tpo", "GRAPE-TC (TPO + NLL)", "tpo", all_splits=True, nll_weight=1.0),
+    Method("safety_tpo", "GRAPE-Safety (TPO + NLL)", "tpo", objective="safety.grc", nll_weight=1.0),
+    Method("efficiency_tpo", "GRAPE-Efficiency (TPO + NLL)", "tpo", objective="efficiency.grc", nll_weight=1.0),
     Method("tc_sft_successes", "SFT on own successes", "sft"),
     Method("tc_step_dpo", "step-DPO + NLL", "dpo-step", nll_weight=1.0),
 )
