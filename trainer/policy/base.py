@@ -211,12 +211,13 @@ def sample_from_logits(
 def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Token i of each row with cdf[i-1] <= u * total < cdf[i]: a zero-probability token has an
     empty interval and is never drawn; rounding at the top end is clamped to the last token
-    of positive probability."""
+    whose interval is not empty."""
     cdf = probs.cumsum(-1)
-    targets = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
-    token = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
-    last_positive = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
-    return torch.minimum(token, last_positive)
+    total = cdf[:, -1:]
+    token = torch.searchsorted(cdf, uniforms.to(cdf.device, cdf.dtype).unsqueeze(-1) * total, right=True)
+    # The first token whose cdf reaches the total is the last one with a non-empty interval.
+    last_positive = torch.searchsorted(cdf, total)
+    return torch.minimum(token, last_positive).squeeze(-1)
 
 
 def require_files(directory: str | os.PathLike, names: list[str], what: str) -> Path:
