@@ -243,8 +243,9 @@ class HFVLAPolicy(Policy):
                 source=f"{folder / 'config.json'}: norm_stats[{unnorm_key!r}]['action']",
             )
         raise CheckpointError(
-            f"HF VLA checkpoint {folder}: no action statistics; pass action_stats=<json from the SFT data> "
-            f"or put {ACTION_STATS_FILE} in the folder"
+            f"HF VLA checkpoint {folder}: no action statistics; pass --action-stats FILE (action_stats= in Python: "
+            f"a JSON of per-dimension q01/q99 from the SFT data), put {ACTION_STATS_FILE} in the folder, "
+            "or give --unnorm-key for an OpenVLA config.json's norm_stats"
         )
 
     # ------------------------------------------------------------------ inputs
