@@ -920,11 +920,15 @@ def _run(run: SFTRunConfig, progress: bool, base: SFTBase | None = None) -> dict
         "config": dataclasses.asdict(config),
     }
     if run.eval_episodes:
+        from trainer.policy import CheckpointError
         from trainer.policy.source import HFOptions, open_policy
 
         # The saved folder holds its statistics; remote model code still needs the user's trust.
         hf = HFOptions(trust_remote_code=True) if run.policy.trust_remote_code else HFOptions()
-        policy = open_policy(policy_dir, hf=hf, device=device, dtype=dtype)
+        try:
+            policy = open_policy(policy_dir, hf=hf, device=device, dtype=dtype)
+        except (CheckpointError, OSError, ValueError) as error:
+            raise SFTError(f"evaluating {policy_dir}: cannot load the policy: {error}") from None
         summary["eval"] = {
             "sampling": evaluate_sft(
                 policy,
