@@ -13,6 +13,12 @@ success with temperature-1 sampling while finishing in a few minutes on two CPU 
 
     grape-sft --out runs/sft                      # the default recipe
     grape-sft --out runs/sft --eval-episodes 100  # ... then evaluate on 100 seeds per task
+    grape-sft --out runs/hf --policy models/my-vla --action-stats stats.json   # LoRA SFT of an HF VLA
+
+With `--policy FOLDER` the policy is not built: the folder's policy (an OpenVLA-style HF
+checkpoint, or a policy folder this project wrote) is loaded frozen and a LoRA adapter is
+trained on the same demonstrations with the same loss, the way grape-train trains one; the
+adapter is merged into the weights before the policy folder is written.
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ EXAMPLES = """examples:
   grape-sft --out runs/sft --resume --eval-episodes 50 --eval-split semantic   evaluate a finished run
   grape-sim demo --out demos/ -n 50 && grape-sft --out runs/sft --demos-dir demos/
   grape-sft --config runs/sft --out runs/sft-seed1 --seed 1   the settings of an earlier run, another seed
+  grape-sft --out runs/hf --policy models/my-vla --action-stats stats.json --steps 500 --lr 5e-4
+                                                             LoRA SFT of a local HF VLA checkpoint
+  grape-sft --out runs/ovla --policy models/openvla-7b --trust-remote-code --unnorm-key bridge_orig \\
+      --device cuda --dtype bfloat16 --batch-size 16        ... OpenVLA on a GPU
 """
 
 
@@ -168,6 +178,29 @@ class Demonstrations:
     """(task, split, seed, length) of each episode, in the order of the flattened steps"""
     images: np.ndarray | None = None
     """uint8 [N, S, S, 3] camera frames of the steps (only for pixel policies)"""
+
+
+@dataclass
+class SFTBase:
+    """A policy to fine-tune instead of the embedded one grape-sft builds: frozen, through a LoRA
+    adapter (as grape-train trains), which is merged into its weights when the policy is saved."""
+
+    policy: Any
+    """The opened policy (trainer.policy.source.open_policy), on its device and in its dtype."""
+    source: str
+    """The folder it came from; a resumed run must name the same one."""
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = "all-linear"
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps to check a resume against (plain data)."""
+        return {
+            "policy": str(Path(self.source).resolve()),
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_targets": self.lora_targets,
+        }
 
 
 # ---------------------------------------------------------------------- demonstrations
@@ -297,12 +330,18 @@ def _learning_rate(config: SFTConfig, step: int) -> float:
 
 
 def _save_checkpoint(
-    path: Path, policy: Any, optimizer: torch.optim.Optimizer, config: SFTConfig, step: int, generator: torch.Generator
+    path: Path,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    config: SFTConfig,
+    step: int,
+    generator: torch.Generator,
+    base: SFTBase | None = None,
 ) -> None:
     import torch
 
     state = {
-        "model": policy.state_dict(),
+        "model": policy.state_dict() if base is None else _trainable_state(policy),
         "optimizer": optimizer.state_dict(),
         "config": dataclasses.asdict(config),
         "step": step,
@@ -310,8 +349,42 @@ def _save_checkpoint(
         "action_stats": policy.action_tokenizer.to_dict(),
         "recipe": SFT_RECIPE_VERSION,
     }
+    if base is not None:
+        state["base"] = base.record()
     with atomic_write(path, "wb") as stream:
         torch.save(state, stream)
+
+
+def _trainable_state(policy: Any) -> dict[str, torch.Tensor]:
+    """The adapter's weights only: the frozen base is the --policy folder, not worth a copy per checkpoint."""
+    trainable = {name for name, parameter in policy.named_parameters() if parameter.requires_grad}
+    return {name: tensor for name, tensor in policy.state_dict().items() if name in trainable}
+
+
+def _attach_adapter(base: SFTBase, device: torch.device, dtype: torch.dtype) -> Any:
+    """A fresh LoRA adapter on the base policy, as grape-train attaches one (trainer.loop.attach_adapter)."""
+    from trainer.device import place_policy
+    from trainer.policy import add_lora
+
+    targets = "all-linear" if base.lora_targets == "all-linear" else None
+    add_lora(base.policy, rank=base.lora_rank, alpha=base.lora_alpha, target_modules=targets)
+    return place_policy(base.policy, device, dtype)  # the new factors: on the device, float32
+
+
+def _resume_base(saved: dict, checkpoint_path: Path, policy: Any, base: SFTBase) -> None:
+    """Load the adapter of a checkpoint made from the same base policy, adapter and statistics."""
+    before, now = saved.get("base"), base.record()
+    if before != now:
+        was = "the embedded policy grape-sft builds" if before is None else f"{before}"
+        raise SFTError(f"--resume: {checkpoint_path} was trained from {was}, not from {now}")
+    if json.dumps(saved["action_stats"], sort_keys=True) != json.dumps(
+        policy.action_tokenizer.to_dict(), sort_keys=True
+    ):
+        raise SFTError(f"--resume: {checkpoint_path} was trained with other action statistics than --policy gives now")
+    wanted = set(_trainable_state(policy))
+    if set(saved["model"]) != wanted:
+        raise SFTError(f"--resume: the adapter in {checkpoint_path} does not fit the one attached to {base.source}")
+    policy.load_state_dict(saved["model"], strict=False)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -334,18 +407,25 @@ def train_sft(
     checkpoint_every: int = 500,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    base: SFTBase | None = None,
 ) -> Path:
     """Train and save the SFT policy; return its folder (``out_dir/policy``).
 
     ``device`` (default cpu) runs the training there; ``dtype`` (default float32) bfloat16
     computes the forward passes in bfloat16 (autocast) over float32 weights, which the optimizer updates; log-probs
     and the loss are float32 either way.
+
+    ``base``: fine-tune that policy through a LoRA adapter (only the adapter trains; the base
+    keeps the dtype it was opened in) instead of building the embedded policy of ``config``;
+    the recipe's model sizes and image size then do not apply (the base has its own). The
+    adapter is merged into the base before the policy folder is written.
     """
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     from trainer.losses import sft_loss
+    from trainer.policy import lora_parameters, merge_lora
     from trainer.policy.embedded import EmbeddedVLA, EmbeddedVLAConfig
     from trainer.policy.tokenizer import ActionTokenizer
 
@@ -378,25 +458,43 @@ def train_sft(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    policy_config = EmbeddedVLAConfig(
-        state_dim=demos.states.shape[1],
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        use_image=config.image_size is not None,
-        image_size=config.image_size or 64,
-    )
-    if config.image_size is not None:
-        demos.images = render_demonstration_images(
-            demos, config.image_size, out / f"demo_images_{config.image_size}.npy", config.max_episode_steps, progress
-        )
-    policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
-    policy.set_state_statistics(demos.states)
     device = device or torch.device("cpu")
     dtype = dtype or torch.float32
-    policy.to(device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if base is None:
+        policy_config = EmbeddedVLAConfig(
+            state_dim=demos.states.shape[1],
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            intermediate_size=config.intermediate_size,
+            use_image=config.image_size is not None,
+            image_size=config.image_size or 64,
+        )
+        if config.image_size is not None:
+            demos.images = render_demonstration_images(
+                demos,
+                config.image_size,
+                out / f"demo_images_{config.image_size}.npy",
+                config.max_episode_steps,
+                progress,
+            )
+        policy = EmbeddedVLA(policy_config, ActionTokenizer.fit(demos.actions))
+        policy.set_state_statistics(demos.states)
+        policy.to(device)
+        trained = list(policy.parameters())
+    else:
+        policy = _attach_adapter(base, device, dtype)
+        if policy.image_size is not None:  # the base's own camera size (an HF VLA: its processor's)
+            demos.images = render_demonstration_images(
+                demos,
+                policy.image_size,
+                out / f"demo_images_{policy.image_size}.npy",
+                config.max_episode_steps,
+                progress,
+            )
+        _check_base_fits(policy, base.source, demos)
+        trained = lora_parameters(policy)
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     start_step = 0
     if resume:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -404,15 +502,22 @@ def train_sft(
         if before != now:
             changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
             raise SFTError(f"--resume: {checkpoint_path} was trained with a different recipe (differs in {changed})")
-        # Statistics come from the checkpoint, never refitted: tokens must keep their meaning.
-        policy.set_action_tokenizer(ActionTokenizer.from_dict(saved["action_stats"], expected_action_dim=7))
-        policy.load_state_dict(saved["model"])
+        if base is None:
+            if "base" in saved:
+                raise SFTError(
+                    f"--resume: {checkpoint_path} fine-tuned --policy {saved['base']['policy']}; pass that --policy"
+                )
+            # Statistics come from the checkpoint, never refitted: tokens must keep their meaning.
+            policy.set_action_tokenizer(ActionTokenizer.from_dict(saved["action_stats"], expected_action_dim=7))
+            policy.load_state_dict(saved["model"])
+        else:
+            _resume_base(saved, checkpoint_path, policy, base)
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         start_step = int(saved["step"])
-    atomic_write_json(
-        out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION, "cache_key": config.cache_key()}
-    )
+    # The cache key names an embedded recipe; a fine-tuned --policy is named by its base instead.
+    identity = {"cache_key": config.cache_key()} if base is None else {"base": base.record()}
+    atomic_write_json(out / CONFIG_FILE, dataclasses.asdict(config) | {"recipe": SFT_RECIPE_VERSION} | identity)
 
     tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions))
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -437,11 +542,11 @@ def train_sft(
             loss, metrics = sft_loss(logps.unsqueeze(1), torch.ones_like(logps, dtype=torch.bool).unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             bar.update(1)
             if (step + 1) % log_every == 0 or step + 1 == config.steps:
-                per_token_nll = metrics["loss"] / policy.config.action_dim
+                per_token_nll = metrics["loss"] / policy.action_tokenizer.action_dim
                 writer.add_scalar("losses/sft", metrics["loss"], step + 1)
                 writer.add_scalar("losses/per_token_nll", per_token_nll, step + 1)
                 writer.add_scalar("charts/lr", optimizer.param_groups[0]["lr"], step + 1)
@@ -456,13 +561,40 @@ def train_sft(
                     progress,
                 )
             if (step + 1) % checkpoint_every == 0:
-                _save_checkpoint(checkpoint_path, policy, optimizer, config, step + 1, generator)
+                _save_checkpoint(checkpoint_path, policy, optimizer, config, step + 1, generator, base)
     writer.close()
-    _save_checkpoint(checkpoint_path, policy, optimizer, config, max(start_step, config.steps), generator)
+    _save_checkpoint(checkpoint_path, policy, optimizer, config, max(start_step, config.steps), generator, base)
     policy.eval()
+    if base is not None:
+        # One plain policy folder: grape-train attaches its own fresh adapter to it, with this
+        # fine-tuned policy as the reference.
+        merge_lora(policy)
     policy.save_pretrained(out / POLICY_DIR)
     _log(f"policy saved to {out / POLICY_DIR}", progress)
     return out / POLICY_DIR
+
+
+def _check_base_fits(policy: Any, source: str, demos: Demonstrations) -> None:
+    """One demonstrated step through the base policy: a mismatch is one message before training."""
+    import torch
+
+    from trainer.policy import ActionStatsError, PolicyInputError
+
+    action_dim = policy.action_tokenizer.action_dim
+    if action_dim != demos.actions.shape[1]:
+        raise SFTError(
+            f"--policy {source}: its action statistics have {action_dim} dimensions, "
+            f"the demonstrations' actions {demos.actions.shape[1]}"
+        )
+    obs = {"state": demos.states[:1]}
+    if demos.images is not None:
+        obs["image"] = demos.images[:1]
+    try:
+        tokens = torch.as_tensor(policy.action_tokenizer.tokenize(demos.actions[:1]))
+        with torch.no_grad():
+            policy.log_prob(obs, list(demos.instructions[:1]), tokens)
+    except (PolicyInputError, ActionStatsError) as error:
+        raise SFTError(f"--policy {source} does not fit the demonstrations: {error}") from None
 
 
 def _log(message: str, progress: bool) -> None:
@@ -551,6 +683,69 @@ def ensure_default_sft_policy(
 
 # ---------------------------------------------------------------------- CLI
 @dataclass
+class SFTPolicySource:
+    """`grape-sft --policy`: fine-tune a given policy; the flags are spelled as grape-train's."""
+
+    base_policy: str | None = field(default=None, metadata={"flag": "--policy", "metavar": "DIR"})
+    """Fine-tune this policy folder (a local OpenVLA-style HF checkpoint, or a policy folder this project wrote)
+    through a LoRA adapter instead of building the embedded policy (default: build it from the recipe)."""
+    policy_type: Literal["auto", "embedded", "hf"] = "auto"
+    """Kind of the --policy folder: embedded, hf (an OpenVLA-style HF checkpoint: config.json, weights, processor),
+    or auto (a folder written by this project names its kind; one with only a config.json is an HF checkpoint)."""
+    trust_remote_code: bool = False
+    """Let an HF checkpoint whose config.json names its own model code (auto_map, as OpenVLA's does) run that code
+    from the --policy folder."""
+    action_stats: str | None = None
+    """Action statistics of an HF checkpoint (JSON with per-dimension q01/q99; default: the folder's
+    action_stats.json, else --unnorm-key's entry of the config's norm_stats)."""
+    unnorm_key: str | None = None
+    """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
+    lora_rank: int = field(default=8, metadata={"bounds": AT_LEAST_ONE})
+    """Rank of the LoRA adapter trained on the frozen --policy."""
+    lora_alpha: float = field(default=16.0, metadata={"bounds": POSITIVE})
+    """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
+    lora_targets: Literal["attention", "all-linear"] = "all-linear"
+    """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as
+    OpenVLA's LoRA fine-tuning does; not the output head)."""
+
+    def problems(self, recipe: SFTConfig) -> list[str]:
+        """Flags that contradict each other, each named (the folder itself is judged when opened)."""
+        if self.base_policy is None:
+            if self.policy_type == "hf":
+                return ["--policy-type hf needs --policy <folder of the HF checkpoint>"]
+            default = SFTPolicySource()
+            given = [flag for flag, name in _SOURCE_FLAGS.items() if getattr(self, name) != getattr(default, name)]
+            if given:
+                return [f"{', '.join(given)}: only with --policy (the embedded policy trains all its weights)"]
+            return []
+        built = SFTConfig()
+        given = [flag for flag, name in _MODEL_FLAGS.items() if getattr(recipe, name) != getattr(built, name)]
+        if given:
+            return [f"{', '.join(given)}: describe the embedded policy grape-sft builds; --policy brings its own"]
+        return []
+
+
+_SOURCE_FLAGS = {
+    "--policy-type": "policy_type",
+    "--trust-remote-code": "trust_remote_code",
+    "--action-stats": "action_stats",
+    "--unnorm-key": "unnorm_key",
+    "--lora-rank": "lora_rank",
+    "--lora-alpha": "lora_alpha",
+    "--lora-targets": "lora_targets",
+}
+"""The flags of SFTPolicySource that mean something only with --policy."""
+_MODEL_FLAGS = {
+    "--hidden-size": "hidden_size",
+    "--num-layers": "num_layers",
+    "--num-heads": "num_heads",
+    "--intermediate-size": "intermediate_size",
+    "--image-size": "image_size",
+}
+"""The recipe's flags that size the embedded policy (a --policy brings its own sizes)."""
+
+
+@dataclass
 class SFTRunConfig:
     """Every setting of `grape-sft`: how this run goes, and the recipe (what the policy is).
 
@@ -583,8 +778,9 @@ class SFTRunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the policy trains: cuda (a GPU; an error if none is visible), cpu, or auto (cuda when available)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights;
-    log-probs and the loss stay float32."""
+    """Precision of the forward passes: bfloat16 computes them in bfloat16 (autocast) over float32 weights (with
+    --policy the base's weights are bfloat16 and the LoRA factors float32); log-probs and the loss stay float32."""
+    policy: SFTPolicySource = field(default_factory=SFTPolicySource)
     recipe: SFTConfig = field(default_factory=SFTConfig)
 
     def check(self) -> None:
@@ -592,6 +788,7 @@ class SFTRunConfig:
         from trainer.sim.splits import SPLITS
 
         problems = dataclass_problems(self, {**SFT_FIELD_BOUNDS, **SFT_RUN_BOUNDS})
+        problems += self.policy.problems(self.recipe)
         if problems:
             raise SFTError("; ".join(problems))
         if self.eval_split not in SPLITS:
@@ -654,7 +851,38 @@ def _checked_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     return run, rest
 
 
-def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
+def open_base(run: SFTRunConfig) -> SFTBase | None:
+    """The --policy to fine-tune, opened on --device in --dtype (None without --policy).
+
+    Raises SFTError naming the problem: a missing folder, one that holds no policy, an HF
+    checkpoint without weights or action statistics, a kind other than --policy-type asked for.
+    """
+    from trainer.device import resolve
+    from trainer.policy import CheckpointError
+    from trainer.policy.source import HFOptions, open_policy
+
+    source = run.policy
+    if source.base_policy is None:
+        return None
+    device, dtype = resolve(run.device, run.dtype)
+    try:
+        policy = open_policy(
+            source.base_policy,
+            policy_type=source.policy_type,
+            hf=HFOptions(source.trust_remote_code, source.action_stats, source.unnorm_key),
+            device=device,
+            dtype=dtype,
+        )
+    except (CheckpointError, OSError, ValueError) as error:
+        raise SFTError(f"--policy {source.base_policy}: cannot load the policy: {error}") from None
+    if policy.has_adapter:  # a grape-train checkpoint: its adapter is its own, not one to extend
+        from trainer.policy import merge_lora
+
+        merge_lora(policy)
+    return SFTBase(policy, source.base_policy, source.lora_rank, source.lora_alpha, source.lora_targets)
+
+
+def _run(run: SFTRunConfig, progress: bool, base: SFTBase | None = None) -> dict[str, Any]:
     """Train (or resume) and optionally evaluate; the summary printed at the end."""
     import torch
 
@@ -683,6 +911,7 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
         checkpoint_every=run.checkpoint_every,
         device=device,
         dtype=dtype,
+        base=base,
     )
     save_config(run, out / RUN_CONFIG_FILE)
     summary: dict[str, Any] = {
@@ -691,10 +920,15 @@ def _run(run: SFTRunConfig, progress: bool) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
     }
     if run.eval_episodes:
-        from trainer.device import place_policy
-        from trainer.policy import load_policy
+        from trainer.policy import CheckpointError
+        from trainer.policy.source import HFOptions, open_policy
 
-        policy = place_policy(load_policy(policy_dir), device, dtype)
+        # The saved folder holds its statistics; remote model code still needs the user's trust.
+        hf = HFOptions(trust_remote_code=True) if run.policy.trust_remote_code else HFOptions()
+        try:
+            policy = open_policy(policy_dir, hf=hf, device=device, dtype=dtype)
+        except (CheckpointError, OSError, ValueError) as error:
+            raise SFTError(f"evaluating {policy_dir}: cannot load the policy: {error}") from None
         summary["eval"] = {
             "sampling": evaluate_sft(
                 policy,
@@ -737,9 +971,10 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
     try:
         run, rest = _checked_config(parser, argv)
+        base = open_base(run)  # before anything is written: a bad --policy leaves nothing
     except SFTError as error:
         raise UsageError(str(error)) from None
-    summary = _run(run, progress=not rest.quiet)
+    summary = _run(run, progress=not rest.quiet, base=base)
     if rest.json:
         print(json.dumps(summary, indent=1))
     else:

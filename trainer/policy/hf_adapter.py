@@ -243,8 +243,9 @@ class HFVLAPolicy(Policy):
                 source=f"{folder / 'config.json'}: norm_stats[{unnorm_key!r}]['action']",
             )
         raise CheckpointError(
-            f"HF VLA checkpoint {folder}: no action statistics; pass action_stats=<json from the SFT data> "
-            f"or put {ACTION_STATS_FILE} in the folder"
+            f"HF VLA checkpoint {folder}: no action statistics; pass --action-stats FILE (action_stats= in Python: "
+            f"a JSON of per-dimension q01/q99 from the SFT data), put {ACTION_STATS_FILE} in the folder, "
+            "or give --unnorm-key for an OpenVLA config.json's norm_stats"
         )
 
     # ------------------------------------------------------------------ inputs
@@ -345,6 +346,19 @@ class HFVLAPolicy(Policy):
         return self.model, "model", r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
     # ------------------------------------------------------------------ saving
+    def _copy_model_code(self, staging: Path) -> None:
+        """The checkpoint's own model/processor code (auto_map's modules, e.g. OpenVLA's *_prismatic.py):
+        transformers does not copy it for a class loaded from a folder, and without it the saved
+        policy could not be opened again."""
+        import shutil
+
+        source = Path(self.source)
+        if not self.source or not source.is_dir():  # built in memory: no folder holds code of its own
+            return
+        for code in sorted(source.glob("*.py")):
+            if not (staging / code.name).exists():
+                shutil.copy2(code, staging / code.name)
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         from peft import PeftModel
 
@@ -361,6 +375,7 @@ class HFVLAPolicy(Policy):
             else:
                 self.model.save_pretrained(str(staging))
             self.processor.save_pretrained(str(staging))
+            self._copy_model_code(staging)
             self.action_tokenizer.save(staging / ACTION_STATS_FILE)
             atomic_write_json(
                 staging / POLICY_META_FILE, {"policy_type": POLICY_TYPE, "action_token_end": self.action_token_end}
