@@ -213,7 +213,7 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     empty interval and is never drawn; rounding at the top end is clamped to the last token
     whose interval is not empty."""
     cdf = probs.cumsum(-1)
-    total = cdf[:, -1:]
+    total = cdf[:, -1:].contiguous()
     token = torch.searchsorted(cdf, uniforms.to(cdf.device, cdf.dtype).unsqueeze(-1) * total, right=True)
     # The first token whose cdf reaches the total is the last one with a non-empty interval.
     last_positive = torch.searchsorted(cdf, total)

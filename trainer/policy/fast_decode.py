@@ -177,11 +177,11 @@ class LlamaDecoding:
         self.length = end
         return _rms_norm(self.backbone.norm, hidden)
 
+    def _rotary(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        return x * self.cos[start:end] + _rotate_half(x) * self.sin[start:end]
+
     def _attend(self, index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, end: int):
-        """Rotary q/k ([B, heads, new, d]), cache k/v, attend; return [B, new, heads * d]."""
-        cos, sin = self.cos[start:end], self.sin[start:end]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        """Cache k/v ([B, heads, new, d], rotary already applied), attend; return [B, new, heads * d]."""
         self.keys[index, :, :, start:end] = k
         self.values[index, :, :, start:end] = v
         keys, values = self.keys[index, :, :, :end], self.values[index, :, :, :end]
@@ -195,7 +195,10 @@ class LlamaDecoding:
         batch, new, _ = hidden.shape
         qkv = F.linear(_rms_norm(layer.input_norm, hidden), *layer.qkv)
         qkv = qkv.view(batch, new, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k, v = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
+        # Rotary on q and k together (one set of elementwise ops instead of two).
+        qk = self._rotary(qkv[:, : self.heads + self.kv_heads], start, end)
+        q, k = qk.split([self.heads, self.kv_heads], dim=1)
+        v = qkv[:, self.heads + self.kv_heads :]
         hidden = hidden + F.linear(self._attend(index, q, k, v, start, end), *layer.output)
         gate, up = F.linear(_rms_norm(layer.post_norm, hidden), *layer.gate_up).chunk(2, dim=-1)
         return hidden + F.linear(layer.act_fn(gate) * up, *layer.down)
@@ -208,6 +211,7 @@ class LlamaDecoding:
         q = project(attention.q_proj, normed).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
         k = project(attention.k_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
         v = project(attention.v_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self._rotary(q, start, end), self._rotary(k, start, end)
         hidden = hidden + project(attention.o_proj, self._attend(index, q, k, v, start, end))
         normed = _rms_norm(layer.post_attention_layernorm, hidden)
         mlp = layer.mlp
