@@ -132,13 +132,38 @@ class EpisodeOutcome:
     grasp: bool
     collision: bool
     length: int
+    contact_steps: int = 0
+    """Steps with the robot or the object touching the table (links other than the fingers), a
+    distractor or the obstacle: what the stock objectives' collision terms count."""
+    path_length: float = 0.0
+    """Metres the gripper tip travelled: what the stock objectives' path terms count."""
+
+
+CONTACT_SIGNALS = ("contact.obstacle", "contact.distractor", "contact.table")
+TIP_KEYPOINT = "gripper.tip"
+
+
+def contact_steps(episode: Any) -> int:
+    """Steps of an Episode with any contact signal set (0 where it records none)."""
+    columns = [episode.signal_names.index(name) for name in CONTACT_SIGNALS if name in episode.signal_names]
+    if not columns or episode.signals.size == 0:
+        return 0
+    return int((episode.signals[:, columns] > 0.5).any(axis=1).sum())
+
+
+def path_length(episode: Any) -> float:
+    """Metres the gripper tip moved over an Episode's steps (0 where it records no tip)."""
+    if TIP_KEYPOINT not in episode.keypoint_names or len(episode.keypoints) < 2:
+        return 0.0
+    tip = np.asarray(episode.keypoints[:, episode.keypoint_names.index(TIP_KEYPOINT)], dtype=np.float64)
+    return float(np.linalg.norm(np.diff(tip, axis=0), axis=1).sum())
 
 
 def summarize(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
     """Metrics per split and task, per split over all tasks ("all"), and overall.
 
     Layout: {split: {task|"all": {"episodes": n, "success": {"rate", "ci95"}, "grasp": ...,
-    "collision": ..., "step_length": {"mean", "ci95"}}}}.
+    "collision": ..., "step_length": {"mean", "ci95"}, "contact_steps": ..., "path_length": ...}}}.
     """
 
     def block(rows: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -147,8 +172,13 @@ def summarize(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
         for metric in RATE_METRICS:
             k = sum(bool(getattr(r, metric)) for r in rows)
             out[metric] = {"rate": k / n, "count": k, "ci95": list(wilson_interval(k, n))}
-        mean, low, high = mean_interval([r.length for r in rows])
-        out["step_length"] = {"mean": mean, "ci95": [low, high]}
+        for name, values in (
+            ("step_length", [r.length for r in rows]),
+            ("contact_steps", [r.contact_steps for r in rows]),
+            ("path_length", [r.path_length for r in rows]),
+        ):
+            mean, low, high = mean_interval(values)
+            out[name] = {"mean": mean, "ci95": [low, high]}
         return out
 
     result: dict[str, Any] = {}
@@ -287,6 +317,8 @@ def evaluate_policy(
             bool(r.episode.grasp),
             bool(r.episode.collision),
             r.episode.length,
+            contact_steps(r.episode),
+            round(path_length(r.episode), 5),
         )
         for r in rollouts
     ]

@@ -10,8 +10,9 @@ For a binary outcome (success, collision) the difference of rates carries a 95% 
 a paired bootstrap over episodes (resampling episodes, each with both of its outcomes) and an
 exact McNemar p-value (a two-sided binomial test on the discordant episodes). The ratio of
 rates (the paper states its targets as ratios, e.g. 1.5x SFT success) gets a bootstrap interval
-too. Step length compares the episodes both policies completed successfully, as a ratio of
-means with a bootstrap interval.
+too. Step length and the gripper's path length compare the episodes both policies completed
+successfully, contact steps compare every episode, each as a difference and a ratio of means
+with bootstrap intervals.
 
 The bootstrap is seeded: the same outcomes always give the same intervals.
 """
@@ -86,6 +87,48 @@ def paired_rate(
     }
 
 
+def paired_mean_ratio(
+    values_a: Sequence[float],
+    values_b: Sequence[float],
+    keep: Sequence[bool] | None = None,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """A per-episode quantity of B against A over the kept episodes (default all): both means,
+    the difference and the ratio of means, each with a paired 95% bootstrap interval."""
+    va = np.asarray(values_a, dtype=np.float64)
+    vb = np.asarray(values_b, dtype=np.float64)
+    if keep is not None:
+        mask = np.asarray(keep, dtype=bool)
+        va, vb = va[mask], vb[mask]
+    if va.size == 0:
+        nan = float("nan")
+        return {
+            "n": 0,
+            "a": nan,
+            "b": nan,
+            "difference": nan,
+            "difference_ci95": [nan, nan],
+            "ratio": nan,
+            "ratio_ci95": [nan, nan],
+        }
+    index = _bootstrap_indices(va.size, samples, seed)
+    mean_a, mean_b = va[index].mean(1), vb[index].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = mean_b / mean_a
+        ratio = float(vb.mean() / va.mean()) if va.mean() else float("nan")
+    return {
+        "n": int(va.size),
+        "a": float(va.mean()),
+        "b": float(vb.mean()),
+        "difference": float(vb.mean() - va.mean()),
+        "difference_ci95": _interval(mean_b - mean_a),
+        "ratio": ratio,
+        "ratio_ci95": _interval(ratios),
+    }
+
+
 def paired_length_ratio(
     length_a: Sequence[float],
     length_b: Sequence[float],
@@ -97,18 +140,7 @@ def paired_length_ratio(
 ) -> dict[str, Any]:
     """Step length of B against A over the episodes both completed: ratio of means, 95% bootstrap interval."""
     both = np.asarray(success_a, dtype=bool) & np.asarray(success_b, dtype=bool)
-    la = np.asarray(length_a, dtype=np.float64)[both]
-    lb = np.asarray(length_b, dtype=np.float64)[both]
-    if la.size == 0:
-        return {"n": 0, "a": float("nan"), "b": float("nan"), "ratio": float("nan"), "ratio_ci95": [float("nan")] * 2}
-    index = _bootstrap_indices(la.size, samples, seed)
-    return {
-        "n": int(la.size),
-        "a": float(la.mean()),
-        "b": float(lb.mean()),
-        "ratio": float(lb.mean() / la.mean()),
-        "ratio_ci95": _interval(lb[index].mean(1) / la[index].mean(1)),
-    }
+    return paired_mean_ratio(length_a, length_b, both, samples=samples, seed=seed)
 
 
 def episode_key(outcome: Any) -> tuple[str, str, int]:
@@ -140,6 +172,14 @@ def compare_outcomes(baseline: Sequence[Any], candidate: Sequence[Any]) -> dict[
             "collision": paired_rate([o.collision for o in a], [o.collision for o in b]),
             "step_length": paired_length_ratio(
                 [o.length for o in a], [o.length for o in b], [o.success for o in a], [o.success for o in b]
+            ),
+            # What the objectives' collision terms count, over every episode.
+            "contact_steps": paired_mean_ratio([o.contact_steps for o in a], [o.contact_steps for o in b]),
+            # What their path terms count, over the episodes both completed (as step length).
+            "path_length": paired_mean_ratio(
+                [o.path_length for o in a],
+                [o.path_length for o in b],
+                [x.success and y.success for x, y in zip(a, b)],
             ),
         }
     return result

@@ -225,3 +225,51 @@ def test_grape_eval_sampling_is_seeded(tmp_path, capsys):
     assert runs[0]["greedy"] is False and runs[0]["temperature"] == 1.0
     assert runs[0]["iterations"] == runs[1]["iterations"]
     assert eval_main(["--policy", str(folder), "--temperature", "0"]) == 2
+
+
+def test_contact_steps_and_path_length_read_the_episode_record():
+    import numpy as np
+
+    from trainer.eval import contact_steps, path_length
+    from trainer.sim.env import GrapeSimEnv
+    from trainer.sim.expert import Expert, run_expert
+
+    env = GrapeSimEnv("pick_place")
+    try:
+        episode = run_expert(env, Expert("pick_place"), seed=3)
+    finally:
+        env.close()
+    tip = episode.keypoints[:, episode.keypoint_names.index("gripper.tip")].astype(np.float64)
+    assert path_length(episode) == pytest.approx(sum(float(np.linalg.norm(b - a)) for a, b in zip(tip, tip[1:])))
+    assert 0.05 < path_length(episode) < 5.0
+    # contact steps count steps with any of the three contact signals, not the sum of the flags
+    signals = episode.signals.copy()
+    columns = [episode.signal_names.index(n) for n in ("contact.obstacle", "contact.distractor", "contact.table")]
+    signals[:, columns] = 0.0
+    signals[2, columns[0]] = signals[2, columns[2]] = 1.0
+    signals[5, columns[1]] = 1.0
+    episode.signals = signals
+    assert contact_steps(episode) == 2
+
+
+def test_summary_carries_contact_steps_and_path_length():
+    rows = [
+        EpisodeOutcome("pick_place", "in_domain", 0, True, True, False, 50, 0, 0.5),
+        EpisodeOutcome("pick_place", "in_domain", 1, False, True, True, 120, 6, 1.5),
+    ]
+    block = summarize(rows)["in_domain"]["all"]
+    assert block["contact_steps"]["mean"] == pytest.approx(3.0)
+    assert block["path_length"]["mean"] == pytest.approx(1.0)
+    # files written before these fields existed still load, with zeros
+    old = EpisodeOutcome(
+        **{
+            "task": "stack",
+            "split": "in_domain",
+            "seed": 1,
+            "success": True,
+            "grasp": True,
+            "collision": False,
+            "length": 40,
+        }
+    )
+    assert (old.contact_steps, old.path_length) == (0, 0.0)

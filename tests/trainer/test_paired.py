@@ -66,3 +66,28 @@ def test_compare_outcomes_pairs_by_episode_and_refuses_unpaired_sets():
     assert result["all"]["success"]["n"] == 6
     with pytest.raises(ValueError, match="different episodes"):
         compare_outcomes(a, b[:-1])
+
+
+def test_paired_mean_ratio_over_kept_episodes():
+    from trainer.paired import paired_mean_ratio
+
+    result = paired_mean_ratio([2.0, 4.0, 6.0, 100.0], [1.0, 2.0, 3.0, 0.0], [True, True, True, False])
+    assert result["n"] == 3
+    assert (result["a"], result["b"]) == (pytest.approx(4.0), pytest.approx(2.0))
+    assert result["ratio"] == pytest.approx(0.5)
+    assert result["difference"] == pytest.approx(-2.0)
+    # every resample halves the mean: the interval collapses on the ratio
+    assert result["ratio_ci95"] == [pytest.approx(0.5), pytest.approx(0.5)]
+    low, high = result["difference_ci95"]
+    assert -3.0 <= low < -2.0 < high <= -1.0
+    empty = paired_mean_ratio([1.0], [1.0], [False])
+    assert empty["n"] == 0 and math.isnan(empty["ratio"])
+
+
+def test_compare_outcomes_reports_contact_steps_and_path_length():
+    a = [EpisodeOutcome("pick_place", "in_domain", i, True, True, False, 50, 4, 1.0) for i in range(4)]
+    b = [EpisodeOutcome("pick_place", "in_domain", i, i < 3, True, False, 50, 1, 0.8) for i in range(4)]
+    result = compare_outcomes(a, b)["in_domain"]
+    assert result["contact_steps"]["ratio"] == pytest.approx(0.25)
+    assert result["path_length"]["n"] == 3
+    assert result["path_length"]["ratio"] == pytest.approx(0.8)

@@ -292,6 +292,8 @@ def summarize_experiment(out: Path) -> dict[str, Any]:
                     "collision_ci95": block["collision"]["ci95"],
                     "step_length": block["step_length"]["mean"],
                     "step_length_successful": _mean_length(outcomes, split),
+                    "contact_steps": block["contact_steps"]["mean"],
+                    "path_length": block["path_length"]["mean"],
                 }
                 if split in paired:
                     p = paired[split]
@@ -308,6 +310,10 @@ def summarize_experiment(out: Path) -> dict[str, Any]:
                         "step_length_ratio": p["step_length"]["ratio"],
                         "step_length_ratio_ci95": p["step_length"]["ratio_ci95"],
                         "step_length_pairs": p["step_length"]["n"],
+                        "contact_steps_ratio": p["contact_steps"]["ratio"],
+                        "contact_steps_ratio_ci95": p["contact_steps"]["ratio_ci95"],
+                        "path_length_ratio": p["path_length"]["ratio"],
+                        "path_length_ratio_ci95": p["path_length"]["ratio_ci95"],
                     }
                 records.append(record)
     return {"records": records}
@@ -388,6 +394,32 @@ def render_report(out: Path, summary: dict[str, Any], info: dict[str, Any]) -> s
                 + (
                     f"{_num(v['step_length_ratio'], '{:.3f}')} "
                     f"{_interval(v['step_length_ratio_ci95'], percent=False)} |"
+                    if v
+                    else "– |"
+                )
+            )
+        lines.append("")
+        lines += [
+            "What the objectives' terms count: contact steps per episode (table, distractor or obstacle "
+            "touched; every episode) and metres the gripper tip travelled (episodes both policies completed).",
+            "",
+            "| policy | split | contact steps | ratio to SFT | path length (m) | ratio to SFT (both succeeded) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            v = r.get("vs_sft")
+            lines.append(
+                f"| {r['label']} | {r['split']} | {_num(r.get('contact_steps'), '{:.2f}')} | "
+                + (
+                    f"{_num(v.get('contact_steps_ratio'), '{:.2f}')} "
+                    f"{_interval(v.get('contact_steps_ratio_ci95', [None, None]), percent=False)} | "
+                    if v
+                    else "– | "
+                )
+                + f"{_num(r.get('path_length'), '{:.3f}')} | "
+                + (
+                    f"{_num(v.get('path_length_ratio'), '{:.3f}')} "
+                    f"{_interval(v.get('path_length_ratio_ci95', [None, None]), percent=False)} |"
                     if v
                     else "– |"
                 )
