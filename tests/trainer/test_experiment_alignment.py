@@ -130,3 +130,32 @@ def test_quick_alignment_experiment_end_to_end_and_resume(tmp_path):
     assert again.returncode == 0 and "already done" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in (out / "eval").iterdir()} == evaluated  # nothing evaluated twice
     assert json.loads((out / "summary.json").read_text())["records"] == summary["records"]
+
+
+def test_a_plain_run_trains_the_default_methods_and_named_ones_on_request():
+    defaults = {m.name for m in METHODS if m.default}
+    assert {"sft", "tc_tpo", "tc_rloo", "safety_tpo", "efficiency_tpo", "tc_sft_successes", "tc_step_dpo"} <= defaults
+    assert {"safety_rloo", "efficiency_rloo"}.isdisjoint(defaults)
+
+
+def test_summary_and_report_carry_contact_steps_and_path_length(tmp_path):
+    def write(name, contacts, path):
+        episodes = [
+            dataclasses.asdict(EpisodeOutcome("stack", "in_domain", 1_000_000 + i, True, True, False, 40, c, p))
+            for i, (c, p) in enumerate(zip(contacts, path))
+        ]
+        target = eval_path(tmp_path, name, "sampled")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"episodes": episodes}))
+
+    write("sft", [4] * 50, [1.0] * 50)
+    write("safety_tpo", [1] * 50, [1.2] * 50)
+    summary = summarize_experiment(tmp_path)
+    (row,) = [r for r in summary["records"] if r["policy"] == "safety_tpo"]
+    assert row["contact_steps"] == pytest.approx(1.0) and row["path_length"] == pytest.approx(1.2)
+    assert row["vs_sft"]["contact_steps_ratio"] == pytest.approx(0.25)
+    assert row["vs_sft"]["path_length_ratio"] == pytest.approx(1.2)
+    report = render_report(
+        tmp_path, summary, {"preset": dataclasses.asdict(PRESETS["full"]), "seed": 0, "policy_dir": "p"}
+    )
+    assert "| GRAPE-Safety (TPO + NLL) | in_domain | 1.00 | 0.25 [0.25, 0.25] | 1.200 | 1.200 [1.20, 1.20] |" in report
