@@ -144,6 +144,9 @@ class OptimConfig:
     holdout_fraction: float = 0.0
     """Fraction of each iteration's initial states whose pairs (or trajectories) are held out of training; their
     loss is logged as heldout/loss after every epoch, so over-fitting shows (0 = none)."""
+    early_stopping: bool = False
+    """Stop an iteration's epochs at the first one that does not lower the held-out loss and keep the
+    adapter of the epoch that had the lowest (needs --holdout-fraction > 0)."""
     chunk_steps: int = 2048
     """Most trajectory steps in one forward pass; longer batches are processed in chunks with the exact
     whole-trajectory gradient."""
@@ -299,6 +302,8 @@ def validate(config: TrainConfig) -> list[str]:
     problems += dataclass_problems(config, FIELD_BOUNDS)
     if config.rollout.ray_address is not None and not config.rollout.rollout_workers:
         problems.append("--ray-address needs --rollout-workers N (N >= 1)")
+    if config.optim.early_stopping and config.optim.holdout_fraction <= 0:
+        problems.append("--early-stopping needs --holdout-fraction > 0 (the held-out loss decides when to stop)")
     if config.policy.policy_type == "hf" and not config.policy.base_policy:
         problems.append("--policy-type hf needs --policy <folder of the HF checkpoint>")
     if config.policy.device == "cuda" or config.policy.dtype != "float32":  # the defaults need no torch to check

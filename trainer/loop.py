@@ -1018,6 +1018,8 @@ def train_on_units(
     batches_per_epoch = -(-len(train_index) // opt.pairs_per_step)
     total_steps = opt.epochs * batches_per_epoch
     params = lora_parameters(policy)
+    best: tuple[float, int, list[torch.Tensor]] | None = None  # (held-out loss, epoch, adapter weights)
+    early_stopping = opt.early_stopping and len(held_index) > 0
     if len(held_index):
         value = held_out_loss()
         logger.log(
@@ -1025,6 +1027,8 @@ def train_on_units(
             {"heldout/loss": value, "epoch": 0.0, "iteration": float(k)},
             f"iter {k} held-out loss {value:.4f} over {len(held_index)} units before training",
         )
+        if early_stopping:
+            best = (value, 0, [p.detach().clone() for p in params])
     policy.train()
     unit_name = "perf/pairs_per_second" if units.shape[1] == 2 else "perf/trajectories_per_second"
     with tqdm(total=total_steps, desc=f"iter {k} {opt.loss}", unit="step", disable=not progress, leave=False) as bar:
@@ -1076,6 +1080,22 @@ def train_on_units(
                     f"iter {k} epoch {epoch + 1} held-out loss {value:.4f}",
                 )
                 policy.train()
+                if early_stopping and best is not None:
+                    if value < best[0]:
+                        best = (value, epoch + 1, [p.detach().clone() for p in params])
+                    else:
+                        break
+    if best is not None:
+        with torch.no_grad():
+            for parameter, kept in zip(params, best[2]):
+                parameter.copy_(kept)
+        policy.eval()
+        kept_loss = held_out_loss()  # the restored adapter's, which must be the best epoch's
+        logger.log(
+            global_step,
+            {"heldout/best_epoch": float(best[1]), "heldout/loss_kept": kept_loss, "iteration": float(k)},
+            f"iter {k} early stopping: kept the adapter of epoch {best[1]} (held-out loss {kept_loss:.4f})",
+        )
     for group in optimizer.param_groups:
         group["lr"] = opt.lr
     policy.eval()

@@ -415,3 +415,27 @@ def test_group_loss_logs_pair_kinds_clip_statistics_and_held_out_loss(tmp_path, 
     assert len(held) == config.optim.epochs + 1  # before training and after every epoch
     final = logged[-1]
     assert {"pairs/success-vs-failure", "pairs/success-vs-success", "pairs/failure-vs-failure"} <= set(final)
+
+
+def test_early_stopping_keeps_the_adapter_of_the_best_held_out_epoch(tmp_path, tiny_policy_dir):
+    # A learning rate far too high for the tiny policy: the held-out loss soon rises.
+    config = _tiny_config(
+        tmp_path, tiny_policy_dir, "early", loss="tpo", holdout_fraction=0.5, early_stopping=True, epochs=6, lr=0.3
+    )
+    config.iterations = 1
+    run = train_quietly(config)
+    logged = _logged(run)
+    held = [row["heldout/loss"] for row in logged if "heldout/loss" in row]
+    (kept,) = [row for row in logged if "heldout/best_epoch" in row]
+    best = int(kept["heldout/best_epoch"])
+    assert held[best] == min(held)
+    # it stops at the first epoch that does not improve on the best so far (or runs them all)
+    assert len(held) == config.optim.epochs + 1 or (len(held) == best + 2 and held[-1] >= held[best])
+    assert kept["heldout/loss_kept"] == pytest.approx(held[best], abs=1e-5)
+
+
+def test_early_stopping_needs_a_held_out_slice(tmp_path, tiny_policy_dir):
+    from trainer.config import validate
+
+    config = _tiny_config(tmp_path, tiny_policy_dir, "early_bad", loss="tpo", early_stopping=True)
+    assert any("--early-stopping needs --holdout-fraction" in problem for problem in validate(config))
