@@ -97,6 +97,8 @@ SFT_RUN_BOUNDS = {
     "eval_temperature": POSITIVE,
     "log_every": AT_LEAST_ONE,
     "checkpoint_every": AT_LEAST_ONE,
+    "lora_rank": AT_LEAST_ONE,
+    "lora_alpha": POSITIVE,
 }
 """SFTRunConfig's numeric fields with a range of their own (the recipe's are SFT_FIELD_BOUNDS)."""
 
@@ -700,9 +702,9 @@ class SFTPolicySource:
     action_stats.json, else --unnorm-key's entry of the config's norm_stats)."""
     unnorm_key: str | None = None
     """Which dataset's action statistics of an OpenVLA config.json (norm_stats) to use."""
-    lora_rank: int = field(default=8, metadata={"bounds": AT_LEAST_ONE})
+    lora_rank: int = 8
     """Rank of the LoRA adapter trained on the frozen --policy."""
-    lora_alpha: float = field(default=16.0, metadata={"bounds": POSITIVE})
+    lora_alpha: float = 16.0
     """LoRA scaling numerator (the adapter's update is scaled by alpha / rank)."""
     lora_targets: Literal["attention", "all-linear"] = "all-linear"
     """Layers the LoRA adapter adapts: attention (q/k/v/o projections) or all-linear (also the MLP projections, as
