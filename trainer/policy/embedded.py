@@ -237,7 +237,6 @@ class EmbeddedVLA(Policy):
             )
             hidden = decoding.prefill(prefix)
             head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
-            embed = self.decoder.get_input_embeddings()
             tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
             for dim in range(config.action_dim):
                 logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
@@ -247,8 +246,7 @@ class EmbeddedVLA(Policy):
                 tokens.append(token)
                 logprob_sum += logprob
                 if dim + 1 < config.action_dim:
-                    # as _token_embeddings: dimension dim's bins have their own id block
-                    hidden = decoding.step(embed(token.unsqueeze(1) + dim * config.n_bins))
+                    hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
         finally:
             if was_training:
                 self.train()

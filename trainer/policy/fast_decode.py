@@ -7,10 +7,11 @@ embedded decoder that plumbing, not the arithmetic, was most of a rollout's samp
 
 :class:`LlamaDecoding` runs the same layers with the same weights and the same operations in
 the same order as ``LlamaDecoderLayer`` (RMSNorm, rotary q/k, scaled-dot-product attention
-over a key/value cache, gated MLP), reading the weights from the model at each call, so
-outputs equal the module path up to float rounding and a training step is always seen.
-LoRA-wrapped projections (peft) add their active adapters' low-rank update as peft does,
-and skip it inside ``disable_adapter()``; any projection of another kind is called as a module.
+over a key/value cache, gated MLP), so outputs equal the module path up to float rounding.
+The weights are read from the model when a decoding starts (one sampling call, during which
+they do not change), so a training step is seen by the next call. LoRA-wrapped projections
+(peft) have their active adapters' low-rank update merged into that read, and none inside
+``disable_adapter()``; a layer with a projection of another kind calls each one as a module.
 """
 
 from __future__ import annotations
