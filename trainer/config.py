@@ -110,6 +110,11 @@ class GcpgConfig:
     self_pairs: bool = False
     """Let R_self differences alone make a pair (the paper's rule: any R_GCPG difference counts, so two equally good
     successes are paired by their likelihood)."""
+    success_pairs: int = 0
+    """Also pair the best N successes of each initial state against its worst N successes (outcome gap > --min-gap),
+    so what the objective says about how to succeed (fewer contacts, shorter paths) is learnt from contrasts where
+    both trajectories finish the task; top-m-against-bottom-m pairs are mostly success against failure. 0: off.
+    Preference losses only (tpo, dpo-step)."""
 
 
 @dataclass
@@ -317,6 +322,11 @@ def validate(config: TrainConfig) -> list[str]:
         problems.append(
             f"--m {config.gcpg.m} needs --samples-per-state >= {2 * config.gcpg.m} "
             "(top m and bottom m must not overlap)"
+        )
+    if config.gcpg.success_pairs and (config.optim.loss not in ("tpo", "dpo-step") or config.gcpg.pairing != "gcpg"):
+        problems.append(
+            f"--success-pairs pairs trajectories for a preference loss with --pairing gcpg; "
+            f"--loss {config.optim.loss} --pairing {config.gcpg.pairing} does not use such pairs"
         )
     for item in config.overrides:
         name, sep, value = item.partition("=")

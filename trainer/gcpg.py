@@ -135,6 +135,46 @@ def make_pairs(
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+def success_pairs(
+    scores: np.ndarray,
+    success: np.ndarray,
+    group_ids: np.ndarray,
+    m: int,
+    *,
+    tie_break: np.ndarray | None = None,
+    min_gap: float = TIE_TOLERANCE,
+) -> np.ndarray:
+    """(chosen, rejected) pairs among the successes alone: each group's best m successes
+    against its worst m successes, by the rule of `make_pairs`.
+
+    Top-m-against-bottom-m pairs mostly set a success against a failure; they teach finishing
+    the task. What an objective says about *how* to finish it (fewer contacts, shorter paths)
+    sits in the differences between successes, which such pairs rarely contrast. Returns
+    indices into the full arrays, int64 [P, 2].
+    """
+    success = np.asarray(success, dtype=bool)
+    if success.shape != np.shape(scores):
+        raise ValueError(f"success_pairs: success [{success.shape}] and scores [{np.shape(scores)}] must match")
+    members = np.flatnonzero(success)
+    if len(members) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    tie = None if tie_break is None else np.asarray(tie_break)[members]
+    local = make_pairs(np.asarray(scores)[members], np.asarray(group_ids)[members], m, tie_break=tie, min_gap=min_gap)
+    return members[local].reshape(-1, 2).astype(np.int64)
+
+
+def merge_pairs(*pair_sets: np.ndarray) -> np.ndarray:
+    """The union of (chosen, rejected) pair arrays, first occurrence kept, order preserved."""
+    seen: set[tuple[int, int]] = set()
+    merged: list[tuple[int, int]] = []
+    for pairs in pair_sets:
+        for chosen, rejected in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
+            if (chosen, rejected) not in seen:
+                seen.add((chosen, rejected))
+                merged.append((chosen, rejected))
+    return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
+
+
 PAIR_KINDS = ("success-vs-failure", "success-vs-success", "failure-vs-failure", "failure-vs-success")
 """What a pair contrasts, by the outcome of its chosen and its rejected trajectory."""
 

@@ -48,8 +48,10 @@ from trainer.gcpg import (
     count_pair_kinds,
     group_advantages,
     make_pairs,
+    merge_pairs,
     pair_kinds,
     score_columns,
+    success_pairs,
     write_parquet,
 )
 from trainer.losses import Metrics, group_policy_gradient_loss, sft_loss, step_dpo_loss, tpo_loss
@@ -889,6 +891,16 @@ def choose_pairs(config: TrainConfig, k: int, columns: dict[str, Any], kept: np.
             pairs = make_pairs(
                 columns["outcome"], groups, config.gcpg.m, tie_break=columns["r_gcpg"], min_gap=config.gcpg.min_gap
             )
+        if config.gcpg.success_pairs:
+            among_successes = success_pairs(
+                columns["outcome"],
+                columns["success"],
+                groups,
+                config.gcpg.success_pairs,
+                tie_break=columns["r_gcpg"],
+                min_gap=config.gcpg.min_gap,
+            )
+            pairs = merge_pairs(pairs, among_successes)
     return pairs[kept[pairs[:, 0]]] if len(pairs) else pairs
 
 

@@ -30,7 +30,15 @@ LAST_STAGE = """stage last {
 
 PICK_PLACE_SCHEMA = (
     ["gripper.tip", "object.center", "object.top", "object.bottom", "container.center", "container.top"],
-    ["gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table", "action.norm"],
+    [
+        "gripper.opening",
+        "grasped",
+        "contact.obstacle",
+        "contact.distractor",
+        "contact.table",
+        "action.norm",
+        "knocked_over",
+    ],
 )
 
 

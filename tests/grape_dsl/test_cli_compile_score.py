@@ -26,7 +26,15 @@ KEYPOINTS = [
     "obstacle.center",
     "obstacle.top",
 ]
-SIGNALS = ["gripper.opening", "grasped", "contact.obstacle", "contact.distractor", "contact.table", "action.norm"]
+SIGNALS = [
+    "gripper.opening",
+    "grasped",
+    "contact.obstacle",
+    "contact.distractor",
+    "contact.table",
+    "action.norm",
+    "knocked_over",
+]
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ SIGNALS = [
     "contact.distractor",
     "contact.table",
     "action.norm",
+    "knocked_over",
 ]
 
 

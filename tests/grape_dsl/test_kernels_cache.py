@@ -31,6 +31,7 @@ SIGNALS = [
     "contact.distractor",
     "contact.table",
     "action.norm",
+    "knocked_over",
 ]
 
 CACHE_PROBE = """
@@ -39,7 +40,7 @@ import numpy as np
 from grape_dsl.compiler import compile_task
 from grape_dsl.batch import TrajectoryBatch
 compiled = compile_task(sys.argv[1], [sys.argv[2]], cache_dir=sys.argv[3])
-batch = TrajectoryBatch(np.zeros((2, 3, 8, 3), np.float32), {kps!r}, np.zeros((2, 3, 6), np.float32),
+batch = TrajectoryBatch(np.zeros((2, 3, 8, 3), np.float32), {kps!r}, np.zeros((2, 3, len({sigs!r})), np.float32),
                         {sigs!r}, np.array([3, 1]))
 table = compiled.score(batch)
 print(json.dumps({{"generated": compiled.info.generated, "numba_compiled": compiled.info.numba_compiled,

@@ -179,7 +179,7 @@ async def test_document_symbols_list_stages_and_constraints(client: LanguageClie
     symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc_id(uri)))
     stages = [s for s in symbols if s.kind == types.SymbolKind.Class]
     assert [s.name for s in stages] == ["grasp", "transport", "place"]
-    assert [c.name for c in stages[0].children] == ["reach", "bump", "travel"]
+    assert [c.name for c in stages[0].children] == ["reach", "bump", "upright", "travel"]
 
 
 async def test_bad_input_never_kills_the_server(client: LanguageClient, tmp_path: Path):

@@ -207,3 +207,48 @@ def test_informative_groups_are_those_whose_outcomes_spread_beyond_the_gap():
     groups = np.array(["tied", "tied", "close", "close", "mixed", "mixed"])
     assert informative_groups(outcome, groups, min_gap=0.01) == {"mixed"}
     assert informative_groups(outcome, groups, min_gap=0.001) == {"close", "mixed"}
+
+
+from trainer.gcpg import merge_pairs, success_pairs  # noqa: E402
+
+
+def test_success_pairs_contrast_successes_only_best_against_worst():
+    # One group of 8: five successes graded by R_ext (contacts, travel), three failures.
+    outcome = np.array([1.9, 1.5, 1.8, 0.3, 1.2, 0.1, 1.6, 0.2])
+    success = np.array([True, True, True, False, True, False, True, False])
+    groups = np.zeros(8, dtype=int)
+    top_bottom = make_pairs(outcome, groups, m=2)
+    assert all(success[c] and not success[r] for c, r in top_bottom)  # the usual pairs: success vs failure only
+    among = success_pairs(outcome, success, groups, m=2)
+    # successes by score: 0 (1.9), 2 (1.8), 6 (1.6), 1 (1.5), 4 (1.2) -> best two against worst two
+    assert {tuple(p) for p in among.tolist()} == {(0, 1), (0, 4), (2, 1), (2, 4)}
+    assert all(success[c] and success[r] for c, r in among)
+
+
+def test_success_pairs_respect_groups_gap_and_small_groups():
+    outcome = np.array([1.90, 1.895, 1.2, 1.7, 0.0, 1.0])
+    success = np.array([True, True, True, True, False, True])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    pairs = success_pairs(outcome, success, groups, m=2, min_gap=0.01)
+    # group 0: three successes -> m' = 1, best (0) against worst (2); group 1: successes 3 and 5 -> (3, 5)
+    assert pairs.tolist() == [[0, 2], [3, 5]]
+    assert success_pairs(outcome, np.zeros(6, dtype=bool), groups, m=2).shape == (0, 2)
+    with pytest.raises(ValueError, match="success"):
+        success_pairs(outcome, success[:3], groups, m=2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=4), m=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_success_pairs_invariants(sizes, m, seed):
+    rng = np.random.default_rng(seed)
+    groups = np.concatenate([np.full(n, g) for g, n in enumerate(sizes)])
+    success = rng.random(len(groups)) < 0.6
+    outcome = rng.random(len(groups)) + success
+    pairs = success_pairs(outcome, success, groups, m)
+    for c, r in pairs:
+        assert success[c] and success[r] and groups[c] == groups[r] and outcome[c] > outcome[r]
+    merged = merge_pairs(make_pairs(outcome, groups, m), pairs)
+    assert len({tuple(p) for p in merged.tolist()}) == len(merged)
+    assert {tuple(p) for p in merged.tolist()} == {tuple(p) for p in make_pairs(outcome, groups, m).tolist()} | {
+        tuple(p) for p in pairs.tolist()
+    }

@@ -439,3 +439,27 @@ def test_early_stopping_needs_a_held_out_slice(tmp_path, tiny_policy_dir):
 
     config = _tiny_config(tmp_path, tiny_policy_dir, "early_bad", loss="tpo", early_stopping=True)
     assert any("--early-stopping needs --holdout-fraction" in problem for problem in validate(config))
+
+
+def test_success_pairs_add_contrasts_among_successes(tmp_path, tiny_policy_dir):
+    from trainer.config import validate
+    from trainer.loop import choose_pairs
+
+    config = _tiny_config(tmp_path, tiny_policy_dir, "success_pairs", loss="tpo")
+    config.gcpg.m, config.rollout.samples_per_state = 2, 8
+    # one initial state, eight samples: six graded successes, two failures
+    columns = {
+        "group": np.array(["stack/7"] * 8),
+        "outcome": np.array([1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 0.2, 0.1]),
+        "r_gcpg": np.zeros(8),
+        "success": np.array([True] * 6 + [False] * 2),
+    }
+    kept = np.ones(8, dtype=bool)
+    plain = choose_pairs(config, 1, columns, kept)
+    config.gcpg.success_pairs = 2
+    both = choose_pairs(config, 1, columns, kept)
+    assert {tuple(p) for p in plain.tolist()} == {(0, 6), (0, 7), (1, 6), (1, 7)}
+    assert {tuple(p) for p in both.tolist()} == {tuple(p) for p in plain.tolist()} | {(0, 4), (0, 5), (1, 4), (1, 5)}
+    assert validate(config) == []
+    config.optim.loss = "rloo"
+    assert any("--success-pairs" in problem for problem in validate(config))

@@ -93,3 +93,34 @@ def test_expert_success_at_least_90_percent_over_100_in_domain_seeds(task):
     finally:
         env.close()
     assert wins >= 90, f"{task}: expert succeeded on {wins}/100 in-domain seeds"
+
+
+def _drive_tip(env, info, target, steps):
+    """Move the closed gripper's tip toward target for up to `steps` steps; return the last info."""
+    tip_row = env.keypoint_names.index("gripper.tip")
+    for _ in range(steps):
+        step = np.clip(target - info["keypoints"][tip_row], -0.02, 0.02)
+        _, _, terminated, truncated, info = env.step(np.array([*step, 0, 0, 0, 1.0]))
+        if terminated or truncated:
+            break
+    return info
+
+
+def test_knocked_over_signal_marks_a_toppled_obstacle():
+    env = make_env("pick_place_obstacle", max_steps=120)
+    col = SIGNAL_NAMES.index("knocked_over")
+    try:
+        clear = run_expert(env, Expert("pick_place_obstacle"), seed=SEEDS[0])
+        _, info = env.reset(seed=SEEDS[0])
+        points = dict(zip(env.keypoint_names, info["keypoints"]))
+        centre, top = points["obstacle.center"], points["obstacle.top"]
+        z = top[2] - 0.015  # sweep through the obstacle just below its top: it tips rather than slides
+        info = _drive_tip(env, info, np.array([centre[0] - 0.1, centre[1], z + 0.08]), 25)
+        info = _drive_tip(env, info, np.array([centre[0] - 0.1, centre[1], z]), 15)
+        _drive_tip(env, info, np.array([centre[0] + 0.15, centre[1], z]), 30)
+        toppled = env.episode()
+    finally:
+        env.close()
+    assert clear.signals[:, col].sum() == 0
+    assert toppled.signals[:, col].sum() >= 1 and toppled.collision
+    assert toppled.signals[-1, col] == 1  # a fallen obstacle stays down

@@ -352,14 +352,13 @@ class GrapeSimEnv(gym.Env):
             self._ever_collision = True
         self._success = self._check_success(centre, bottom, goal, left or right)
 
+        signals = np.array([opening, float(grasped), *self._contacts.astype(float), action_norm, float(knocked)])
         if self._steps > 0:
             self._log["keypoints"].append(np.stack([points[n] for n in self.keypoint_names]))
-            self._log["signals"].append(np.array([opening, float(grasped), *self._contacts.astype(float), action_norm]))
+            self._log["signals"].append(signals)
         self._last_points = points
         self._last_keypoints = np.stack([points[n] for n in self.keypoint_names]).astype(np.float32)
-        self._last_signals = np.array(
-            [opening, float(grasped), *self._contacts.astype(float), action_norm], dtype=np.float32
-        )
+        self._last_signals = signals.astype(np.float32)
         obs = {"state": state}
         if self.image_size:
             obs["image"] = self.render_frame(self.image_size)

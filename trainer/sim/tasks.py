@@ -18,6 +18,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "contact.distractor",
     "contact.table",
     "action.norm",
+    "knocked_over",
 )
 
 _OBJECT_KEYPOINTS = ("gripper.tip", "object.center", "object.top", "object.bottom")
