@@ -232,27 +232,33 @@ class EmbeddedVLA(Policy):
                     f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]"
                 )
             causal_lm = self._causal_lm()
-            decoding = LlamaDecoding(
-                causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
-            )
-            hidden = decoding.prefill(prefix)
-            head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
-            tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
-            for dim in range(config.action_dim):
-                logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
-                token, logprob = sample_from_logits(
-                    logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
+            # The decoding's tensors never meet autograd, and inference mode skips the version
+            # and view bookkeeping of its ~300 small ops per call (about 15% of sampling time,
+            # measured). Only the prefix is computed outside it: the instruction encoder caches
+            # its embeddings, which log_prob later feeds to layers that train.
+            with torch.inference_mode():
+                decoding = LlamaDecoding(
+                    causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
                 )
-                tokens.append(token)
-                logprob_sum += logprob
-                if dim + 1 < config.action_dim:
-                    hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
+                hidden = decoding.prefill(prefix)
+                head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
+                tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
+                for dim in range(config.action_dim):
+                    logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
+                    token, logprob = sample_from_logits(
+                        logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
+                    )
+                    tokens.append(token)
+                    logprob_sum += logprob
+                    if dim + 1 < config.action_dim:
+                        hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
         finally:
             if was_training:
                 self.train()
+        # Outside inference mode, stack and clone make ordinary tensors: callers may use them with autograd.
         token_tensor = torch.stack(tokens, dim=1)
         actions = self.action_tokenizer.detokenize(token_tensor.cpu().numpy())
-        return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum)
+        return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum.clone())
 
     def log_prob(self, obs: Mapping[str, Any], instructions: list[str], tokens: torch.Tensor) -> torch.Tensor:
         prefix = self._prefix(obs, instructions)

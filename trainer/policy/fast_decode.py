@@ -121,11 +121,6 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class LlamaDecoding:
     """One batch's decoding state: fill with :meth:`prefill`, then :meth:`step` one position at a time.
 
@@ -149,10 +144,21 @@ class LlamaDecoding:
         positions = torch.arange(max_length, device=device).unsqueeze(0)
         probe = torch.zeros((), device=device, dtype=dtype)
         cos, sin = backbone.rotary_emb(probe, positions)  # [1, max_length, head_dim]
-        self.cos, self.sin = cos[0], sin[0]
-        shape = (len(backbone.layers), batch, self.kv_heads, max_length, self.head_dim)
-        self.keys = torch.empty(shape, device=device, dtype=dtype)
-        self.values = torch.empty(shape, device=device, dtype=dtype)
+        # rotate_half(x) * sin == roll(x, half) * signed_sin, bit for bit (only signs move), in
+        # one roll instead of two slices, a negation and a cat.
+        half = self.head_dim // 2
+        signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+        self.cos, self.sin = cos[0], signed_sin
+        # The same tables per head of a stacked q/k/v projection, with the identity rotation
+        # (cos 1, sin 0) on the v heads: one rotary pass over q, k and v together leaves v's
+        # values as they are, and k and v come out side by side for one cache write.
+        rotated, kept = self.heads + self.kv_heads, self.kv_heads
+        identity_cos, identity_sin = torch.ones_like(cos[0]), torch.zeros_like(signed_sin)
+        self.stacked_cos = torch.cat((cos[0].expand(rotated, -1, -1), identity_cos.expand(kept, -1, -1)))
+        self.stacked_sin = torch.cat((signed_sin.expand(rotated, -1, -1), identity_sin.expand(kept, -1, -1)))
+        # keys then values of each layer: [layers, B, 2 * kv_heads, max_length, head_dim]
+        shape = (len(backbone.layers), batch, 2 * self.kv_heads, max_length, self.head_dim)
+        self.cache = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         self.layers = [_fused_layer(layer) for layer in backbone.layers]
 
@@ -178,14 +184,16 @@ class LlamaDecoding:
         self.length = end
         return _rms_norm(self.backbone.norm, hidden)
 
-    def _rotary(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        return x * self.cos[start:end] + _rotate_half(x) * self.sin[start:end]
+    def _rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotary embedding with tables already sliced to the new positions (sin signed, see __init__)."""
+        return x * cos + x.roll(self.head_dim // 2, dims=-1) * sin
 
-    def _attend(self, index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, end: int):
-        """Cache k/v ([B, heads, new, d], rotary already applied), attend; return [B, new, heads * d]."""
-        self.keys[index, :, :, start:end] = k
-        self.values[index, :, :, start:end] = v
-        keys, values = self.keys[index, :, :, :end], self.values[index, :, :, :end]
+    def _attend(self, index: int, q: torch.Tensor, keys_values: torch.Tensor, start: int, end: int):
+        """Cache the new positions' keys and values ([B, 2 * kv_heads, new, d], rotary already
+        applied to the keys), attend; return [B, new, heads * d]."""
+        self.cache[index, :, :, start:end] = keys_values
+        cached = self.cache[index, :, :, :end]
+        keys, values = cached[:, : self.kv_heads], cached[:, self.kv_heads :]
         # Causal within a prefill (which starts at 0); a single new position sees everything.
         attended = F.scaled_dot_product_attention(
             q, keys, values, is_causal=end - start > 1, scale=self.scaling, enable_gqa=self.kv_heads != self.heads
@@ -196,11 +204,9 @@ class LlamaDecoding:
         batch, new, _ = hidden.shape
         qkv = F.linear(_rms_norm(layer.input_norm, hidden), *layer.qkv)
         qkv = qkv.view(batch, new, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
-        # Rotary on q and k together (one set of elementwise ops instead of two).
-        qk = self._rotary(qkv[:, : self.heads + self.kv_heads], start, end)
-        q, k = qk.split([self.heads, self.kv_heads], dim=1)
-        v = qkv[:, self.heads + self.kv_heads :]
-        hidden = hidden + F.linear(self._attend(index, q, k, v, start, end), *layer.output)
+        qkv = self._rotary(qkv, self.stacked_cos[:, start:end], self.stacked_sin[:, start:end])
+        attended = self._attend(index, qkv[:, : self.heads], qkv[:, self.heads :], start, end)
+        hidden = hidden + F.linear(attended, *layer.output)
         gate, up = F.linear(_rms_norm(layer.post_norm, hidden), *layer.gate_up).chunk(2, dim=-1)
         return hidden + F.linear(layer.act_fn(gate) * up, *layer.down)
 
@@ -212,8 +218,10 @@ class LlamaDecoding:
         q = project(attention.q_proj, normed).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
         k = project(attention.k_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
         v = project(attention.v_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = self._rotary(q, start, end), self._rotary(k, start, end)
-        hidden = hidden + project(attention.o_proj, self._attend(index, q, k, v, start, end))
+        cos, sin = self.cos[start:end], self.sin[start:end]
+        q, k = self._rotary(q, cos, sin), self._rotary(k, cos, sin)
+        attended = self._attend(index, q, torch.cat((k, v), dim=1), start, end)
+        hidden = hidden + project(attention.o_proj, attended)
         normed = _rms_norm(layer.post_attention_layernorm, hidden)
         mlp = layer.mlp
         return hidden + project(
