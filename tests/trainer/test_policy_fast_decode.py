@@ -60,3 +60,29 @@ def test_sampling_from_uniforms_follows_each_row_and_the_distribution():
     tokens = inverse_cdf(probs.expand(400, -1), grid)
     assert torch.bincount(tokens, minlength=5).tolist() == [200, 0, 100, 100, 0]
     assert inverse_cdf(probs, torch.tensor([1.0 - 1e-12])).item() == 3
+
+
+def test_sampling_sees_training_steps_loads_and_adapter_switches():
+    # Every kind of weight change must reach the next sampling call (the decoding reads stacked copies).
+    policy = add_lora(_policy(), rank=4, alpha=8)
+    obs, uniforms = _obs(), torch.rand(6, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def sampled_matches_recomputed():
+        out = policy.sample(obs, INSTRUCTIONS, uniforms=uniforms)
+        torch.testing.assert_close(policy.log_prob(obs, INSTRUCTIONS, out.tokens), out.logprobs, rtol=0, atol=1e-5)
+        return out.logprobs
+
+    before = sampled_matches_recomputed()
+    lora = [parameter for name, parameter in policy.named_parameters() if "lora_B" in name]
+    optimizer = torch.optim.SGD(lora, lr=1.0)
+    optimizer.zero_grad()
+    policy.log_prob(obs, INSTRUCTIONS, torch.zeros(6, 7, dtype=torch.long)).sum().backward()
+    optimizer.step()  # in place, through autograd's view of the LoRA factors
+    stepped = sampled_matches_recomputed()
+    assert not torch.allclose(stepped, before, atol=1e-4)
+    with policy.adapter_disabled():
+        sampled_matches_recomputed()
+    base = policy.decoder.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+    with torch.no_grad():
+        base.copy_(torch.randn_like(base))  # as load_state_dict writes a checkpoint's weights
+    sampled_matches_recomputed()
