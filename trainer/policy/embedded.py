@@ -207,7 +207,6 @@ class EmbeddedVLA(Policy):
         return torch.einsum("bkh,kvh->bkv", hidden, blocks).float()
 
     # ------------------------------------------------------------------ Policy API
-    @torch.no_grad()
     def sample(
         self,
         obs: Mapping[str, Any],
@@ -218,6 +217,22 @@ class EmbeddedVLA(Policy):
         *,
         uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
+        # Sampling's tensors never meet autograd, and inference mode skips the version and view
+        # bookkeeping of its ~300 small ops per call (about 15% of sampling time, measured).
+        # Outside it, clone makes ordinary tensors of the results: callers may use them with autograd.
+        with torch.inference_mode():
+            out = self._sample(obs, instructions, temperature, greedy, generator, uniforms)
+        return SampleOutput(actions=out.actions, tokens=out.tokens.clone(), logprobs=out.logprobs.clone())
+
+    def _sample(
+        self,
+        obs: Mapping[str, Any],
+        instructions: list[str],
+        temperature: float,
+        greedy: bool,
+        generator: torch.Generator | None,
+        uniforms: torch.Tensor | None,
+    ) -> SampleOutput:
         from trainer.policy.fast_decode import LlamaDecoding
 
         config = self.config
@@ -227,38 +242,34 @@ class EmbeddedVLA(Policy):
         try:
             prefix = self._prefix(obs, instructions)
             batch = prefix.shape[0]
-            if uniforms is not None and tuple(uniforms.shape) != (batch, config.action_dim):
-                raise PolicyInputError(
-                    f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]"
-                )
-            causal_lm = self._causal_lm()
-            # The decoding's tensors never meet autograd, and inference mode skips the version
-            # and view bookkeeping of its ~300 small ops per call (about 15% of sampling time,
-            # measured). Only the prefix is computed outside it: the instruction encoder caches
-            # its embeddings, which log_prob later feeds to layers that train.
-            with torch.inference_mode():
-                decoding = LlamaDecoding(
-                    causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
-                )
-                hidden = decoding.prefill(prefix)
-                head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
-                tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
-                for dim in range(config.action_dim):
-                    logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
-                    token, logprob = sample_from_logits(
-                        logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
+            if uniforms is not None:
+                if tuple(uniforms.shape) != (batch, config.action_dim):
+                    raise PolicyInputError(
+                        f"uniforms has shape {tuple(uniforms.shape)}; expected [{batch}, {config.action_dim}]"
                     )
-                    tokens.append(token)
-                    logprob_sum += logprob
-                    if dim + 1 < config.action_dim:
-                        hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
+                uniforms = uniforms.to(prefix.device, torch.float32)  # once, not once per token (inverse_cdf's dtype)
+            causal_lm = self._causal_lm()
+            decoding = LlamaDecoding(
+                causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
+            )
+            hidden = decoding.prefill(prefix)
+            head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
+            tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
+            for dim in range(config.action_dim):
+                logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
+                token, logprob = sample_from_logits(
+                    logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
+                )
+                tokens.append(token)
+                logprob_sum += logprob
+                if dim + 1 < config.action_dim:
+                    hidden = decoding.step(self._token_embeddings(token.unsqueeze(1), first_dim=dim))
         finally:
             if was_training:
                 self.train()
-        # Outside inference mode, stack and clone make ordinary tensors: callers may use them with autograd.
         token_tensor = torch.stack(tokens, dim=1)
         actions = self.action_tokenizer.detokenize(token_tensor.cpu().numpy())
-        return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum.clone())
+        return SampleOutput(actions=actions, tokens=token_tensor, logprobs=logprob_sum)
 
     def log_prob(self, obs: Mapping[str, Any], instructions: list[str], tokens: torch.Tensor) -> torch.Tensor:
         prefix = self._prefix(obs, instructions)
