@@ -8,9 +8,15 @@ pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observ
 no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
 Row "policy, fresh worlds": as the first row with a pool that keeps nothing, so every call
 builds its environments anew (what rollouts did before the pool).
-Rounds are interleaved so that load from other jobs hits every row alike.
+Rows are interleaved per round (one ``collect_rollouts`` call, then the replay of its episodes,
+then the fresh-worlds call), so that load from other jobs hits every row alike. A repeat is
+``--rounds`` rounds; every round of every repeat runs its own episodes (fresh seeds, so the
+instruction encoder's cache helps no repeat more than the first). The in-loop/physics ratio is
+reported per repeat (median and min-max) beside the totals: on a shared machine it moves by
+several hundredths between back-to-back runs of the same code.
 
     python bench/rollout.py                                  # cached default SFT policy if present
+    python bench/rollout.py --rounds 2 --repeats 3           # median ratio and spread over 3 repeats
     python bench/rollout.py --policy runs/x/policy --episodes 32 --rounds 3 --json
 """
 
@@ -84,9 +90,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32, help="episodes per round (default 32)")
     parser.add_argument("--batch-envs", type=int, default=16)
     parser.add_argument("--max-steps", type=int, default=120)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per repeat (default 3)")
+    parser.add_argument("--repeats", type=int, default=1, help="repeats, each with its own episodes (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    for name in ("episodes", "batch_envs", "max_steps", "rounds", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     torch.set_num_threads(1)
     from trainer.loop import TRAIN_SPLIT
@@ -98,33 +108,43 @@ def main() -> None:
     def specs(round_index: int) -> list[EpisodeSpec]:
         return [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i) for i in range(args.episodes)]
 
-    # warm pool
-    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
-    totals = {"policy in the loop": [0, 0.0], "physics only": [0, 0.0], "policy, fresh worlds": [0, 0.0]}
+    # warm the pool with episodes of their own (the index after every measured round's)
+    warm_up = specs(args.rounds * args.repeats)
+    collect_rollouts(policy, warm_up, sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
+    names = ("policy in the loop", "physics only", "policy, fresh worlds")
+    totals = {name: [0, 0.0] for name in names}
+    ratios = []  # in-loop steps/s over physics-only steps/s, one per repeat
     exact_replays = 0
-    for r in range(args.rounds):
-        started = time.perf_counter()
-        rollouts, _ = collect_rollouts(
-            policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
-        )
-        totals["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
-        totals["policy in the loop"][1] += time.perf_counter() - started
-        started = time.perf_counter()
-        steps, same = replay(rollouts, pool, args.max_steps)
-        totals["physics only"][0] += steps
-        exact_replays += same
-        totals["physics only"][1] += time.perf_counter() - started
-        started = time.perf_counter()
-        fresh, _ = collect_rollouts(
-            policy,
-            specs(r),
-            sample_seed=r,
-            max_steps=args.max_steps,
-            batch_envs=args.batch_envs,
-            env_pool=EnvPool(capacity=0),
-        )
-        totals["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
-        totals["policy, fresh worlds"][1] += time.perf_counter() - started
+    for repeat in range(args.repeats):
+        mine = {name: [0, 0.0] for name in names}
+        for r in range(repeat * args.rounds, (repeat + 1) * args.rounds):
+            started = time.perf_counter()
+            rollouts, _ = collect_rollouts(
+                policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
+            )
+            mine["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
+            mine["policy in the loop"][1] += time.perf_counter() - started
+            started = time.perf_counter()
+            steps, same = replay(rollouts, pool, args.max_steps)
+            mine["physics only"][0] += steps
+            mine["physics only"][1] += time.perf_counter() - started
+            exact_replays += same
+            started = time.perf_counter()
+            fresh, _ = collect_rollouts(
+                policy,
+                specs(r),
+                sample_seed=r,
+                max_steps=args.max_steps,
+                batch_envs=args.batch_envs,
+                env_pool=EnvPool(capacity=0),
+            )
+            mine["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
+            mine["policy, fresh worlds"][1] += time.perf_counter() - started
+        (loop_steps, loop_seconds), (physics_steps, physics_seconds) = mine[names[0]], mine[names[1]]
+        ratios.append((loop_steps / loop_seconds) / (physics_steps / physics_seconds))
+        for name in names:
+            totals[name][0] += mine[name][0]
+            totals[name][1] += mine[name][1]
     physics = totals["physics only"][0] / totals["physics only"][1]
     rows = {
         name: {
@@ -140,16 +160,20 @@ def main() -> None:
         "task": args.task,
         "episodes_per_round": args.episodes,
         "rounds": args.rounds,
+        "repeats": args.repeats,
         "batch_envs": args.batch_envs,
-        "replays_exact": f"{exact_replays}/{args.episodes * args.rounds}",
+        "replays_exact": f"{exact_replays}/{args.episodes * args.rounds * args.repeats}",
         "load_average": os.getloadavg(),
         "rows": rows,
+        "in_loop_x_physics_per_repeat": [round(x, 3) for x in ratios],
+        "in_loop_x_physics_median": round(float(np.median(ratios)), 3),
+        "in_loop_x_physics_range": [round(min(ratios), 3), round(max(ratios), 3)],
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, "
+        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds x {args.repeats} repeats, "
         f"{args.batch_envs} envs in lockstep, "
         f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
     )
@@ -160,6 +184,11 @@ def main() -> None:
             f"{row['x_physics']:>10.2f}"
         )
     print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
+    low, high = result["in_loop_x_physics_range"]
+    print(
+        f"policy in the loop x physics per repeat: median {result['in_loop_x_physics_median']:.2f} "
+        f"(min {low:.2f}, max {high:.2f}; {', '.join(f'{x:.2f}' for x in ratios)})"
+    )
 
 
 if __name__ == "__main__":
