@@ -112,48 +112,60 @@ def main() -> None:
     warm_up = specs(args.rounds * args.repeats)
     collect_rollouts(policy, warm_up, sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
     names = ("policy in the loop", "physics only", "policy, fresh worlds")
-    totals = {name: [0, 0.0] for name in names}
-    ratios = []  # in-loop steps/s over physics-only steps/s, one per repeat
+    totals = {name: [0, 0.0, 0.0] for name in names}  # steps, wall seconds, CPU seconds of this process
+    # in-loop steps/s over physics-only steps/s, one per repeat, by wall-clock and by CPU time
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
     exact_replays = 0
+
+    def timed(row: list, run):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run()
+        row[1] += time.perf_counter() - wall
+        row[2] += time.process_time() - cpu
+        return result
+
     for repeat in range(args.repeats):
-        mine = {name: [0, 0.0] for name in names}
+        mine = {name: [0, 0.0, 0.0] for name in names}
         for r in range(repeat * args.rounds, (repeat + 1) * args.rounds):
-            started = time.perf_counter()
-            rollouts, _ = collect_rollouts(
-                policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
+            rollouts, _ = timed(
+                mine["policy in the loop"],
+                lambda: collect_rollouts(
+                    policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
+                ),
             )
             mine["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
-            mine["policy in the loop"][1] += time.perf_counter() - started
-            started = time.perf_counter()
-            steps, same = replay(rollouts, pool, args.max_steps)
+            steps, same = timed(mine["physics only"], lambda: replay(rollouts, pool, args.max_steps))
             mine["physics only"][0] += steps
-            mine["physics only"][1] += time.perf_counter() - started
             exact_replays += same
-            started = time.perf_counter()
-            fresh, _ = collect_rollouts(
-                policy,
-                specs(r),
-                sample_seed=r,
-                max_steps=args.max_steps,
-                batch_envs=args.batch_envs,
-                env_pool=EnvPool(capacity=0),
+            fresh, _ = timed(
+                mine["policy, fresh worlds"],
+                lambda: collect_rollouts(
+                    policy,
+                    specs(r),
+                    sample_seed=r,
+                    max_steps=args.max_steps,
+                    batch_envs=args.batch_envs,
+                    env_pool=EnvPool(capacity=0),
+                ),
             )
             mine["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
-            mine["policy, fresh worlds"][1] += time.perf_counter() - started
-        (loop_steps, loop_seconds), (physics_steps, physics_seconds) = mine[names[0]], mine[names[1]]
-        ratios.append((loop_steps / loop_seconds) / (physics_steps / physics_seconds))
+        loop, physics = mine["policy in the loop"], mine["physics only"]
+        for clock, column in (("wall", 1), ("cpu", 2)):
+            ratios[clock].append((loop[0] / loop[column]) / (physics[0] / physics[column]))
         for name in names:
-            totals[name][0] += mine[name][0]
-            totals[name][1] += mine[name][1]
-    physics = totals["physics only"][0] / totals["physics only"][1]
+            totals[name] = [a + b for a, b in zip(totals[name], mine[name])]
+    physics_wall = totals["physics only"][0] / totals["physics only"][1]
+    physics_cpu = totals["physics only"][0] / totals["physics only"][2]
     rows = {
         name: {
             "steps": steps,
-            "seconds": round(seconds, 3),
-            "steps_per_second": round(steps / seconds, 1),
-            "x_physics": round(steps / seconds / physics, 3),
+            "seconds": round(wall, 3),
+            "steps_per_second": round(steps / wall, 1),
+            "x_physics": round(steps / wall / physics_wall, 3),
+            "cpu_seconds": round(cpu, 3),
+            "x_physics_cpu": round(steps / cpu / physics_cpu, 3),
         }
-        for name, (steps, seconds) in totals.items()
+        for name, (steps, wall, cpu) in totals.items()
     }
     result = {
         "policy": source,
@@ -165,10 +177,11 @@ def main() -> None:
         "replays_exact": f"{exact_replays}/{args.episodes * args.rounds * args.repeats}",
         "load_average": os.getloadavg(),
         "rows": rows,
-        "in_loop_x_physics_per_repeat": [round(x, 3) for x in ratios],
-        "in_loop_x_physics_median": round(float(np.median(ratios)), 3),
-        "in_loop_x_physics_range": [round(min(ratios), 3), round(max(ratios), 3)],
     }
+    for clock, suffix in (("wall", ""), ("cpu", "_cpu")):
+        result[f"in_loop_x_physics{suffix}_per_repeat"] = [round(x, 3) for x in ratios[clock]]
+        result[f"in_loop_x_physics{suffix}_median"] = round(float(np.median(ratios[clock])), 3)
+        result[f"in_loop_x_physics{suffix}_range"] = [round(min(ratios[clock]), 3), round(max(ratios[clock]), 3)]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -177,18 +190,20 @@ def main() -> None:
         f"{args.batch_envs} envs in lockstep, "
         f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10}")
+    print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10} {'CPU s':>7} {'x (CPU)':>8}")
     for name, row in rows.items():
         print(
             f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} "
-            f"{row['x_physics']:>10.2f}"
+            f"{row['x_physics']:>10.2f} {row['cpu_seconds']:>7.2f} {row['x_physics_cpu']:>8.2f}"
         )
     print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
-    low, high = result["in_loop_x_physics_range"]
-    print(
-        f"policy in the loop x physics per repeat: median {result['in_loop_x_physics_median']:.2f} "
-        f"(min {low:.2f}, max {high:.2f}; {', '.join(f'{x:.2f}' for x in ratios)})"
-    )
+    for clock, suffix in (("wall-clock", ""), ("CPU time", "_cpu")):
+        low, high = result[f"in_loop_x_physics{suffix}_range"]
+        each = ", ".join(f"{x:.2f}" for x in result[f"in_loop_x_physics{suffix}_per_repeat"])
+        print(
+            f"policy in the loop x physics per repeat, {clock}: median "
+            f"{result[f'in_loop_x_physics{suffix}_median']:.2f} (min {low:.2f}, max {high:.2f}; {each})"
+        )
 
 
 if __name__ == "__main__":
