@@ -253,10 +253,10 @@ class EmbeddedVLA(Policy):
                 causal_lm.model, batch, config.prefix_length + config.action_dim, prefix.device, prefix.dtype
             )
             hidden = decoding.prefill(prefix)
-            head = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1)
+            heads = causal_lm.lm_head.weight.view(config.action_dim, config.n_bins, -1).unbind(0)
             tokens, logprob_sum = [], torch.zeros(batch, device=prefix.device)
             for dim in range(config.action_dim):
-                logits = torch.nn.functional.linear(hidden, head[dim]).float()  # as _head, for one position
+                logits = torch.nn.functional.linear(hidden, heads[dim]).float()  # as _head, for one position
                 token, logprob = sample_from_logits(
                     logits, temperature, greedy, generator, None if uniforms is None else uniforms[:, dim]
                 )

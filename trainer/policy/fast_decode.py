@@ -159,6 +159,9 @@ class LlamaDecoding:
         # keys then values of each layer: [layers, B, 2 * kv_heads, max_length, head_dim]
         shape = (len(backbone.layers), batch, 2 * self.kv_heads, max_length, self.head_dim)
         self.cache = torch.empty(shape, device=device, dtype=dtype)
+        # Per layer: (its keys and values, its keys, its values), views made once per decoding.
+        layer_caches = [self.cache[index] for index in range(len(backbone.layers))]  # not unbind: written in place
+        self.layer_caches = [(kv, kv[:, : self.kv_heads], kv[:, self.kv_heads :]) for kv in layer_caches]
         self.length = 0
         self.layers = [_fused_layer(layer) for layer in backbone.layers]
 
@@ -176,11 +179,12 @@ class LlamaDecoding:
 
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
         start, end = self.length, self.length + hidden.shape[1]
+        cos, sin = self.stacked_cos[:, start:end], self.stacked_sin[:, start:end]  # once for every layer
         for index, (layer, fused) in enumerate(zip(self.backbone.layers, self.layers)):
             if fused is None:
                 hidden = self._module_layer(index, layer, hidden, start, end)
             else:
-                hidden = self._fused_layer(index, fused, hidden, start, end)
+                hidden = self._fused_layer(index, fused, hidden, start, end, cos, sin)
         self.length = end
         return _rms_norm(self.backbone.norm, hidden)
 
@@ -191,20 +195,34 @@ class LlamaDecoding:
     def _attend(self, index: int, q: torch.Tensor, keys_values: torch.Tensor, start: int, end: int):
         """Cache the new positions' keys and values ([B, 2 * kv_heads, new, d], rotary already
         applied to the keys), attend; return [B, new, heads * d]."""
-        self.cache[index, :, :, start:end] = keys_values
-        cached = self.cache[index, :, :, :end]
-        keys, values = cached[:, : self.kv_heads], cached[:, self.kv_heads :]
+        cache, keys, values = self.layer_caches[index]
+        cache[:, :, start:end] = keys_values
         # Causal within a prefill (which starts at 0); a single new position sees everything.
         attended = F.scaled_dot_product_attention(
-            q, keys, values, is_causal=end - start > 1, scale=self.scaling, enable_gqa=self.kv_heads != self.heads
+            q,
+            keys[:, :, :end],
+            values[:, :, :end],
+            is_causal=end - start > 1,
+            scale=self.scaling,
+            enable_gqa=self.kv_heads != self.heads,
         )
         return attended.transpose(1, 2).reshape(q.shape[0], end - start, -1)
 
-    def _fused_layer(self, index: int, layer: _FusedLayer, hidden: torch.Tensor, start: int, end: int):
+    def _fused_layer(
+        self,
+        index: int,
+        layer: _FusedLayer,
+        hidden: torch.Tensor,
+        start: int,
+        end: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ):
+        """``cos``/``sin``: the stacked q/k/v tables at the new positions."""
         batch, new, _ = hidden.shape
         qkv = F.linear(_rms_norm(layer.input_norm, hidden), *layer.qkv)
         qkv = qkv.view(batch, new, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
-        qkv = self._rotary(qkv, self.stacked_cos[:, start:end], self.stacked_sin[:, start:end])
+        qkv = self._rotary(qkv, cos, sin)
         attended = self._attend(index, qkv[:, : self.heads], qkv[:, self.heads :], start, end)
         hidden = hidden + F.linear(attended, *layer.output)
         gate, up = F.linear(_rms_norm(layer.post_norm, hidden), *layer.gate_up).chunk(2, dim=-1)
