@@ -2,7 +2,9 @@
 
 Row "policy in the loop": ``collect_rollouts`` as a GRAPE iteration runs it (lockstep envs,
 sampling at temperature 1 with per-episode streams, environments from the process's pool,
-warmed by one call first as after a training run's first iteration).
+warmed by one call first as after a training run's first iteration). By default every episode
+starts from its own initial state (so a new instruction for the encoder about 2 times in 3);
+``--samples-per-state 6`` draws six episodes per state, as a GRAPE iteration does by default.
 Row "physics only": the same episodes replayed from their recorded actions through the same
 pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observation), with
 no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
@@ -17,6 +19,7 @@ several hundredths between back-to-back runs of the same code.
 
     python bench/rollout.py                                  # cached default SFT policy if present
     python bench/rollout.py --rounds 2 --repeats 3           # median ratio and spread over 3 repeats
+    python bench/rollout.py --samples-per-state 6           # work shaped like a GRAPE iteration's
     python bench/rollout.py --policy runs/x/policy --episodes 32 --rounds 3 --json
 """
 
@@ -92,9 +95,16 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per repeat (default 3)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats, each with its own episodes (default 1)")
+    parser.add_argument(
+        "--samples-per-state",
+        type=int,
+        default=1,
+        help="episodes drawn from each initial state (default 1: every episode its own scene and instruction; "
+        "a GRAPE iteration draws 6 by default, so its instruction encoder sees 6x fewer new strings)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    for name in ("episodes", "batch_envs", "max_steps", "rounds", "repeats"):
+    for name in ("episodes", "batch_envs", "max_steps", "rounds", "repeats", "samples_per_state"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
@@ -106,7 +116,11 @@ def main() -> None:
     pool = shared_env_pool()
 
     def specs(round_index: int) -> list[EpisodeSpec]:
-        return [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i) for i in range(args.episodes)]
+        per_state = args.samples_per_state
+        return [
+            EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i // per_state, i % per_state)
+            for i in range(args.episodes)
+        ]
 
     # warm the pool with episodes of their own (the index after every measured round's)
     warm_up = specs(args.rounds * args.repeats)
@@ -171,6 +185,7 @@ def main() -> None:
         "policy": source,
         "task": args.task,
         "episodes_per_round": args.episodes,
+        "samples_per_state": args.samples_per_state,
         "rounds": args.rounds,
         "repeats": args.repeats,
         "batch_envs": args.batch_envs,
@@ -186,7 +201,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds x {args.repeats} repeats, "
+        f"policy: {source}; {args.task}, {args.episodes} episodes ({args.samples_per_state} per initial state) "
+        f"x {args.rounds} rounds x {args.repeats} repeats, "
         f"{args.batch_envs} envs in lockstep, "
         f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
     )
