@@ -3,9 +3,9 @@
 Row "policy in the loop": ``collect_rollouts`` as a GRAPE iteration runs it (lockstep envs,
 sampling at temperature 1 with per-episode streams, environments from the process's pool,
 warmed by one call first as after a training run's first iteration). By default every episode
-starts from its own initial state (a string the instruction encoder has not seen for more than
-half of them: 18-21 of 32 measured);
-``--samples-per-state 6`` draws six episodes per state, as a GRAPE iteration does by default.
+starts from its own initial state, and for more than half of them (18-21 of 32, measured) the
+instruction is a string the encoder has not seen; ``--samples-per-state 6`` draws six episodes
+per state, as a GRAPE iteration does by default.
 Row "physics only": the same episodes replayed from their recorded actions through the same
 pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observation), with
 no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
