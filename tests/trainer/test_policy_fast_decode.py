@@ -29,6 +29,19 @@ def test_decoding_matches_the_transformers_forward_position_by_position():
     torch.testing.assert_close(torch.stack(outputs, 1), reference[:, 1:], rtol=0, atol=1e-5)
 
 
+def test_a_layer_with_a_projection_of_another_kind_is_run_module_by_module():
+    policy = _policy()
+    backbone = policy.decoder.model
+    attention = backbone.layers[0].self_attn
+    attention.q_proj = torch.nn.Sequential(attention.q_proj)  # not stackable: layer 0 takes the module path
+    inputs = torch.randn(3, 6, 32)
+    reference = backbone(inputs_embeds=inputs, use_cache=False).last_hidden_state
+    decoding = LlamaDecoding(backbone, 3, 8, inputs.device, inputs.dtype)
+    assert decoding.layers[0] is None and decoding.layers[1] is not None
+    outputs = [decoding.prefill(inputs[:, :2])] + [decoding.step(inputs[:, t : t + 1]) for t in range(2, 6)]
+    torch.testing.assert_close(torch.stack(outputs, 1), reference[:, 1:], rtol=0, atol=1e-5)
+
+
 def test_sampled_logprobs_equal_recomputed_ones_with_and_without_the_lora_adapter():
     policy = add_lora(_policy(), rank=4, alpha=8)
     for name, parameter in policy.named_parameters():

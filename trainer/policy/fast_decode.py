@@ -178,15 +178,19 @@ class LlamaDecoding:
         return self._forward(embedding)[:, -1]
 
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        start, end = self.length, self.length + hidden.shape[1]
+        batch, new, width = hidden.shape
+        start, end = self.length, self.length + new
         cos, sin = self.stacked_cos[:, start:end], self.stacked_sin[:, start:end]  # once for every layer
+        # Positions as rows of one matrix between the attention steps: the projections are then
+        # plain 2-D matrix products (the same products a 3-D input is flattened to, fewer ops).
+        rows = hidden.reshape(batch * new, width)
         for index, (layer, fused) in enumerate(zip(self.backbone.layers, self.layers)):
             if fused is None:
-                hidden = self._module_layer(index, layer, hidden, start, end)
+                rows = self._module_layer(index, layer, rows, batch, start, end)
             else:
-                hidden = self._fused_layer(index, fused, hidden, start, end, cos, sin)
+                rows = self._fused_layer(index, fused, rows, batch, start, end, cos, sin)
         self.length = end
-        return _rms_norm(self.backbone.norm, hidden)
+        return _rms_norm(self.backbone.norm, rows).view(batch, new, width)
 
     def _rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotary embedding with tables already sliced to the new positions (sin signed, see __init__)."""
@@ -194,7 +198,7 @@ class LlamaDecoding:
 
     def _attend(self, index: int, q: torch.Tensor, keys_values: torch.Tensor, start: int, end: int):
         """Cache the new positions' keys and values ([B, 2 * kv_heads, new, d], rotary already
-        applied to the keys), attend; return [B, new, heads * d]."""
+        applied to the keys), attend; return rows [B * new, heads * d]."""
         cache, keys, values = self.layer_caches[index]
         cache[:, :, start:end] = keys_values
         # Causal within a prefill (which starts at 0); a single new position sees everything.
@@ -206,20 +210,21 @@ class LlamaDecoding:
             scale=self.scaling,
             enable_gqa=self.kv_heads != self.heads,
         )
-        return attended.transpose(1, 2).reshape(q.shape[0], end - start, -1)
+        return attended.transpose(1, 2).reshape(q.shape[0] * (end - start), -1)
 
     def _fused_layer(
         self,
         index: int,
         layer: _FusedLayer,
         hidden: torch.Tensor,
+        batch: int,
         start: int,
         end: int,
         cos: torch.Tensor,
         sin: torch.Tensor,
     ):
-        """``cos``/``sin``: the stacked q/k/v tables at the new positions."""
-        batch, new, _ = hidden.shape
+        """``hidden``: rows [batch * new, H]; ``cos``/``sin``: the stacked q/k/v tables at the new positions."""
+        new = end - start
         qkv = F.linear(_rms_norm(layer.input_norm, hidden), *layer.qkv)
         qkv = qkv.view(batch, new, self.heads + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
         qkv = self._rotary(qkv, cos, sin)
@@ -228,9 +233,10 @@ class LlamaDecoding:
         gate, up = F.linear(_rms_norm(layer.post_norm, hidden), *layer.gate_up).chunk(2, dim=-1)
         return hidden + F.linear(layer.act_fn(gate) * up, *layer.down)
 
-    def _module_layer(self, index: int, layer: nn.Module, hidden: torch.Tensor, start: int, end: int):
-        """A layer whose projections cannot be stacked (another module kind): each one called."""
-        batch, new, _ = hidden.shape
+    def _module_layer(self, index: int, layer: nn.Module, hidden: torch.Tensor, batch: int, start: int, end: int):
+        """A layer whose projections cannot be stacked (another module kind): each one called.
+        ``hidden``: rows [batch * new, H]."""
+        new = end - start
         attention = layer.self_attn
         normed = _rms_norm(layer.input_layernorm, hidden)
         q = project(attention.q_proj, normed).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
