@@ -29,6 +29,18 @@ def test_decoding_matches_the_transformers_forward_position_by_position():
     torch.testing.assert_close(torch.stack(outputs, 1), reference[:, 1:], rtol=0, atol=1e-5)
 
 
+def test_rotary_tables_kept_between_decodings_fit_each_length():
+    backbone = _policy().decoder.model
+    inputs = torch.randn(2, 6, 32)
+    reference = backbone(inputs_embeds=inputs, use_cache=False).last_hidden_state
+    with torch.inference_mode():  # where the tables are kept from one decoding to the next
+        for length in (4, 6, 5, 6):  # each decoding fills its cache to max_length
+            decoding = LlamaDecoding(backbone, 2, length, inputs.device, inputs.dtype)
+            outputs = [decoding.prefill(inputs[:, :3])]
+            outputs += [decoding.step(inputs[:, t : t + 1]) for t in range(3, length)]
+            torch.testing.assert_close(torch.stack(outputs, 1), reference[:, 2:length], rtol=0, atol=1e-5)
+
+
 def test_a_layer_with_a_projection_of_another_kind_is_run_module_by_module():
     policy = _policy()
     backbone = policy.decoder.model

@@ -12,10 +12,14 @@ The weights are read from the model when a decoding starts (one sampling call, d
 they do not change), so a training step is seen by the next call. LoRA-wrapped projections
 (peft) have their active adapters' low-rank update merged into that read, and none inside
 ``disable_adapter()``; a layer with a projection of another kind calls each one as a module.
+The rotary tables depend on the configuration only and are kept from one decoding to the next
+(under inference mode, as sampling runs). Keeping the stacked weights too was tried: at the
+default size it saved nothing measurable, and it would miss weights written through ``.data``.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -121,6 +125,10 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
+# rotary module -> (what its tables were computed for, the tables); see LlamaDecoding._rotary_tables
+_kept_rotary_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class LlamaDecoding:
     """One batch's decoding state: fill with :meth:`prefill`, then :meth:`step` one position at a time.
 
@@ -141,21 +149,7 @@ class LlamaDecoding:
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scaling = self.head_dim**-0.5
-        positions = torch.arange(max_length, device=device).unsqueeze(0)
-        probe = torch.zeros((), device=device, dtype=dtype)
-        cos, sin = backbone.rotary_emb(probe, positions)  # [1, max_length, head_dim]
-        # rotate_half(x) * sin == roll(x, half) * signed_sin, bit for bit (only signs move), in
-        # one roll instead of two slices, a negation and a cat.
-        half = self.head_dim // 2
-        signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
-        self.cos, self.sin = cos[0], signed_sin
-        # The same tables per head of a stacked q/k/v projection, with the identity rotation
-        # (cos 1, sin 0) on the v heads: one rotary pass over q, k and v together leaves v's
-        # values as they are, and k and v come out side by side for one cache write.
-        rotated, kept = self.heads + self.kv_heads, self.kv_heads
-        identity_cos, identity_sin = torch.ones_like(cos[0]), torch.zeros_like(signed_sin)
-        self.stacked_cos = torch.cat((cos[0].expand(rotated, -1, -1), identity_cos.expand(kept, -1, -1)))
-        self.stacked_sin = torch.cat((signed_sin.expand(rotated, -1, -1), identity_sin.expand(kept, -1, -1)))
+        self.cos, self.sin, self.stacked_cos, self.stacked_sin = self._rotary_tables(max_length, device, dtype)
         # keys then values of each layer: [layers, B, 2 * kv_heads, max_length, head_dim]
         shape = (len(backbone.layers), batch, 2 * self.kv_heads, max_length, self.head_dim)
         self.cache = torch.empty(shape, device=device, dtype=dtype)
@@ -164,6 +158,51 @@ class LlamaDecoding:
         self.layer_caches = [(kv, kv[:, : self.kv_heads], kv[:, self.kv_heads :]) for kv in layer_caches]
         self.length = 0
         self.layers = [_fused_layer(layer) for layer in backbone.layers]
+
+    def _rotary_tables(self, max_length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """(cos, signed sin) [max_length, d] and the same per head of a stacked q/k/v [heads, max_length, d].
+
+        They depend on the configuration only (the rotary module's frequencies), so under inference
+        mode, where they cannot end up in an autograd graph, they are kept for the next decoding.
+        """
+        rotary = self.backbone.rotary_emb
+        frequencies = getattr(rotary, "inv_freq", None)
+        key = None
+        if (
+            torch.is_inference_mode_enabled()
+            and isinstance(frequencies, torch.Tensor)
+            and not frequencies.is_inference()
+        ):
+            shape = (max_length, self.heads, self.kv_heads, self.head_dim)
+            key = (
+                shape,
+                device,
+                dtype,
+                frequencies.data_ptr(),
+                frequencies._version,
+                getattr(rotary, "attention_scaling", None),
+            )
+            kept = _kept_rotary_tables.get(rotary)
+            if kept is not None and kept[0] == key:
+                return kept[1]
+        positions = torch.arange(max_length, device=device).unsqueeze(0)
+        probe = torch.zeros((), device=device, dtype=dtype)
+        cos, sin = rotary(probe, positions)  # [1, max_length, head_dim]
+        # rotate_half(x) * sin == roll(x, half) * signed_sin, bit for bit (only signs move), in
+        # one roll instead of two slices, a negation and a cat.
+        half = self.head_dim // 2
+        signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+        # The same tables per head of a stacked q/k/v projection, with the identity rotation
+        # (cos 1, sin 0) on the v heads: one rotary pass over q, k and v together leaves v's
+        # values as they are, and k and v come out side by side for one cache write.
+        rotated, plain = self.heads + self.kv_heads, self.kv_heads
+        identity_cos, identity_sin = torch.ones_like(cos[0]), torch.zeros_like(signed_sin)
+        stacked_cos = torch.cat((cos[0].expand(rotated, -1, -1), identity_cos.expand(plain, -1, -1)))
+        stacked_sin = torch.cat((signed_sin.expand(rotated, -1, -1), identity_sin.expand(plain, -1, -1)))
+        tables = (cos[0], signed_sin, stacked_cos, stacked_sin)
+        if key is not None:
+            _kept_rotary_tables[rotary] = (key, tables)
+        return tables
 
     def prefill(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Run the prefix [B, P, H] (causal attention); return the last position's output [B, H]."""
