@@ -20,6 +20,7 @@ default size it saved nothing measurable, and it would miss weights written thro
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,13 +99,13 @@ def _stacked_linear(modules: list[nn.Module]) -> tuple[torch.Tensor, torch.Tenso
 class _FusedLayer:
     """A decoder layer's weights for one decoding: q, k and v as one matrix, gate and up as one."""
 
-    input_norm: nn.Module
+    input_norm: tuple[torch.Tensor, float]
     qkv: tuple[torch.Tensor, torch.Tensor | None]
     output: tuple[torch.Tensor, torch.Tensor | None]
-    post_norm: nn.Module
+    post_norm: tuple[torch.Tensor, float]
     gate_up: tuple[torch.Tensor, torch.Tensor | None]
     down: tuple[torch.Tensor, torch.Tensor | None]
-    act_fn: nn.Module
+    act_fn: Callable[[torch.Tensor], torch.Tensor]
 
 
 def _fused_layer(layer: nn.Module) -> _FusedLayer | None:
@@ -115,14 +116,31 @@ def _fused_layer(layer: nn.Module) -> _FusedLayer | None:
     down = _stacked_linear([mlp.down_proj])
     if qkv is None or output is None or gate_up is None or down is None:
         return None
-    return _FusedLayer(layer.input_layernorm, qkv, output, layer.post_attention_layernorm, gate_up, down, mlp.act_fn)
+    # Tensors and functions, not modules: a module's attribute lookup and call cost more than
+    # the small ops they lead to (SiLU is the same op as F.silu).
+    act_fn = F.silu if type(mlp.act_fn) is nn.SiLU else mlp.act_fn
+    return _FusedLayer(
+        _norm_terms(layer.input_layernorm),
+        qkv,
+        output,
+        _norm_terms(layer.post_attention_layernorm),
+        gate_up,
+        down,
+        act_fn,
+    )
 
 
-def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LlamaRMSNorm: normalized in float32, scaled in the input's dtype."""
-    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
-    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
+def _norm_terms(norm: nn.Module) -> tuple[torch.Tensor, float]:
+    """A LlamaRMSNorm's (weight, epsilon)."""
+    return norm.weight, norm.variance_epsilon
+
+
+def _rms_norm(terms: tuple[torch.Tensor, float], x: torch.Tensor) -> torch.Tensor:
+    """LlamaRMSNorm with ``terms`` = (weight, epsilon): normalized in float32, scaled in the input's dtype."""
+    weight, eps = terms
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 # rotary module -> (what its tables were computed for, the tables); see LlamaDecoding._rotary_tables
@@ -157,7 +175,9 @@ class LlamaDecoding:
         layer_caches = [self.cache[index] for index in range(len(backbone.layers))]  # not unbind: written in place
         self.layer_caches = [(kv, kv[:, : self.kv_heads], kv[:, self.kv_heads :]) for kv in layer_caches]
         self.length = 0
-        self.layers = [_fused_layer(layer) for layer in backbone.layers]
+        self.layer_modules = list(backbone.layers)
+        self.layers = [_fused_layer(layer) for layer in self.layer_modules]
+        self.final_norm = _norm_terms(backbone.norm)
 
     def _rotary_tables(self, max_length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """(cos, signed sin) [max_length, d] and the same per head of a stacked q/k/v [heads, max_length, d].
@@ -223,13 +243,13 @@ class LlamaDecoding:
         # Positions as rows of one matrix between the attention steps: the projections are then
         # plain 2-D matrix products (the same products a 3-D input is flattened to, fewer ops).
         rows = hidden.reshape(batch * new, width)
-        for index, (layer, fused) in enumerate(zip(self.backbone.layers, self.layers)):
+        for index, (layer, fused) in enumerate(zip(self.layer_modules, self.layers)):
             if fused is None:
                 rows = self._module_layer(index, layer, rows, batch, start, end)
             else:
                 rows = self._fused_layer(index, fused, rows, batch, start, end, cos, sin)
         self.length = end
-        return _rms_norm(self.backbone.norm, rows).view(batch, new, width)
+        return _rms_norm(self.final_norm, rows).view(batch, new, width)
 
     def _rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotary embedding with tables already sliced to the new positions (sin signed, see __init__)."""
@@ -277,7 +297,7 @@ class LlamaDecoding:
         ``hidden``: rows [batch * new, H]."""
         new = end - start
         attention = layer.self_attn
-        normed = _rms_norm(layer.input_layernorm, hidden)
+        normed = _rms_norm(_norm_terms(layer.input_layernorm), hidden)
         q = project(attention.q_proj, normed).view(batch, new, self.heads, self.head_dim).transpose(1, 2)
         k = project(attention.k_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
         v = project(attention.v_proj, normed).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -285,7 +305,7 @@ class LlamaDecoding:
         q, k = self._rotary(q, cos, sin), self._rotary(k, cos, sin)
         attended = self._attend(index, q, torch.cat((k, v), dim=1), start, end)
         hidden = hidden + project(attention.o_proj, attended)
-        normed = _rms_norm(layer.post_attention_layernorm, hidden)
+        normed = _rms_norm(_norm_terms(layer.post_attention_layernorm), hidden)
         mlp = layer.mlp
         return hidden + project(
             mlp.down_proj, mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed)
