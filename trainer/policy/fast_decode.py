@@ -117,8 +117,8 @@ def _fused_layer(layer: nn.Module) -> _FusedLayer | None:
     if qkv is None or output is None or gate_up is None or down is None:
         return None
     # Tensors and functions, not modules: a module's attribute lookup and call cost more than
-    # the small ops they lead to (SiLU is the same op as F.silu).
-    act_fn = F.silu if type(mlp.act_fn) is nn.SiLU else mlp.act_fn
+    # the small ops they lead to.
+    act_fn = F.silu if _is_plain_silu(mlp.act_fn) else mlp.act_fn
     return _FusedLayer(
         _norm_terms(layer.input_layernorm),
         qkv,
@@ -127,6 +127,19 @@ def _fused_layer(layer: nn.Module) -> _FusedLayer | None:
         gate_up,
         down,
         act_fn,
+    )
+
+
+def _is_plain_silu(module: nn.Module) -> bool:
+    """torch's SiLU, or transformers' SiLUActivation with its own forward (``F.silu``; a kernel
+    swapped in for it, by class or by instance, is kept as the module)."""
+    if type(module) is nn.SiLU:
+        return True
+    return (
+        type(module).__name__ == "SiLUActivation"
+        and type(module).__module__ == "transformers.activations"
+        and type(module).forward.__qualname__ == "SiLUActivation.forward"
+        and "forward" not in vars(module)
     )
 
 
