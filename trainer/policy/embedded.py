@@ -218,7 +218,7 @@ class EmbeddedVLA(Policy):
         uniforms: torch.Tensor | None = None,
     ) -> SampleOutput:
         # Sampling's tensors never meet autograd, and inference mode skips the version and view
-        # bookkeeping of its ~300 small ops per call (about 15% of sampling time, measured).
+        # bookkeeping of its several hundred small ops per call (about 15% of sampling time, measured).
         # Outside it, clone makes ordinary tensors of the results: callers may use them with autograd.
         with torch.inference_mode():
             out = self._sample(obs, instructions, temperature, greedy, generator, uniforms)
