@@ -2,15 +2,25 @@
 
 Row "policy in the loop": ``collect_rollouts`` as a GRAPE iteration runs it (lockstep envs,
 sampling at temperature 1 with per-episode streams, environments from the process's pool,
-warmed by one call first as after a training run's first iteration).
+warmed by one call first as after a training run's first iteration). By default every episode
+starts from its own initial state, and for more than half of them (18-21 of 32, measured) the
+instruction is a string the encoder has not seen; ``--samples-per-state 6`` draws six episodes
+per state, as a GRAPE iteration does by default.
 Row "physics only": the same episodes replayed from their recorded actions through the same
 pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observation), with
 no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
 Row "policy, fresh worlds": as the first row with a pool that keeps nothing, so every call
 builds its environments anew (what rollouts did before the pool).
-Rounds are interleaved so that load from other jobs hits every row alike.
+Rows are interleaved per round (one ``collect_rollouts`` call, then the replay of its episodes,
+then the fresh-worlds call), so that load from other jobs hits every row alike. A repeat is
+``--rounds`` rounds; every round of every repeat runs its own episodes (fresh seeds, so the
+instruction encoder's cache helps no repeat more than the first). The in-loop/physics ratio is
+reported per repeat (median and min-max) beside the totals: on a shared machine it moves by
+several hundredths between back-to-back runs of the same code.
 
     python bench/rollout.py                                  # cached default SFT policy if present
+    python bench/rollout.py --rounds 2 --repeats 3           # median ratio and spread over 3 repeats
+    python bench/rollout.py --samples-per-state 6           # work shaped like a GRAPE iteration's
     python bench/rollout.py --policy runs/x/policy --episodes 32 --rounds 3 --json
 """
 
@@ -84,9 +94,20 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32, help="episodes per round (default 32)")
     parser.add_argument("--batch-envs", type=int, default=16)
     parser.add_argument("--max-steps", type=int, default=120)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per repeat (default 3)")
+    parser.add_argument("--repeats", type=int, default=1, help="repeats, each with its own episodes (default 1)")
+    parser.add_argument(
+        "--samples-per-state",
+        type=int,
+        default=1,
+        help="episodes drawn from each initial state (default 1: every episode its own scene and instruction; "
+        "a GRAPE iteration draws 6 by default, so its instruction encoder sees 6x fewer new strings)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    for name in ("episodes", "batch_envs", "max_steps", "rounds", "repeats", "samples_per_state"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     torch.set_num_threads(1)
     from trainer.loop import TRAIN_SPLIT
@@ -96,70 +117,110 @@ def main() -> None:
     pool = shared_env_pool()
 
     def specs(round_index: int) -> list[EpisodeSpec]:
-        return [EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i) for i in range(args.episodes)]
+        per_state = args.samples_per_state
+        return [
+            EpisodeSpec(args.task, TRAIN_SPLIT, 1000 * round_index + i // per_state, i % per_state)
+            for i in range(args.episodes)
+        ]
 
-    # warm pool
-    collect_rollouts(policy, specs(99), sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
-    totals = {"policy in the loop": [0, 0.0], "physics only": [0, 0.0], "policy, fresh worlds": [0, 0.0]}
+    # warm the pool with episodes of their own (the index after every measured round's)
+    warm_up = specs(args.rounds * args.repeats)
+    collect_rollouts(policy, warm_up, sample_seed=0, max_steps=args.max_steps, batch_envs=args.batch_envs)
+    names = ("policy in the loop", "physics only", "policy, fresh worlds")
+    totals = {name: [0, 0.0, 0.0] for name in names}  # steps, wall seconds, CPU seconds of this process
+    # in-loop steps/s over physics-only steps/s, one per repeat, by wall-clock and by CPU time
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
     exact_replays = 0
-    for r in range(args.rounds):
-        started = time.perf_counter()
-        rollouts, _ = collect_rollouts(
-            policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
-        )
-        totals["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
-        totals["policy in the loop"][1] += time.perf_counter() - started
-        started = time.perf_counter()
-        steps, same = replay(rollouts, pool, args.max_steps)
-        totals["physics only"][0] += steps
-        exact_replays += same
-        totals["physics only"][1] += time.perf_counter() - started
-        started = time.perf_counter()
-        fresh, _ = collect_rollouts(
-            policy,
-            specs(r),
-            sample_seed=r,
-            max_steps=args.max_steps,
-            batch_envs=args.batch_envs,
-            env_pool=EnvPool(capacity=0),
-        )
-        totals["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
-        totals["policy, fresh worlds"][1] += time.perf_counter() - started
-    physics = totals["physics only"][0] / totals["physics only"][1]
+
+    def timed(row: list, run):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run()
+        row[1] += time.perf_counter() - wall
+        row[2] += time.process_time() - cpu
+        return result
+
+    for repeat in range(args.repeats):
+        mine = {name: [0, 0.0, 0.0] for name in names}
+        for r in range(repeat * args.rounds, (repeat + 1) * args.rounds):
+            rollouts, _ = timed(
+                mine["policy in the loop"],
+                lambda: collect_rollouts(
+                    policy, specs(r), sample_seed=r, max_steps=args.max_steps, batch_envs=args.batch_envs
+                ),
+            )
+            mine["policy in the loop"][0] += sum(x.episode.length for x in rollouts)
+            steps, same = timed(mine["physics only"], lambda: replay(rollouts, pool, args.max_steps))
+            mine["physics only"][0] += steps
+            exact_replays += same
+            fresh, _ = timed(
+                mine["policy, fresh worlds"],
+                lambda: collect_rollouts(
+                    policy,
+                    specs(r),
+                    sample_seed=r,
+                    max_steps=args.max_steps,
+                    batch_envs=args.batch_envs,
+                    env_pool=EnvPool(capacity=0),
+                ),
+            )
+            mine["policy, fresh worlds"][0] += sum(x.episode.length for x in fresh)
+        loop, physics = mine["policy in the loop"], mine["physics only"]
+        for clock, column in (("wall", 1), ("cpu", 2)):
+            ratios[clock].append((loop[0] / loop[column]) / (physics[0] / physics[column]))
+        for name in names:
+            totals[name] = [a + b for a, b in zip(totals[name], mine[name])]
+    physics_wall = totals["physics only"][0] / totals["physics only"][1]
+    physics_cpu = totals["physics only"][0] / totals["physics only"][2]
     rows = {
         name: {
             "steps": steps,
-            "seconds": round(seconds, 3),
-            "steps_per_second": round(steps / seconds, 1),
-            "x_physics": round(steps / seconds / physics, 3),
+            "seconds": round(wall, 3),
+            "steps_per_second": round(steps / wall, 1),
+            "x_physics": round(steps / wall / physics_wall, 3),
+            "cpu_seconds": round(cpu, 3),
+            "x_physics_cpu": round(steps / cpu / physics_cpu, 3),
         }
-        for name, (steps, seconds) in totals.items()
+        for name, (steps, wall, cpu) in totals.items()
     }
     result = {
         "policy": source,
         "task": args.task,
         "episodes_per_round": args.episodes,
+        "samples_per_state": args.samples_per_state,
         "rounds": args.rounds,
+        "repeats": args.repeats,
         "batch_envs": args.batch_envs,
-        "replays_exact": f"{exact_replays}/{args.episodes * args.rounds}",
+        "replays_exact": f"{exact_replays}/{args.episodes * args.rounds * args.repeats}",
         "load_average": os.getloadavg(),
         "rows": rows,
     }
+    for clock, suffix in (("wall", ""), ("cpu", "_cpu")):
+        result[f"in_loop_x_physics{suffix}_per_repeat"] = [round(x, 3) for x in ratios[clock]]
+        result[f"in_loop_x_physics{suffix}_median"] = round(float(np.median(ratios[clock])), 3)
+        result[f"in_loop_x_physics{suffix}_range"] = [round(min(ratios[clock]), 3), round(max(ratios[clock]), 3)]
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"policy: {source}; {args.task}, {args.episodes} episodes x {args.rounds} rounds, "
+        f"policy: {source}; {args.task}, {args.episodes} episodes ({args.samples_per_state} per initial state) "
+        f"x {args.rounds} rounds x {args.repeats} repeats, "
         f"{args.batch_envs} envs in lockstep, "
         f"1 torch thread; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10}")
+    print(f"{'row':<24} {'steps':>7} {'seconds':>8} {'steps/s':>8} {'x physics':>10} {'CPU s':>7} {'x (CPU)':>8}")
     for name, row in rows.items():
         print(
             f"{name:<24} {row['steps']:>7} {row['seconds']:>8.2f} {row['steps_per_second']:>8.1f} "
-            f"{row['x_physics']:>10.2f}"
+            f"{row['x_physics']:>10.2f} {row['cpu_seconds']:>7.2f} {row['x_physics_cpu']:>8.2f}"
         )
     print(f"physics-only replays identical to the recorded episodes at every step: {result['replays_exact']}")
+    for clock, suffix in (("wall-clock", ""), ("CPU time", "_cpu")):
+        low, high = result[f"in_loop_x_physics{suffix}_range"]
+        each = ", ".join(f"{x:.2f}" for x in result[f"in_loop_x_physics{suffix}_per_repeat"])
+        print(
+            f"policy in the loop x physics per repeat, {clock}: median "
+            f"{result[f'in_loop_x_physics{suffix}_median']:.2f} (min {low:.2f}, max {high:.2f}; {each})"
+        )
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def sample_from_logits(
     else:
         if temperature <= 0:
             raise PolicyInputError(f"temperature must be > 0 (use greedy=True for arg-max), got {temperature}")
-        tempered = torch.softmax(logits.float() / temperature, dim=-1)
+        tempered = torch.softmax(logits.float() / temperature if temperature != 1 else logits.float(), dim=-1)
         if uniforms is None:
             token = torch.multinomial(tempered, 1, generator=generator).squeeze(-1)
         else:

@@ -51,6 +51,9 @@ class InstructionEncoder:
         self._cache: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
 
+    # Ordinary tensors even when called under inference mode (sampling): the cached embeddings
+    # are later fed to layers that train, which inference tensors cannot be.
+    @torch.inference_mode(False)
     @torch.no_grad()
     def _encode_one(self, text: str) -> torch.Tensor:
         # One string per forward, never a padded batch: padding changes the matmul shapes and
