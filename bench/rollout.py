@@ -2,10 +2,10 @@
 
 Row "policy in the loop": ``collect_rollouts`` as a GRAPE iteration runs it (lockstep envs,
 sampling at temperature 1 with per-episode streams, environments from the process's pool,
-warmed by one call first as after a training run's first iteration). By default every episode
-starts from its own initial state, and for more than half of them (18-21 of 32, measured) the
-instruction is a string the encoder has not seen; ``--samples-per-state 6`` draws six episodes
-per state, as a GRAPE iteration does by default.
+warmed by one call first as after a training run's first iteration), with as many episodes per
+initial state as grape-train draws by default (6). ``--samples-per-state 1`` gives every episode
+its own initial state: for more than half of them (18-21 of 32, measured) the instruction is
+then a string the encoder has not seen, a harder case than any iteration meets.
 Row "physics only": the same episodes replayed from their recorded actions through the same
 pooled environments (reset, ``env.step``: IK, 12 physics steps, contacts, observation), with
 no policy; the replay must reproduce every recorded state, so both rows step the same worlds.
@@ -20,7 +20,7 @@ several hundredths between back-to-back runs of the same code.
 
     python bench/rollout.py                                  # cached default SFT policy if present
     python bench/rollout.py --rounds 2 --repeats 3           # median ratio and spread over 3 repeats
-    python bench/rollout.py --samples-per-state 6           # work shaped like a GRAPE iteration's
+    python bench/rollout.py --samples-per-state 1           # every episode its own scene and instruction
     python bench/rollout.py --policy runs/x/policy --episodes 32 --rounds 3 --json
 """
 
@@ -85,6 +85,8 @@ def replay(rollouts, pool, max_steps: int) -> tuple[int, int]:
 
 
 def main() -> None:
+    from trainer.config import RolloutConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--policy", help="policy folder (default: the cached default SFT policy, else an untrained one)"
@@ -96,12 +98,13 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per repeat (default 3)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats, each with its own episodes (default 1)")
+    loop_default = RolloutConfig().samples_per_state
     parser.add_argument(
         "--samples-per-state",
         type=int,
-        default=1,
-        help="episodes drawn from each initial state (default 1: every episode its own scene and instruction; "
-        "a GRAPE iteration draws 6 by default, so its instruction encoder sees 6x fewer new strings)",
+        default=loop_default,
+        help=f"episodes drawn from each initial state (default {loop_default}, grape-train's --samples-per-state; "
+        "1: every episode its own scene and instruction, so the instruction encoder sees that many more new strings)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
