@@ -9,6 +9,7 @@ from grape_dsl import ast
 from grape_dsl.api import check_source
 from grape_dsl.builtins import BUILTINS
 from grape_dsl.checker import OVER_ON_SUBGOAL, check
+from grape_dsl.llm import builtin_schema
 from grape_dsl.parser import parse
 
 # Nine lines; every snippet below starts on line 10.
@@ -30,15 +31,7 @@ LAST_STAGE = """stage last {
 
 PICK_PLACE_SCHEMA = (
     ["gripper.tip", "object.center", "object.top", "object.bottom", "container.center", "container.top"],
-    [
-        "gripper.opening",
-        "grasped",
-        "contact.obstacle",
-        "contact.distractor",
-        "contact.table",
-        "action.norm",
-        "knocked_over",
-    ],
+    list(builtin_schema("pick_place").signals),
 )
 
 

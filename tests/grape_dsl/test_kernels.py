@@ -15,6 +15,7 @@ from grape_dsl.api import load_task
 from grape_dsl.batch import TrajectoryBatch
 from grape_dsl.compiler import compile_checked, compile_task
 from grape_dsl.ir.lower import lower_task
+from grape_dsl.llm import builtin_schema
 from grape_dsl.parser import parse
 from grape_dsl.runtime.kernels import CompiledProgram, load_program
 from grape_dsl.score import BatchError, ScoreTable, first_nonfinite_steps, prepare_batch
@@ -34,15 +35,7 @@ KEYPOINTS = [
     "base.center",
     "base.top",
 ]
-SIGNALS = [
-    "gripper.opening",
-    "grasped",
-    "contact.obstacle",
-    "contact.distractor",
-    "contact.table",
-    "action.norm",
-    "knocked_over",
-]
+SIGNALS = list(builtin_schema("pick_place").signals)  # every built-in task reports the same signals
 
 
 @pytest.fixture(scope="module")

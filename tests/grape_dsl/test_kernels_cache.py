@@ -10,6 +10,7 @@ from pathlib import Path
 
 from grape_dsl.api import load_task
 from grape_dsl.ir.lower import lower
+from grape_dsl.llm import builtin_schema
 from grape_dsl.runtime.kernels import cache_key, default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +25,7 @@ KEYPOINTS = [
     "obstacle.center",
     "obstacle.top",
 ]
-SIGNALS = [
-    "gripper.opening",
-    "grasped",
-    "contact.obstacle",
-    "contact.distractor",
-    "contact.table",
-    "action.norm",
-    "knocked_over",
-]
+SIGNALS = list(builtin_schema("pick_place").signals)  # every built-in task reports the same signals
 
 CACHE_PROBE = """
 import json, sys
