@@ -94,7 +94,10 @@ def main() -> None:
     parser.add_argument("--sft-cache", default="cache/sft", help="where grape-train caches the default SFT policy")
     parser.add_argument("--task", default="pick_place")
     parser.add_argument("--episodes", type=int, default=32, help="episodes per round (default 32)")
-    parser.add_argument("--batch-envs", type=int, default=16)
+    loop_envs = RolloutConfig().batch_envs
+    parser.add_argument(
+        "--batch-envs", type=int, default=loop_envs, help=f"envs in lockstep (default {loop_envs}, grape-train's)"
+    )
     parser.add_argument("--max-steps", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per repeat (default 3)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats, each with its own episodes (default 1)")

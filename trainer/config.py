@@ -88,6 +88,9 @@ class RolloutConfig:
     max_rollouts: int | None = None
     """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x
     samples-per-state)."""
+    batch_envs: int = 16
+    """Environments stepped in lockstep (the policy samples every live one's action in one call); with
+    --rollout-workers, episodes per work item. Episodes do not depend on it."""
 
 
 @dataclass
@@ -219,9 +222,17 @@ LEGACY_DEFAULTS = {
 PATH_FIELDS = {"constraints", "base_policy", "sft_cache", "action_stats"}
 """Fields naming files: a relative and an absolute spelling of one path are the same setting."""
 
-RESUMABLE_FIELDS = {"iterations", "output_dir", "eval_episodes", "device", "learner_processes", "trust_remote_code"}
-"""Fields a resumed run may change: running more iterations extends a run; where it lives and
-how much it evaluates change no result already computed."""
+RESUMABLE_FIELDS = {
+    "iterations",
+    "output_dir",
+    "eval_episodes",
+    "device",
+    "learner_processes",
+    "trust_remote_code",
+    "batch_envs",
+}
+"""Fields a resumed run may change: running more iterations extends a run; where it lives, how
+much it evaluates and how many environments step together change no result already computed."""
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -296,6 +307,7 @@ FIELD_BOUNDS: dict[str, Bound] = {
     "clip_eps": Bound(low=0, high=1, low_open=True, high_open=True),
     "holdout_fraction": Bound(low=0, high=1, high_open=True),
     "max_rollouts": AT_LEAST_ONE,
+    "batch_envs": AT_LEAST_ONE,
 }
 """Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
 "bounds" entry in its metadata) must be a finite number >= 0: lambdas, weights, grad clip, ..."""

@@ -87,6 +87,12 @@ class EnvPool:
         self._idle: list[tuple[EnvKey, object]] = []  # oldest first
         self.created = 0
 
+    def hold_at_least(self, count: int) -> None:
+        """Raise the capacity to `count`: a lockstep batch that wide hands back `count` worlds at
+        its end, and closing the ones beyond the capacity would make the next call build them
+        again (0.15-0.4 s each)."""
+        self.capacity = max(self.capacity, count)
+
     def take(self, key: EnvKey, seed: int):
         for i in range(len(self._idle) - 1, -1, -1):
             if self._idle[i][0] == key:
@@ -113,7 +119,8 @@ _shared_pool = EnvPool()
 
 
 def shared_env_pool() -> EnvPool:
-    """The process's pool, used by :func:`collect_rollouts` unless it is given another."""
+    """The process's pool, used by :func:`collect_rollouts` unless it is given another; it keeps
+    as many idle worlds as the widest lockstep batch the process has run (16 at least)."""
     return _shared_pool
 
 
@@ -228,7 +235,8 @@ def collect_rollouts(
     `on_episode` is called as each episode finishes (progress bars). `record_frames(spec)` True
     keeps rendered frames of that episode (for GIFs), returned in the second value.
     `sample_seed` gives every episode its own sampling stream (see the module docstring; not
-    together with `generator`). `env_pool` defaults to the process's shared pool.
+    together with `generator`). `env_pool` defaults to the process's shared pool, which then
+    keeps at least `batch_envs` idle worlds; a pool given here keeps its own capacity.
     """
     from trainer.sim.env import DEFAULT_MAX_STEPS
 
@@ -240,9 +248,12 @@ def collect_rollouts(
         )
     image_size = policy.image_size  # None: the policy reads only the state vector
     action_dim = policy.action_tokenizer.action_dim
+    if env_pool is None:
+        env_pool = shared_env_pool()
+        env_pool.hold_at_least(batch_envs)
     run = _Lockstep(
         specs,
-        env_pool if env_pool is not None else shared_env_pool(),
+        env_pool,
         image_size,
         max_steps or DEFAULT_MAX_STEPS,
         sample_seed,

@@ -121,6 +121,7 @@ def gather_rollouts(
                     temperature=ro.temperature,
                     sample_seed=sample_seed,
                     max_steps=ro.max_steps,
+                    batch_envs=ro.batch_envs,
                     on_episode=lambda _: bar.update(1),
                 )
             rollouts += new
@@ -151,6 +152,7 @@ def _collect_on_workers(config, policy, specs: list[EpisodeSpec], sample_seed: i
             temperature=ro.temperature,
             sample_seed=sample_seed,
             max_steps=ro.max_steps,
+            batch_envs=ro.batch_envs,
             on_episode=on_episode,
         )
     except RolloutWorkerError as error:

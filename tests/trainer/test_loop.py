@@ -177,6 +177,18 @@ def test_a_run_saved_before_the_nll_and_lora_target_fields_resumes_only_with_its
     assert config_differences(saved, today.to_dict()) == []
 
 
+def test_a_resumed_run_may_step_more_or_fewer_envs_together_but_not_draw_other_episodes():
+    from trainer.config import config_differences
+
+    saved = TrainConfig(constraints="constraints/safety.grc").to_dict()
+    del saved["rollout"]["batch_envs"]  # a run saved before the field existed
+    today = TrainConfig(constraints="constraints/safety.grc")
+    today.rollout.batch_envs = 48
+    assert config_differences(saved, today.to_dict()) == []
+    today.rollout.samples_per_state = 4
+    assert config_differences(saved, today.to_dict()) == ["samples_per_state: 6 -> 4"]
+
+
 def test_foreign_output_dir_is_refused(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(TrainError, match="not a grape-train run folder"):

@@ -98,6 +98,25 @@ def test_per_episode_streams_do_not_depend_on_batching_or_order(policy):
     pool.close()
 
 
+def test_the_shared_pool_keeps_a_whole_lockstep_batch(policy, monkeypatch):
+    import trainer.rollout as rollout_module
+    from trainer.rollout import EnvPool
+
+    pool = EnvPool(capacity=1)
+    monkeypatch.setattr(rollout_module, "_shared_pool", pool)
+    pick_place = [spec for spec in SPECS if spec.task == "pick_place"]  # one key: four interchangeable worlds
+    collect_rollouts(policy, pick_place, greedy=True, max_steps=3, batch_envs=4)
+    assert pool.capacity == 4 and len(pool) == 4 and pool.created == 4
+    collect_rollouts(policy, pick_place, greedy=True, max_steps=3, batch_envs=4)
+    assert pool.created == 4  # the second call builds no world
+    collect_rollouts(policy, pick_place, greedy=True, max_steps=3, batch_envs=2)
+    assert pool.capacity == 4  # never lowered by a narrower call
+    given = EnvPool(capacity=1)
+    collect_rollouts(policy, pick_place, greedy=True, max_steps=3, batch_envs=4, env_pool=given)
+    assert given.capacity == 1 and len(given) == 1  # a pool passed in keeps its own capacity
+    pool.close()
+
+
 def test_the_pool_reuses_worlds_across_calls_and_drops_them_after_an_error(policy):
     from trainer.rollout import EnvPool
 
