@@ -88,9 +88,9 @@ class RolloutConfig:
     max_rollouts: int | None = None
     """With --dynamic-sampling, the most rollouts one iteration may draw (default: 4 x tasks x states-per-task x
     samples-per-state)."""
-    batch_envs: int = 16
-    """Environments stepped in lockstep (the policy samples every live one's action in one call); with
-    --rollout-workers, episodes per work item. Episodes do not depend on it."""
+    batch_envs: int = 32
+    """Environments stepped in lockstep (the policy samples every live one's action in one call; each holds a
+    pybullet world of about 90 MB); with --rollout-workers, episodes per work item. Episodes do not depend on it."""
 
 
 @dataclass

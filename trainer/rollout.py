@@ -82,7 +82,8 @@ class EnvPool:
     def __init__(self, capacity: int = 16) -> None:
         # A pybullet world with the Panda and its scene holds about 93 MB (measured), so the pool
         # is capped low: 64 idle worlds made an evaluation process over 4 splits x 4 tasks grow
-        # to 9 GB. 16 keeps the worlds of the current task and split (one lockstep batch).
+        # to 9 GB. 16 keeps the worlds of the current task and split (one lockstep batch of 16;
+        # a wider lockstep raises the shared pool's capacity to its width, see hold_at_least).
         self.capacity = capacity
         self._idle: list[tuple[EnvKey, object]] = []  # oldest first
         self.created = 0
