@@ -2,8 +2,8 @@
 
 Each worker is a Ray actor holding its own environment pool and a copy of the policy. Per
 call the policy is put into Ray's object store once and every worker loads it once (the
-weights travel once per iteration, not per episode). The episodes are cut into chunks of
-``batch_envs`` and handed out as workers become free; each worker runs a chunk with
+weights travel once per iteration, not per episode). The episodes are cut into chunks of at
+most ``batch_envs`` (see :func:`work_chunks`) and handed out as workers become free; each worker runs a chunk with
 :func:`trainer.rollout.collect_rollouts` and per-episode sampling streams, so an episode's
 tokens do not depend on the number of workers or on which worker ran it.
 
@@ -25,6 +25,16 @@ from trainer.rollout import EpisodeSpec, Rollout
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 """A chunk that kills this many workers in a row is an error, not bad luck."""
+
+
+def work_chunks(episodes: int, batch_envs: int, workers: int) -> list[range]:
+    """Consecutive chunks of episode indices, each run in lockstep by one worker: at most
+    `batch_envs` wide, and narrower when that leaves fewer than two chunks per worker (96
+    episodes in chunks of 32 on two workers would leave one worker idle for the third chunk)."""
+    if episodes <= 0:
+        return []
+    width = max(1, min(batch_envs, -(-episodes // (2 * workers))))
+    return [range(start, min(start + width, episodes)) for start in range(0, episodes, width)]
 
 
 class RolloutWorkerError(RuntimeError):
@@ -130,7 +140,7 @@ class RolloutWorkers:
             "max_steps": max_steps,
             "batch_envs": batch_envs,
         }
-        chunks = [list(range(i, min(i + batch_envs, len(specs)))) for i in range(0, len(specs), batch_envs)]
+        chunks = [list(chunk) for chunk in work_chunks(len(specs), batch_envs, len(self.actors))]
         queue = [(chunk, 1) for chunk in reversed(chunks)]  # pop() takes the first chunk
         running: dict = {}  # ObjectRef -> (actor, chunk, attempt)
         idle = list(self.actors)
