@@ -118,6 +118,11 @@ class GcpgConfig:
     so what the objective says about how to succeed (fewer contacts, shorter paths) is learnt from contrasts where
     both trajectories finish the task; top-m-against-bottom-m pairs are mostly success against failure. 0: off.
     Preference losses only (tpo, dpo-step)."""
+    success_advantage: float = 0.0
+    """With --loss rloo or grpo: add W x each success's outcome score normalised among the successes of its initial
+    state (minus their mean, over their standard deviation), so what the objective grades among successes (fewer
+    contacts, shorter paths) is learnt at a scale of its own rather than as a share of the success contrast, which
+    sets the spread of any group that mixes successes and failures. 0: off."""
 
 
 @dataclass
@@ -308,6 +313,7 @@ FIELD_BOUNDS: dict[str, Bound] = {
     "holdout_fraction": Bound(low=0, high=1, high_open=True),
     "max_rollouts": AT_LEAST_ONE,
     "batch_envs": AT_LEAST_ONE,
+    "success_advantage": Bound(low=0),
 }
 """Each numeric field's accepted range (trainer.bounds). A field not listed here (and without a
 "bounds" entry in its metadata) must be a finite number >= 0: lambdas, weights, grad clip, ..."""
@@ -339,6 +345,11 @@ def validate(config: TrainConfig) -> list[str]:
         problems.append(
             f"--success-pairs pairs trajectories for a preference loss with --pairing gcpg; "
             f"--loss {config.optim.loss} --pairing {config.gcpg.pairing} does not use such pairs"
+        )
+    if config.gcpg.success_advantage and config.optim.loss not in ("rloo", "grpo"):
+        problems.append(
+            f"--success-advantage adds to group-relative advantages (--loss rloo or grpo); --loss {config.optim.loss} "
+            "has none (for preference losses, --success-pairs contrasts successes)"
         )
     for item in config.overrides:
         name, sep, value = item.partition("=")

@@ -221,6 +221,35 @@ def group_advantages(
     return advantages
 
 
+def success_advantages(
+    scores: np.ndarray, success: np.ndarray, group_ids: np.ndarray, min_gap: float = TIE_TOLERANCE, eps: float = 1e-6
+) -> np.ndarray:
+    """Advantages among the successes alone: each success's score minus the mean of its group's
+    successes, divided by their standard deviation; zero for failures and for a group whose
+    successes number fewer than two or differ by no more than `min_gap`.
+
+    In a group that mixes successes and failures, success sets the spread of R_GCPG, and what the
+    objective grades among successes (contacts, travel, time) is a small share of any advantage
+    computed over the whole group; here it has a scale of its own.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    success = np.asarray(success, dtype=bool)
+    if success.shape != scores.shape or len(scores) != len(group_ids):
+        raise ValueError(
+            f"success_advantages: scores [{scores.shape}], success [{success.shape}] and group_ids "
+            f"[{len(group_ids)}] must be [N] of one length"
+        )
+    advantages = np.zeros(len(scores))
+    members = np.flatnonzero(success)
+    for local in _group_members(np.asarray(group_ids)[members]).values():
+        among = members[local]
+        values = scores[among]
+        if len(among) < 2 or np.ptp(values) <= min_gap:
+            continue
+        advantages[among] = (values - values.mean()) / (values.std() + eps)
+    return advantages
+
+
 def informative_groups(gap_scores: np.ndarray, group_ids: np.ndarray, min_gap: float) -> set:
     """Groups whose best and worst trajectory differ by more than `min_gap` (dynamic sampling keeps these)."""
     gap_scores = np.asarray(gap_scores, dtype=np.float64)

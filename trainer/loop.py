@@ -51,6 +51,7 @@ from trainer.gcpg import (
     merge_pairs,
     pair_kinds,
     score_columns,
+    success_advantages,
     success_pairs,
     write_parquet,
 )
@@ -913,6 +914,10 @@ def training_units(
         return np.flatnonzero(columns["success"])[:, None], None
     if loss in GROUP_LOSSES:
         advantages = group_advantages(columns["r_gcpg"], columns["group"], normalize=loss == "grpo")
+        if config.gcpg.success_advantage:
+            advantages = advantages + config.gcpg.success_advantage * success_advantages(
+                columns["outcome"], columns["success"], columns["group"], min_gap=config.gcpg.min_gap
+            )
         chosen = np.flatnonzero(kept & (advantages != 0))
         return chosen[:, None], advantages[chosen]
     return pairs, None

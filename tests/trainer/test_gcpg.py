@@ -252,3 +252,36 @@ def test_success_pairs_invariants(sizes, m, seed):
     assert {tuple(p) for p in merged.tolist()} == {tuple(p) for p in make_pairs(outcome, groups, m).tolist()} | {
         tuple(p) for p in pairs.tolist()
     }
+
+
+def test_success_advantages_normalise_among_each_groups_successes():
+    from trainer.gcpg import success_advantages
+
+    scores = np.array([1.9, 1.7, 0.2, 1.5, 1.5, 1.8, 0.3])
+    success = np.array([True, True, False, True, True, True, False])
+    groups = np.array(["a", "a", "a", "b", "b", "c", "c"])
+    adv = success_advantages(scores, success, groups, min_gap=0.01)
+    np.testing.assert_allclose(adv[:2], [1.0, -1.0], atol=1e-4)  # two successes, unit spread
+    assert adv[2] == 0 and adv[6] == 0  # failures
+    assert adv[3] == adv[4] == 0  # tied successes
+    assert adv[5] == 0  # a lone success
+    assert not success_advantages(scores, success, groups, min_gap=0.5).any()  # 0.2 apart is within the gap
+    with pytest.raises(ValueError, match="one length"):
+        success_advantages(scores, success[:3], groups)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=5), st.integers(0, 2**31 - 1))
+def test_success_advantages_sum_to_zero_per_group_and_spare_failures(sizes, seed):
+    from trainer.gcpg import success_advantages
+
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    success = rng.random(len(groups)) < 0.6
+    scores = success + rng.random(len(groups))
+    adv = success_advantages(scores, success, groups)
+    assert not adv[~success].any()
+    for g in range(len(sizes)):
+        mine = adv[(groups == g) & success]
+        assert abs(mine.sum()) < 1e-6
+        assert not len(mine) or np.all(np.diff(mine[np.argsort(scores[(groups == g) & success])]) >= -1e-9)

@@ -475,3 +475,28 @@ def test_success_pairs_add_contrasts_among_successes(tmp_path, tiny_policy_dir):
     assert validate(config) == []
     config.optim.loss = "rloo"
     assert any("--success-pairs" in problem for problem in validate(config))
+
+
+def test_success_advantage_grades_successes_on_top_of_the_group_advantage(tmp_path, tiny_policy_dir):
+    from trainer.config import validate
+    from trainer.gcpg import group_advantages
+    from trainer.loop import training_units
+
+    config = _tiny_config(tmp_path, tiny_policy_dir, "success_advantage", loss="grpo")
+    # one initial state: three graded successes and a failure; R_GCPG is dominated by success
+    columns = {
+        "group": np.array(["stack/7"] * 4),
+        "outcome": np.array([1.9, 1.8, 1.7, 0.1]),
+        "r_gcpg": np.array([1.9, 1.8, 1.7, 0.1]),
+        "success": np.array([True, True, True, False]),
+    }
+    kept = np.ones(4, dtype=bool)
+    units, plain = training_units(config, columns, np.zeros((0, 2), dtype=np.int64), kept)
+    np.testing.assert_allclose(plain, group_advantages(columns["r_gcpg"], columns["group"], normalize=True))
+    config.gcpg.success_advantage = 0.5
+    units, graded = training_units(config, columns, np.zeros((0, 2), dtype=np.int64), kept)
+    among = np.array([1.0, 0.0, -1.0]) / np.std([1.9, 1.8, 1.7]) * 0.1  # (x - mean) / std of the successes
+    np.testing.assert_allclose(graded - plain, 0.5 * np.append(among, 0.0), atol=1e-4)
+    assert validate(config) == []
+    config.optim.loss = "tpo"
+    assert any("--success-advantage" in problem for problem in validate(config))
