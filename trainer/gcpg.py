@@ -192,14 +192,18 @@ def count_pair_kinds(kinds: list[str]) -> dict[str, int]:
 
 
 def group_advantages(
-    scores: np.ndarray, group_ids: np.ndarray, normalize: bool = False, eps: float = 1e-6
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    normalize: bool = False,
+    eps: float = 1e-6,
+    min_spread: float = TIE_TOLERANCE,
 ) -> np.ndarray:
     """Group-relative advantages of each trajectory over the other samples of its initial state.
 
     `normalize=False` (RLOO): A_i = r_i - mean of the other members of i's group.
     `normalize=True` (GRPO): A_i = (r_i - group mean) / (group standard deviation + eps).
-    A group of one trajectory, or one whose scores all tie, gives advantages of zero: it says
-    nothing about which action was better.
+    A group of one trajectory, or one whose scores differ by no more than `min_spread` (by
+    default: all tie), gives advantages of zero: it says nothing about which action was better.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or len(scores) != len(group_ids):
@@ -212,7 +216,7 @@ def group_advantages(
     for members in _group_members(group_ids).values():
         n = len(members)
         values = scores[members]
-        if n < 2 or np.ptp(values) <= TIE_TOLERANCE:
+        if n < 2 or np.ptp(values) <= min_spread:
             continue
         if normalize:
             advantages[members] = (values - values.mean()) / (values.std() + eps)
@@ -232,21 +236,17 @@ def success_advantages(
     objective grades among successes (contacts, travel, time) is a small share of any advantage
     computed over the whole group; here it has a scale of its own.
     """
-    scores = np.asarray(scores, dtype=np.float64)
     success = np.asarray(success, dtype=bool)
-    if success.shape != scores.shape or len(scores) != len(group_ids):
+    if success.shape != np.shape(scores) or len(success) != len(group_ids):
         raise ValueError(
-            f"success_advantages: scores [{scores.shape}], success [{success.shape}] and group_ids "
+            f"success_advantages: scores [{np.shape(scores)}], success [{success.shape}] and group_ids "
             f"[{len(group_ids)}] must be [N] of one length"
         )
-    advantages = np.zeros(len(scores))
+    advantages = np.zeros(len(success))
     members = np.flatnonzero(success)
-    for local in _group_members(np.asarray(group_ids)[members]).values():
-        among = members[local]
-        values = scores[among]
-        if len(among) < 2 or np.ptp(values) <= min_gap:
-            continue
-        advantages[among] = (values - values.mean()) / (values.std() + eps)
+    advantages[members] = group_advantages(
+        np.asarray(scores)[members], np.asarray(group_ids)[members], normalize=True, eps=eps, min_spread=min_gap
+    )
     return advantages
 
 

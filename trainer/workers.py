@@ -3,9 +3,10 @@
 Each worker is a Ray actor holding its own environment pool and a copy of the policy. Per
 call the policy is put into Ray's object store once and every worker loads it once (the
 weights travel once per iteration, not per episode). The episodes are cut into chunks of at
-most ``batch_envs`` (see :func:`work_chunks`) and handed out as workers become free; each worker runs a chunk with
-:func:`trainer.rollout.collect_rollouts` and per-episode sampling streams, so an episode's
-tokens do not depend on the number of workers or on which worker ran it.
+most ``batch_envs`` (see :func:`work_chunks`) and handed out as workers become free; each
+worker runs a chunk with :func:`trainer.rollout.collect_rollouts` and per-episode sampling
+streams, so an episode's tokens do not depend on the number of workers or on which worker ran
+it.
 
 A worker that dies (killed, out of memory, node lost) fails only its current chunk: the
 failure is logged, a replacement worker is started, and the chunk runs again there, so the
