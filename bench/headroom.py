@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.states < 1 or args.samples < 2 or args.seed_offset < 0:
         parser.error("--states must be >= 1, --samples >= 2 and --seed-offset >= 0")
+    from trainer.sim.tasks import TASKS
+
+    unknown = [task for task in args.tasks if task not in TASKS]
+    if unknown:
+        parser.error(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {', '.join(sorted(TASKS))}")
 
     from trainer.eval import evaluation_specs
     from trainer.gcpg import GcpgWeights

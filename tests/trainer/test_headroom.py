@@ -139,6 +139,12 @@ def test_the_bench_runs_a_policy_and_reports_json(tmp_path):
     assert set(task["objectives"]) == {"efficiency.grc"}
 
 
+def test_the_bench_names_an_unknown_task():
+    done = _bench("--tasks", "pick_plcae", "--states", "1", "--samples", "2")
+    assert done.returncode == 2
+    assert "unknown task(s) pick_plcae" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_bench_names_a_missing_objective_file(tmp_path):
     done = _bench("--constraints", str(tmp_path / "nope.grc"), "--states", "1", "--samples", "2")
     assert done.returncode == 1
