@@ -39,14 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rollout import load_policy  # noqa: E402  (bench/rollout.py's policy resolution)
 
-STOCK_TASKS = ["pick_place", "pick_place_obstacle", "push_to_target", "stack"]
+from trainer.sim.tasks import TASKS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", help="policy folder (default: the cached default SFT policy)")
     parser.add_argument("--sft-cache", default="cache/sft")
-    parser.add_argument("--tasks", nargs="+", default=STOCK_TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--states", type=int, default=24, help="initial states per task (default 24)")
     parser.add_argument("--samples", type=int, default=8, help="sampled episodes per initial state (default 8)")
     parser.add_argument("--seed-offset", type=int, default=9000)
@@ -56,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.states < 1 or args.samples < 2 or args.seed_offset < 0:
         parser.error("--states must be >= 1, --samples >= 2 and --seed-offset >= 0")
-    from trainer.sim.tasks import TASKS
-
     unknown = [task for task in args.tasks if task not in TASKS]
     if unknown:
         parser.error(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {', '.join(sorted(TASKS))}")
